@@ -1,0 +1,70 @@
+# Passerelle — `make help` lists the targets. Everything installs itself:
+# a .venv with pinned packages, Kafka's jars in ~/.cache/passerelle.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PASSERELLE := $(BIN)/passerelle
+
+.PHONY: help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
+        kafka-cluster-up kafka-cluster-down topics run test test-unit lint format clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(INSTALLED) ## create .venv with the pinned dependencies (constraints.txt)
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed: set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+kafka-jars: install ## fetch Kafka's jars from Maven Central (once; cached)
+	$(PASSERELLE) kafka fetch
+
+kafka-up: install ## start the local single-node Kafka (127.0.0.1:9092); harmless if up
+	$(PASSERELLE) kafka up
+
+kafka-down: install ## stop the local single-node Kafka (by its pid)
+	$(PASSERELLE) kafka down
+
+kafka-status: install ## show which local Kafka nodes run
+	$(PASSERELLE) kafka status; $(PASSERELLE) kafka status --cluster
+
+kafka-logs: install ## the last broker log lines of the single node
+	$(PASSERELLE) kafka logs
+
+kafka-cluster-up: install ## start the three-node cluster (19092/29092/39092, RF 3)
+	$(PASSERELLE) kafka up --cluster
+
+kafka-cluster-down: install ## stop the three-node cluster
+	$(PASSERELLE) kafka down --cluster
+
+topics: kafka-up ## create the catalog's topics (and BANKS="a b" ingest topics)
+	$(PASSERELLE) topics create $(foreach b,$(BANKS),--bank $(b))
+
+run: kafka-up ## start Kafka and provision the topics (the pipeline joins this target when it exists)
+	$(PASSERELLE) topics create --bank demo-bank
+	$(PASSERELLE) schemas list
+
+test: install ## every test: unit, and integration on a real broker the tests start themselves
+	$(BIN)/pytest
+
+test-unit: install ## the tests that need no broker
+	$(BIN)/pytest -m "not kafka"
+
+lint: install ## ruff and mypy; never rewrites a file
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## rewrite files with ruff's formatter and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: ## remove .venv and .run (stop the brokers first: make kafka-down kafka-cluster-down)
+	rm -rf $(VENV) .run

@@ -1,0 +1,152 @@
+"""Every topic of the contract as plain data.
+
+The catalog is what `passerelle topics create` provisions and what the worker
+and tools name topics by. Partition counts and replication come from settings;
+retention, cleanup and compaction lag are the contract's and live here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from streams import model
+from streams.settings import Settings
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+BANK_TOPIC_PATTERN = r"^bank\.[a-z0-9-]+\.transactions\.v1$"
+_BANK_TOPIC = re.compile(BANK_TOPIC_PATTERN)
+_BANK_ID = re.compile(r"^[a-z0-9-]+$")
+
+CONSENTS = "consents.v1"
+NOTIFICATIONS = "messenger.notifications.v1"
+DLQ = "passerelle.dlq.v1"
+AUDIT = "passerelle.audit.v1"
+
+# An erased key must be physically gone from a compacted topic within this
+# bound: the log cleaner compacts a segment at most this long after the write.
+# One hour is what an erasure receipt promises; it costs some extra cleaning.
+MAX_COMPACTION_LAG_MS = HOUR_MS
+# Segments roll at least this often so the cleaner can reach a tombstone
+# (the active segment is never compacted).
+COMPACTED_SEGMENT_MS = HOUR_MS
+# Tombstones themselves are dropped this long after compaction.
+DELETE_RETENTION_MS = HOUR_MS
+# "delete, long" in the design: the audit trail is kept for a year.
+AUDIT_RETENTION_MS = 365 * DAY_MS
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One topic: its name, what its key and value are, and its broker configuration."""
+
+    name: str
+    key: str
+    value_subjects: tuple[str, ...]
+    """The registry subjects its values may have (empty for non-Avro values)."""
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+    writers: str = ""
+    readers: str = ""
+
+    @property
+    def compacted(self) -> bool:
+        return "compact" in self.config.get("cleanup.policy", "")
+
+    @property
+    def removal_bound_ms(self) -> int:
+        """How long a record (or, compacted, an overwritten or erased key) may remain."""
+        if self.compacted:
+            return int(self.config["max.compaction.lag.ms"]) + int(
+                self.config.get("delete.retention.ms", "0")
+            )
+        return int(self.config["retention.ms"])
+
+
+def deleting(retention_ms: int) -> dict[str, str]:
+    """Broker config of a topic whose records expire after `retention_ms`."""
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
+
+
+def compacting() -> dict[str, str]:
+    """Broker config of a compacted topic whose erased keys disappear within a bound."""
+    return {
+        "cleanup.policy": "compact",
+        "max.compaction.lag.ms": str(MAX_COMPACTION_LAG_MS),
+        "segment.ms": str(COMPACTED_SEGMENT_MS),
+        "delete.retention.ms": str(DELETE_RETENTION_MS),
+    }
+
+
+def bank_topic_name(bank_id: str) -> str:
+    """The ingest topic of one bank; the bank id is what the topic name says."""
+    if not _BANK_ID.match(bank_id):
+        raise ValueError(f"bank id {bank_id!r} must be lowercase letters, digits and dashes")
+    return f"bank.{bank_id}.transactions.v1"
+
+
+def bank_of_topic(topic: str) -> str | None:
+    """The bank id an ingest topic speaks for, or None if it is not an ingest topic."""
+    if not _BANK_TOPIC.match(topic):
+        return None
+    return topic.split(".")[1]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The topics of one deployment, sized by its settings."""
+
+    settings: Settings
+
+    def _topic(self, name: str, key: str, subjects: tuple[str, ...], config: dict[str, str],
+               writers: str, readers: str) -> Topic:
+        return Topic(
+            name=name,
+            key=key,
+            value_subjects=subjects,
+            partitions=self.settings.partitions,
+            replication_factor=self.settings.replication_factor,
+            config=config,
+            writers=writers,
+            readers=readers,
+        )
+
+    def bank(self, bank_id: str) -> Topic:
+        return self._topic(
+            bank_topic_name(bank_id), "account_id", (model.TRANSACTION,), deleting(7 * DAY_MS),
+            writers=f"bank-{bank_id}", readers="passerelle",
+        )
+
+    def consents(self) -> Topic:
+        return self._topic(
+            CONSENTS, "<bank_id>:<account_id>", (model.CONSENT,), compacting(),
+            writers="consent-authority", readers="passerelle",
+        )
+
+    def notifications(self) -> Topic:
+        return self._topic(
+            NOTIFICATIONS, "psid", (model.NOTIFICATION,), deleting(3 * DAY_MS),
+            writers="passerelle", readers="messenger-worker",
+        )
+
+    def dlq(self) -> Topic:
+        return self._topic(
+            DLQ, "source key", (), deleting(14 * DAY_MS),
+            writers="passerelle", readers="sre",
+        )
+
+    def audit(self) -> Topic:
+        return self._topic(
+            AUDIT, "account hash", (model.DECISION, model.ERASURE_RECEIPT),
+            deleting(AUDIT_RETENTION_MS), writers="passerelle", readers="compliance (sre)",
+        )
+
+    def shared(self) -> list[Topic]:
+        """The topics every deployment has, whatever its banks."""
+        return [self.consents(), self.notifications(), self.dlq(), self.audit()]
+
+    def all(self, bank_ids: list[str]) -> list[Topic]:
+        return [self.bank(b) for b in bank_ids] + self.shared()

@@ -1,0 +1,130 @@
+"""The `passerelle` command.
+
+Every error a user can cause ends in one line on stderr and a non-zero exit:
+2 for a wrong argument, 1 for anything else Passerelle refuses or cannot do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from streams import __version__
+from streams.errors import PasserelleError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that points to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _kafka(args: argparse.Namespace) -> None:
+    from streams.settings import LocalKafkaSettings
+    from streams.tools import localkafka
+
+    settings = LocalKafkaSettings.from_env()
+    if args.action == "fetch":
+        print(f"Kafka {localkafka.kafka_version()} jars: {localkafka.ensure_jars(settings)}")
+        return
+    cluster = (localkafka.Cluster.three if args.cluster else localkafka.Cluster.single)(settings)
+    if args.action == "up":
+        localkafka.up(cluster, settings)
+    elif args.action == "down":
+        localkafka.down(cluster)
+    elif args.action == "status":
+        for node, pid in localkafka.status(cluster):
+            state = f"running, pid {pid}" if pid else "stopped"
+            print(f"node {node.node_id} 127.0.0.1:{node.port}: {state}")
+    elif args.action == "logs":
+        print(localkafka.log_tail(cluster, args.lines))
+    elif args.action == "bootstrap":
+        print(cluster.bootstrap)
+
+
+def _topics(args: argparse.Namespace) -> None:
+    from streams.catalog import Catalog
+    from streams.settings import Settings
+    from streams.tools import topics
+
+    settings = Settings.from_env()
+    catalog = Catalog(settings)
+    try:
+        wanted = catalog.all(args.bank)
+    except ValueError as exc:
+        raise PasserelleError(str(exc)) from None
+    if args.action == "create":
+        asyncio.run(topics.create(settings, wanted))
+    else:
+        for topic in wanted:
+            config = " ".join(f"{k}={v}" for k, v in sorted(topic.config.items()))
+            print(f"{topic.name}  partitions={topic.partitions} "
+                  f"rf={topic.replication_factor} key={topic.key}  {config}")
+
+
+def _schemas(args: argparse.Namespace) -> None:
+    from streams.codec import EmbeddedRegistry
+    from streams.compat import check_registry
+    from streams.settings import Settings
+
+    registry = EmbeddedRegistry.load(Settings.from_env().schemas_dir)
+    if args.action == "list":
+        for subject in registry.subjects():
+            for version in registry.versions(subject):
+                print(f"id {version.id:3}  {subject} v{version.version}  "
+                      f"({registry.compatibility(subject)})")
+        return
+    report = check_registry(registry, registry.subjects())
+    faults = [f"{subject} {problem}" for subject, found in report.items() for problem in found]
+    if faults:
+        raise PasserelleError("incompatible schema versions: " + "; ".join(faults))
+    print(f"compatible: every version of {len(report)} subjects")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="passerelle", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"passerelle {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    kafka = commands.add_parser("kafka", help="the project's own local Apache Kafka (no Docker)")
+    kafka.add_argument("action", choices=["fetch", "up", "down", "status", "logs", "bootstrap"])
+    kafka.add_argument("--cluster", action="store_true",
+                       help="the three-node cluster (RF 3, min.insync.replicas=2)")
+    kafka.add_argument("--lines", type=int, default=40, help="log lines per node (logs)")
+    kafka.set_defaults(run=_kafka)
+
+    topics = commands.add_parser("topics", help="provision or list the catalog's topics")
+    topics.add_argument("action", choices=["create", "list"])
+    topics.add_argument("--bank", action="append", default=[], metavar="BANK_ID",
+                        help="also the ingest topic of this bank (repeatable)")
+    topics.set_defaults(run=_topics)
+
+    schemas = commands.add_parser("schemas", help="the embedded schema registry")
+    schemas.add_argument("action", choices=["list", "check"])
+    schemas.set_defaults(run=_schemas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except PasserelleError as exc:
+        print(f"passerelle {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The one Kafka client factory: every component connects through here.
+
+Bootstrap servers, SASL/SCRAM and TLS come from `Settings`; nothing else in
+the project builds a client's connection options by hand.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.settings import Settings
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for reaching the brokers securely."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.uses_sasl:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password
+    if settings.uses_tls:
+        options["ssl_context"] = ssl_context(settings)
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """A client TLS context trusting the configured CA file (or the system's)."""
+    cafile = str(settings.ssl_cafile) if settings.ssl_cafile else None
+    return ssl.create_default_context(cafile=cafile)
+
+
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer; idempotent by default, as every writer of ours should be."""
+    options = {"enable_idempotence": True, "acks": "all", **connection_options(settings)}
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer; read_committed by default, so aborted transactions are never seen."""
+    options = {"isolation_level": "read_committed", **connection_options(settings)}
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+def admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
+    options = connection_options(settings)
+    options.update(overrides)
+    return AIOKafkaAdminClient(**options)
+
+
+def faust_broker_options(settings: Settings) -> dict[str, Any]:
+    """faust.App keyword arguments for the same connection."""
+    import faust  # imported here so that tools do not pay faust's import time
+
+    options: dict[str, Any] = {"broker": f"kafka://{settings.bootstrap_servers}"}
+    if settings.uses_sasl:
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=ssl_context(settings) if settings.uses_tls else None,
+        )
+    elif settings.uses_tls:
+        options["broker_credentials"] = faust.SSLCredentials(ssl_context(settings))
+    return options

@@ -1,0 +1,167 @@
+"""The records of the contract as plain typed dicts.
+
+fastavro reads and writes dicts, so these TypedDicts cost nothing on the hot
+path: a decoded record *is* the model. Timestamps are epoch milliseconds (int),
+local times are milliseconds since midnight, dates are days since the epoch:
+the codec reads the wire's logical types as their underlying numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+# Subjects of the embedded registry, one per record type.
+TRANSACTION = "passerelle.Transaction"
+CONSENT = "passerelle.Consent"
+NOTIFICATION = "passerelle.Notification"
+DECISION = "passerelle.Decision"
+ERASURE_RECEIPT = "passerelle.ErasureReceipt"
+
+TransactionStatus = Literal["PENDING", "BOOKED", "REVERSED"]
+Channel = Literal["CARD", "TRANSFER", "DIRECT_DEBIT", "ATM", "FEE", "OTHER"]
+ConsentStatus = Literal[
+    "RECEIVED", "VALID", "REJECTED", "REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"
+]
+Permission = Literal["TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"]
+NotificationKind = Literal[
+    "TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE", "DAILY_DIGEST", "CONSENT_ENDED"
+]
+MessagingType = Literal["RESPONSE", "UPDATE", "MESSAGE_TAG"]
+MessageTag = Literal["ACCOUNT_UPDATE", "POST_PURCHASE_UPDATE"]
+Outcome = Literal["FORWARDED", "WITHHELD"]
+WithheldReason = Literal[
+    "NO_CONSENT",
+    "NOT_YET_VALID",
+    "EXPIRED",
+    "REVOKED",
+    "OUT_OF_RANGE",
+    "PERMISSION",
+    "DUPLICATE",
+    "STALE",
+]
+ErasureReason = Literal["REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP", "TOMBSTONE"]
+
+
+class Transaction(TypedDict):
+    transaction_id: str
+    bank_id: str
+    account_id: str
+    status: TransactionStatus
+    pending_transaction_id: str | None
+    reversed_transaction_id: str | None
+    amount_minor: int
+    currency: str
+    booked_at: int
+    merchant_name: str | None
+    mcc: str | None
+    description: str | None
+    balance_after_minor: int | None
+    channel: Channel
+
+
+class QuietHours(TypedDict):
+    start: int
+    end: int
+
+
+class Consent(TypedDict):
+    consent_id: str
+    bank_id: str
+    account_id: str
+    psid: str
+    page_id: str
+    status: ConsentStatus
+    permissions: list[Permission]
+    valid_until: int
+    transaction_from: int | None
+    transaction_to: int | None
+    locale: str
+    timezone: str
+    quiet_hours: QuietHours | None
+    large_amount_minor: int | None
+    low_balance_minor: int | None
+    daily_digest: bool
+    updated_at: int
+
+
+class CategoryTotal(TypedDict):
+    category: str
+    spent_minor: int
+    received_minor: int
+
+
+class DigestData(TypedDict):
+    local_date: str
+    spent_minor: int
+    received_minor: int
+    transaction_count: int
+    by_category: list[CategoryTotal]
+
+
+class NotificationData(TypedDict):
+    account_masked: str | None
+    amount_minor: int | None
+    currency: str | None
+    merchant_name: str | None
+    category: str | None
+    balance_minor: int | None
+    digest: DigestData | None
+
+
+class DeliveryEnvelope(TypedDict):
+    messaging_type: MessagingType
+    tag: MessageTag | None
+    silent: bool
+    recurring: bool
+
+
+class Notification(TypedDict):
+    notification_id: str
+    kind: NotificationKind
+    psid: str
+    page_id: str
+    bank_id: str
+    consent_id: str
+    locale: str
+    text: str
+    data: NotificationData
+    occurred_at: int
+    created_at: int
+    expires_at: int
+    envelope: DeliveryEnvelope
+
+
+class Decision(TypedDict):
+    bank_id: str
+    account_hash: str
+    transaction_id: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    outcome: Outcome
+    reason: WithheldReason | None
+    consent_id: str | None
+    consent_updated_at: int | None
+    decided_at: int
+
+
+class ErasedState(TypedDict):
+    table: str
+    keys: list[str]
+
+
+class Remaining(TypedDict):
+    topic: str
+    policy: str
+    until: int
+
+
+class ErasureReceipt(TypedDict):
+    bank_id: str
+    account_hash: str
+    consent_id: str
+    consent_updated_at: int
+    reason: ErasureReason
+    erased_at: int
+    erased: list[ErasedState]
+    remains: list[Remaining]

@@ -1,0 +1,1 @@
+"""Pure rules: consent decisions, aggregation, rendering. No faust, no Kafka, no I/O."""

@@ -1,0 +1,168 @@
+"""Frozen settings, read once from the environment.
+
+Every environment variable name Passerelle reads lives in this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from streams.errors import SettingsError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+Guarantee = Literal["exactly_once", "at_least_once"]
+
+_PROTOCOLS: tuple[SecurityProtocol, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_GUARANTEES: tuple[Guarantee, ...] = ("exactly_once", "at_least_once")
+
+# A development key: fine for a laptop, flagged by `hash_key_is_default` so a
+# deployment can refuse to start with it.
+DEV_HASH_KEY = "passerelle-dev-only-hash-key"
+
+PREFIX = "PASSERELLE_"
+
+_Choice = TypeVar("_Choice", bound=str)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the defaults of a local single broker."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: Path | None = None
+    app_id: str = "passerelle"
+    partitions: int = 4
+    replication_factor: int = 1
+    processing_guarantee: Guarantee = "exactly_once"
+    hash_key: str = field(default=DEV_HASH_KEY, repr=False)
+    hash_key_id: str = "k0"
+    data_dir: Path = Path(".run/worker")
+    web_port: int = 6066
+    schemas_dir: Path | None = None
+    request_timeout_ms: int = 30_000
+
+    @property
+    def hash_key_is_default(self) -> bool:
+        return self.hash_key == DEV_HASH_KEY
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `PASSERELLE_*` variables; a bad value raises SettingsError."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        settings = cls(
+            bootstrap_servers=reader.text("BOOTSTRAP", cls.bootstrap_servers),
+            security_protocol=reader.choice("SECURITY_PROTOCOL", _PROTOCOLS, "PLAINTEXT"),
+            sasl_mechanism=reader.text("SASL_MECHANISM", cls.sasl_mechanism),
+            sasl_username=reader.optional("SASL_USERNAME"),
+            sasl_password=reader.optional("SASL_PASSWORD"),
+            ssl_cafile=reader.path("SSL_CAFILE"),
+            app_id=reader.text("APP_ID", cls.app_id),
+            partitions=reader.integer("PARTITIONS", cls.partitions, minimum=1),
+            replication_factor=reader.integer("REPLICATION", cls.replication_factor, minimum=1),
+            processing_guarantee=reader.choice("GUARANTEE", _GUARANTEES, "exactly_once"),
+            hash_key=reader.text("HASH_KEY", DEV_HASH_KEY),
+            hash_key_id=reader.text("HASH_KEY_ID", cls.hash_key_id),
+            data_dir=reader.path("DATA_DIR") or cls.data_dir,
+            web_port=reader.integer("WEB_PORT", cls.web_port, minimum=1, maximum=65535),
+            schemas_dir=reader.path("SCHEMAS_DIR"),
+            request_timeout_ms=reader.integer(
+                "REQUEST_TIMEOUT_MS", cls.request_timeout_ms, minimum=1000
+            ),
+        )
+        if settings.uses_sasl and not (settings.sasl_username and settings.sasl_password):
+            raise SettingsError(
+                f"{PREFIX}SECURITY_PROTOCOL={settings.security_protocol} needs "
+                f"{PREFIX}SASL_USERNAME and {PREFIX}SASL_PASSWORD"
+            )
+        return settings
+
+
+class _Reader:
+    """Reads and checks one kind of value per method; errors name the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(PREFIX + name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def path(self, name: str) -> Path | None:
+        value = self.optional(name)
+        return Path(value) if value else None
+
+    def integer(
+        self, name: str, default: int, *, minimum: int, maximum: int | None = None
+    ) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name} must be a whole number, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            raise SettingsError(f"{PREFIX}{name} must be {bound}, got {value}")
+        return value
+
+    def choice(self, name: str, allowed: tuple[_Choice, ...], default: _Choice) -> _Choice:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        for option in allowed:
+            if raw == option:
+                return option
+        raise SettingsError(f"{PREFIX}{name} must be one of {', '.join(allowed)}, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class LocalKafkaSettings:
+    """Where and how the project's own local brokers run (`passerelle kafka …`)."""
+
+    port: int = 9092
+    run_dir: Path = Path(".run/kafka")
+    cluster_port: int = 19092
+    """The three-node cluster's first port; node N listens on this + 10000 × (N - 1)."""
+    cluster_run_dir: Path = Path(".run/kafka-cluster")
+    cache_dir: Path = Path.home() / ".cache" / "passerelle"
+    heap: str = "512m"
+    ready_timeout_s: int = 120
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalKafkaSettings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        xdg = env.get("XDG_CACHE_HOME")
+        default_cache = Path(xdg) / "passerelle" if xdg else cls.cache_dir
+        return cls(
+            port=reader.integer("KAFKA_PORT", cls.port, minimum=1024, maximum=65534),
+            run_dir=reader.path("KAFKA_DIR") or cls.run_dir,
+            cluster_port=reader.integer(
+                "KAFKA_CLUSTER_PORT", cls.cluster_port, minimum=1024, maximum=35534
+            ),
+            cluster_run_dir=reader.path("KAFKA_CLUSTER_DIR") or cls.cluster_run_dir,
+            cache_dir=reader.path("CACHE_DIR") or default_cache,
+            heap=reader.text("KAFKA_HEAP", cls.heap),
+            ready_timeout_s=reader.integer("KAFKA_READY_TIMEOUT", cls.ready_timeout_s, minimum=5),
+        )

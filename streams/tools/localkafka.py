@@ -1,0 +1,407 @@
+"""A real Apache Kafka on this machine, from Maven Central jars, without Docker.
+
+`deploy/kafka/pom.xml` names the Kafka version; its jars are copied once into
+a per-user cache keyed by that version (a second run downloads nothing). A
+cluster is one or three KRaft nodes, each running broker and controller in one
+JVM, with its config, data, logs and pid file in its own run folder.
+
+Processes are only ever stopped by the pid this module wrote, after checking
+that the pid still runs *our* config (so a recycled pid is never signalled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.errors import LocalKafkaError
+from streams.settings import LocalKafkaSettings
+
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+POM = DEPLOY_DIR / "pom.xml"
+LOG4J_CONFIG = DEPLOY_DIR / "log4j2.properties"
+# Pinned: 3.6.1 rather than what Maven 3.8's super-POM would pick (2.8).
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
+HOST = "127.0.0.1"
+# How far apart the nodes of the three-node cluster listen.
+CLUSTER_PORT_STRIDE = 10_000
+STOP_GRACE_S = 30
+
+Say = Callable[[str], None]
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in deploy/kafka/pom.xml (its one source of truth)."""
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    if not match:
+        raise LocalKafkaError(f"{POM} does not pin <kafka.version>")
+    return match.group(1)
+
+
+def jars_dir(settings: LocalKafkaSettings) -> Path:
+    return settings.cache_dir / f"kafka-{kafka_version()}" / "libs"
+
+
+def ensure_jars(settings: LocalKafkaSettings, say: Say = print) -> Path:
+    """The folder of Kafka's jars, fetched from Maven Central on first use only."""
+    target = jars_dir(settings)
+    if (target / ".complete").exists():
+        return target
+    _require_java()
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalKafkaError(
+            "Maven (mvn) is not installed; it fetches Kafka's jars: apt-get install maven"
+        )
+    partial = target.with_name("libs.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    say(f"fetching Apache Kafka {kafka_version()} jars from Maven Central into {target.parent}")
+    command = [
+        mvn, "-B", "-q", "-f", str(POM),
+        f"-Dmaven.repo.local={settings.cache_dir / 'm2'}",
+        DEPENDENCY_PLUGIN, "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-3:])
+        raise LocalKafkaError(
+            f"Maven could not fetch Kafka {kafka_version()} (exit {result.returncode}); "
+            f"is Maven Central reachable? {tail}"
+        )
+    (partial / ".complete").write_text(kafka_version() + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def _require_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise LocalKafkaError("Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)', out)
+    if not match or int(match.group(1)) < 17:
+        raise LocalKafkaError(f"Kafka 4 needs Java 17 or newer; `java -version` says: {out.strip()[:80]}")
+    return java
+
+
+@dataclass(frozen=True)
+class Node:
+    """One KRaft node: broker and controller in one JVM."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    dir: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.dir / "kafka.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "logs" / "server.log"
+
+    @property
+    def console_path(self) -> Path:
+        return self.dir / "kafka.out"
+
+    def recorded_pid(self) -> int | None:
+        """The pid written when this node was last started."""
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def pid(self) -> int | None:
+        """The pid of this node's broker if it runs our config, else None: safe to signal."""
+        pid = self.recorded_pid()
+        if pid is None:
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if str(self.config_path).encode() in cmdline else None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A set of nodes sharing one cluster id and quorum, in one run folder."""
+
+    name: str
+    dir: Path
+    nodes: tuple[Node, ...]
+    heap: str
+    ready_timeout_s: int
+
+    @classmethod
+    def single(cls, settings: LocalKafkaSettings) -> Cluster:
+        run = settings.run_dir.resolve()
+        node = Node(1, settings.port, settings.port + 1, run / "node-1")
+        return cls("single", run, (node,), settings.heap, settings.ready_timeout_s)
+
+    @classmethod
+    def three(cls, settings: LocalKafkaSettings) -> Cluster:
+        run = settings.cluster_run_dir.resolve()
+        nodes = tuple(
+            Node(n, port, port + 1, run / f"node-{n}")
+            for n in (1, 2, 3)
+            for port in [settings.cluster_port + CLUSTER_PORT_STRIDE * (n - 1)]
+        )
+        return cls("three-node", run, nodes, settings.heap, settings.ready_timeout_s)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{HOST}:{n.port}" for n in self.nodes)
+
+    @property
+    def replication_factor(self) -> int:
+        return min(3, len(self.nodes))
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return 2 if len(self.nodes) >= 3 else 1
+
+    def properties(self, node: Node) -> dict[str, str]:
+        """The broker configuration of one node."""
+        voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in self.nodes)
+        rf, isr = str(self.replication_factor), str(self.min_insync_replicas)
+        return {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{node.port}",
+            # Transaction markers go broker to broker, even to itself: never the controller port.
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(node.dir / "data"),
+            "num.partitions": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "unclean.leader.election.enable": "false",
+            "offsets.topic.replication.factor": rf,
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "log.cleaner.threads": "1",
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+        }
+
+    def describe(self) -> str:
+        return f"{self.name} Kafka {kafka_version()} at {self.bootstrap} ({self.dir})"
+
+
+def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None:
+    """Start every node that is not running, then wait until the cluster answers.
+
+    Harmless when already up; brings back a node that was killed.
+    """
+    libs = ensure_jars(settings, say)
+    java = _require_java()
+    stopped = [n for n in cluster.nodes if n.pid() is None]
+    if not stopped:
+        say(f"already running: {cluster.describe()}")
+        wait_ready(cluster)
+        return
+    for node in stopped:
+        for port in (node.port, node.controller_port):
+            if _port_in_use(port):
+                raise LocalKafkaError(
+                    f"port {port} is in use by another process, not by the broker in {node.dir}; "
+                    "stop that process or choose other ports (PASSERELLE_KAFKA_PORT, "
+                    "PASSERELLE_KAFKA_CLUSTER_PORT)"
+                )
+    cluster_id = _cluster_id(cluster)
+    for node in stopped:
+        _write_config(cluster, node)
+    _format([n for n in stopped if not (n.dir / "data" / "meta.properties").exists()],
+            java, libs, cluster_id)
+    for node in stopped:
+        _start(node, cluster, java, libs)
+    say(f"starting {cluster.describe()}")
+    wait_ready(cluster)
+    say(f"ready: {cluster.describe()}")
+
+
+def down(cluster: Cluster, say: Say = print) -> None:
+    """Stop every running node by its own pid: SIGTERM, then SIGKILL after a grace period."""
+    running = [(n, pid) for n in cluster.nodes if (pid := n.pid()) is not None]
+    for _, pid in running:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for node, pid in running:
+        while node.pid() == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if node.pid() == pid:
+            os.kill(pid, signal.SIGKILL)
+            say(f"node {node.node_id} did not stop within {STOP_GRACE_S}s; killed")
+        node.pid_path.unlink(missing_ok=True)
+    say(f"stopped {len(running)} node(s) of {cluster.describe()}" if running
+        else f"not running: {cluster.describe()}")
+
+
+def kill(node: Node, sig: signal.Signals = signal.SIGKILL) -> int:
+    """Send `sig` to one node's broker (for fault tests); returns the pid signalled."""
+    pid = node.pid()
+    if pid is None:
+        raise LocalKafkaError(f"node {node.node_id} is not running")
+    os.kill(pid, sig)
+    return pid
+
+
+def wait_ready(cluster: Cluster) -> None:
+    """Wait until every node's port is open and a metadata call sees every broker."""
+    deadline = time.monotonic() + cluster.ready_timeout_s
+    for node in cluster.nodes:
+        while not _port_in_use(node.port):
+            _check_alive(node)
+            if time.monotonic() > deadline:
+                raise LocalKafkaError(f"node {node.node_id} did not open port {node.port} "
+                                      f"within {cluster.ready_timeout_s}s; see {node.log_path}")
+            time.sleep(0.25)
+    while True:
+        brokers = asyncio.run(_broker_count(cluster.bootstrap))
+        if brokers == len(cluster.nodes):
+            return
+        for node in cluster.nodes:
+            _check_alive(node)
+        if time.monotonic() > deadline:
+            raise LocalKafkaError(
+                f"metadata shows {brokers} of {len(cluster.nodes)} brokers after "
+                f"{cluster.ready_timeout_s}s; see the logs in {cluster.dir}"
+            )
+        time.sleep(0.5)
+
+
+def log_tail(cluster: Cluster, lines: int = 40) -> str:
+    parts = []
+    for node in cluster.nodes:
+        text = node.log_path.read_text(errors="replace") if node.log_path.exists() else ""
+        tail = "\n".join(text.splitlines()[-lines:])
+        parts.append(f"==> node {node.node_id}: {node.log_path} <==\n{tail}")
+    return "\n".join(parts)
+
+
+def status(cluster: Cluster) -> list[tuple[Node, int | None]]:
+    return [(n, n.pid()) for n in cluster.nodes]
+
+
+def run_tool(settings: LocalKafkaSettings, main_class: str, *args: str,
+             timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one of Kafka's own CLI classes (ACLs, transactions, …) from the cached jars."""
+    libs = ensure_jars(settings)
+    command = [_require_java(), "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+               "-Dkafka.logs.dir=/tmp", "-cp", f"{libs}/*", main_class, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def _cluster_id(cluster: Cluster) -> str:
+    path = cluster.dir / "cluster.id"
+    if path.exists():
+        return path.read_text().strip()
+    cluster.dir.mkdir(parents=True, exist_ok=True)
+    # Kafka's own format: a random UUID, URL-safe base64 without padding.
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    path.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def _write_config(cluster: Cluster, node: Node) -> None:
+    (node.dir / "logs").mkdir(parents=True, exist_ok=True)
+    lines = [f"{k}={v}" for k, v in cluster.properties(node).items()]
+    node.config_path.write_text("# written by passerelle kafka up; edits are overwritten\n"
+                                + "\n".join(lines) + "\n")
+
+
+def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str) -> None:
+    """Format the storage of new nodes, in parallel (each is a JVM start)."""
+    running = [
+        (node, subprocess.Popen(
+            [java, "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+             f"-Dkafka.logs.dir={node.dir / 'logs'}", "-cp", f"{libs}/*",
+             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for node in nodes
+    ]
+    for node, process in running:
+        out, _ = process.communicate(timeout=120)
+        if process.returncode != 0:
+            raise LocalKafkaError(f"formatting node {node.node_id} failed: {out.strip()[-300:]}")
+
+
+def _start(node: Node, cluster: Cluster, java: str, libs: Path) -> None:
+    command = [
+        java, f"-Xms{cluster.heap}", f"-Xmx{cluster.heap}", "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={node.dir / 'logs'}",
+        "-cp", f"{libs}/*", "kafka.Kafka", str(node.config_path),
+    ]
+    with node.console_path.open("ab") as console:
+        process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=node.dir,
+                                   start_new_session=True)
+    node.pid_path.write_text(f"{process.pid}\n")
+
+
+def _check_alive(node: Node) -> None:
+    """Raise, with the end of its console output, if the node's process has exited."""
+    pid = node.recorded_pid()
+    if pid is None or not _alive(pid):
+        console = node.console_path.read_text(errors="replace") if node.console_path.exists() else ""
+        tail = " | ".join(console.strip().splitlines()[-5:])
+        raise LocalKafkaError(f"node {node.node_id} exited during start; see {node.log_path}: {tail}")
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (our own child may linger as one)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+async def _broker_count(bootstrap: str) -> int:
+    """How many brokers a metadata call sees (0 when the call fails)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.start()
+        cluster = await client.describe_cluster()
+        return len(cluster["brokers"])
+    except Exception:  # not ready yet: any failure means "ask again"
+        return 0
+    finally:
+        await client.close()

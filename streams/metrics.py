@@ -1,0 +1,74 @@
+"""Prometheus metrics, built on an injected registry.
+
+Labels are bank ids and enums only: never an account, a psid or an amount.
+The worker exposes one `Metrics` on its web port at /metrics; tests build
+their own on a fresh registry so they never share state.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NAMESPACE = "passerelle"
+
+# End-to-end latency (event time or ingest time → notification emitted).
+# The exactly-once commit interval puts a floor of a few hundred ms under the
+# p50, backfills and outages push the tail to minutes, and an SLO of "within
+# a second" must fall on a bucket edge.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
+
+# Every label name any metric may carry; a test pins that none can name a person.
+ALLOWED_LABELS = frozenset(
+    {"bank", "outcome", "reason", "kind", "source", "topic", "partition", "table", "result"}
+)
+
+
+class Metrics:
+    """Every metric of one worker, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_in = Counter(
+            "events_in", "Records read from the ingest topics.", ["bank"],
+            namespace=NAMESPACE, registry=registry,
+        )
+        self.decisions = Counter(
+            "decisions", "Consent-gate decisions on transactions.", ["bank", "outcome", "reason"],
+            namespace=NAMESPACE, registry=registry,
+        )
+        self.notifications = Counter(
+            "notifications", "Notifications emitted, by kind.", ["kind"],
+            namespace=NAMESPACE, registry=registry,
+        )
+        self.dlq = Counter(
+            "dlq", "Records sent to the dead-letter queue, by reason code.", ["bank", "reason"],
+            namespace=NAMESPACE, registry=registry,
+        )
+        self.erasures = Counter(
+            "erasures", "Accounts whose state was erased when consent ended.", ["reason"],
+            namespace=NAMESPACE, registry=registry,
+        )
+        self.latency = Histogram(
+            "e2e_latency_seconds", "From event time or ingest time to notification emitted.",
+            ["source"], buckets=LATENCY_BUCKETS_S, namespace=NAMESPACE, registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "consumer_lag", "Records behind the end of each input partition.",
+            ["topic", "partition"], namespace=NAMESPACE, registry=registry,
+        )
+        self.recovery_remaining = Gauge(
+            "recovery_remaining", "Changelog records left to restore, per table partition.",
+            ["table", "partition"], namespace=NAMESPACE, registry=registry,
+        )
+        self.table_keys = Gauge(
+            "table_keys", "Keys held in each table on this worker.", ["table"],
+            namespace=NAMESPACE, registry=registry,
+        )
+        self.rebalances = Counter(
+            "rebalances", "Partition assignments received.", namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.transactions = Counter(
+            "transactions", "Kafka transactions ended, by result (commit, abort).", ["result"],
+            namespace=NAMESPACE, registry=registry,
+        )

@@ -1,0 +1,96 @@
+"""Shared fixtures: one real broker per test session, uuid-named topics per test.
+
+The broker is the project's own (`streams.tools.localkafka`), on its own ports
+and run folder so that a developer's `make kafka-up` broker is left alone. A
+test that needs Kafka fails when it cannot get one: nothing here skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from aiokafka.admin import NewTopic
+
+from streams import kafka
+from streams.codec import Codec, EmbeddedRegistry
+from streams.settings import LocalKafkaSettings, Settings
+from streams.tools import localkafka
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_BROKER_PORT = 9192
+# Every receive in a test is bounded by this.
+RECEIVE_TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="session")
+def registry() -> EmbeddedRegistry:
+    return EmbeddedRegistry.load()
+
+
+@pytest.fixture(scope="session")
+def codec(registry: EmbeddedRegistry) -> Codec:
+    return Codec(registry)
+
+
+@pytest.fixture(scope="session")
+def local_kafka_settings() -> LocalKafkaSettings:
+    return dataclasses.replace(
+        LocalKafkaSettings.from_env({}),
+        port=TEST_BROKER_PORT,
+        run_dir=REPO / ".run" / "kafka-test",
+    )
+
+
+@pytest.fixture(scope="session")
+def broker(local_kafka_settings: LocalKafkaSettings) -> Iterator[localkafka.Cluster]:
+    """The session's single-node broker; started if needed, stopped if we started it."""
+    cluster = localkafka.Cluster.single(local_kafka_settings)
+    already_running = all(pid for _, pid in localkafka.status(cluster))
+    localkafka.up(cluster, local_kafka_settings, say=lambda _: None)
+    yield cluster
+    if not already_running:
+        localkafka.down(cluster, say=lambda _: None)
+
+
+@pytest.fixture
+def settings(broker: localkafka.Cluster) -> Settings:
+    """Settings that reach the session broker."""
+    return Settings(bootstrap_servers=broker.bootstrap)
+
+
+_T = TypeVar("_T")
+NewTopicFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def new_topic(settings: Settings) -> NewTopicFactory:
+    """Create a topic with a fresh uuid name; returns the name."""
+
+    async def create(prefix: str = "test", partitions: int = 1, **config: str) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:12]}"
+        client = kafka.admin(settings)
+        await client.start()
+        try:
+            response = await client.create_topics(
+                [NewTopic(name, partitions, 1, topic_configs=config)]
+            )
+            assert response.topic_errors[0][1] == 0, response.topic_errors
+        finally:
+            await client.close()
+        return name
+
+    return create
+
+
+def unique_bank() -> str:
+    return f"bank-{uuid.uuid4().hex[:10]}"
+
+
+async def bounded(awaitable: Awaitable[_T], timeout: float = RECEIVE_TIMEOUT_S) -> _T:
+    return await asyncio.wait_for(awaitable, timeout)

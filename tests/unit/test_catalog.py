@@ -1,0 +1,56 @@
+"""The catalog names every topic of the contract with its retention or compaction bound."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from streams import catalog
+from streams.catalog import Catalog
+from streams.settings import Settings
+
+
+class TestBankTopics:
+    def test_a_bank_topic_matches_the_subscription_pattern(self) -> None:
+        """Every bank topic the catalog names is one the worker's pattern subscribes to."""
+        assert re.match(catalog.BANK_TOPIC_PATTERN, catalog.bank_topic_name("banque-alpine-2"))
+
+    def test_the_bank_id_comes_from_the_topic_name(self) -> None:
+        """The bank a record speaks for is read off its topic."""
+        assert catalog.bank_of_topic("bank.banque-alpine.transactions.v1") == "banque-alpine"
+
+    @pytest.mark.parametrize("topic", ["bank.A.transactions.v1", "bank.x.transactions.v2",
+                                       "consents.v1", "bank..transactions.v1"])
+    def test_other_topics_speak_for_no_bank(self, topic: str) -> None:
+        """A topic that is not exactly an ingest topic names no bank."""
+        assert catalog.bank_of_topic(topic) is None
+
+    def test_an_invalid_bank_id_is_refused(self) -> None:
+        """A bank id with dots or capitals could forge another topic name."""
+        with pytest.raises(ValueError, match="lowercase"):
+            catalog.bank_topic_name("Bank.Evil")
+
+
+class TestCatalog:
+    def test_the_design_topics_and_their_cleanup(self) -> None:
+        """The shared topics are the design's, with its cleanup policies and retention."""
+        topics = {t.name: t for t in Catalog(Settings()).all(["a"])}
+        day = catalog.DAY_MS
+        assert topics["bank.a.transactions.v1"].config["retention.ms"] == str(7 * day)
+        assert topics["messenger.notifications.v1"].config["retention.ms"] == str(3 * day)
+        assert topics["passerelle.dlq.v1"].config["retention.ms"] == str(14 * day)
+        assert topics["consents.v1"].compacted
+        assert not topics["passerelle.audit.v1"].compacted
+
+    def test_every_topic_bounds_how_long_a_record_remains(self) -> None:
+        """Each topic either expires records or compacts within max.compaction.lag.ms."""
+        for topic in Catalog(Settings()).all(["a"]):
+            assert topic.removal_bound_ms > 0
+            if topic.compacted:
+                assert "max.compaction.lag.ms" in topic.config
+
+    def test_partitions_and_replication_come_from_settings(self) -> None:
+        """Partition counts are configuration, the same for every topic (co-partitioning)."""
+        topics = Catalog(Settings(partitions=6, replication_factor=3)).all(["a", "b"])
+        assert {(t.partitions, t.replication_factor) for t in topics} == {(6, 3)}

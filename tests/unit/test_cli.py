@@ -1,0 +1,62 @@
+"""The `passerelle` command: one line for every mistake a user can make, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+class TestWrongArguments:
+    @pytest.mark.parametrize(
+        "args",
+        [("nonsense",), ("topics",), ("topics", "explode"), ("kafka", "up", "--bogus"),
+         ("kafka", "logs", "--lines", "many"), ()],
+    )
+    def test_a_wrong_argument_gives_one_line_and_exit_2(self, args: tuple[str, ...]) -> None:
+        """A usage mistake prints one line on stderr pointing to --help, and exits 2."""
+        result = run(*args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "--help" in result.stderr and "Traceback" not in result.stderr
+
+    def test_a_bad_environment_variable_gives_one_line_and_exit_1(self) -> None:
+        """A malformed setting is refused in one line naming the variable."""
+        result = run("topics", "list", PASSERELLE_PARTITIONS="many")
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            "passerelle topics: PASSERELLE_PARTITIONS must be a whole number, got 'many'"]
+
+    def test_an_invalid_bank_id_gives_one_line(self) -> None:
+        """A bank id that could forge a topic name is refused before any Kafka call."""
+        result = run("topics", "list", "--bank", "Evil.Bank")
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+class TestCommands:
+    def test_help_lists_the_commands(self) -> None:
+        """`passerelle --help` names each command."""
+        result = run("--help")
+        assert result.returncode == 0
+        assert all(word in result.stdout for word in ("kafka", "topics", "schemas"))
+
+    def test_schemas_check_passes_on_the_shipped_schemas(self) -> None:
+        """The shipped versions are compatible under their subjects' modes."""
+        result = run("schemas", "check")
+        assert result.returncode == 0, result.stderr
+        assert "compatible: every version of 5 subjects" in result.stdout
+
+    def test_topics_list_shows_the_catalog(self) -> None:
+        """The catalog can be read without a broker."""
+        result = run("topics", "list", "--bank", "demo")
+        assert result.returncode == 0
+        assert "bank.demo.transactions.v1" in result.stdout and "consents.v1" in result.stdout

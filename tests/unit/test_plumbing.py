@@ -1,0 +1,88 @@
+"""The client factory, the metrics registry and the local broker's configuration."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streams import kafka
+from streams.errors import LocalKafkaError
+from streams.metrics import ALLOWED_LABELS, Metrics
+from streams.settings import LocalKafkaSettings, Settings
+from streams.tools import localkafka
+
+
+class TestClientFactory:
+    def test_plaintext_needs_no_credentials(self) -> None:
+        """A local broker is reached with bootstrap servers alone."""
+        options = kafka.connection_options(Settings())
+        assert options["security_protocol"] == "PLAINTEXT" and "sasl_mechanism" not in options
+
+    def test_sasl_ssl_sets_scram_and_tls(self) -> None:
+        """SASL_SSL gives SCRAM-SHA-512 credentials and a TLS context."""
+        options = kafka.connection_options(Settings(
+            security_protocol="SASL_SSL", sasl_username="passerelle", sasl_password="pw"))
+        assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+        assert options["sasl_plain_username"] == "passerelle"
+        assert isinstance(options["ssl_context"], ssl.SSLContext)
+
+    async def test_consumers_read_committed_by_default(self) -> None:
+        """No consumer of ours sees records of aborted transactions unless it asks to."""
+        consumer = kafka.consumer(Settings(), "t")
+        assert consumer._isolation_level == "read_committed"
+
+
+class TestMetrics:
+    def test_two_workers_in_one_process_do_not_collide(self) -> None:
+        """Metrics live on the injected registry, so each test or worker has its own."""
+        first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+        first.events_in.labels(bank="a").inc()
+        assert second.registry.get_sample_value("passerelle_events_in_total", {"bank": "a"}) is None
+        assert first.registry.get_sample_value("passerelle_events_in_total", {"bank": "a"}) == 1
+
+    def test_no_label_can_name_a_person(self) -> None:
+        """Labels are bank ids and enums: none is an account, psid or amount."""
+        registry = CollectorRegistry()
+        Metrics(registry)
+        labels = {name for metric in registry.collect() for s in metric.samples for name in s.labels}
+        assert labels <= ALLOWED_LABELS | {"le"}
+
+
+class TestLocalKafkaConfig:
+    def test_the_single_node_replicates_once(self) -> None:
+        """One node: replication factor 1, min.insync.replicas 1."""
+        props = localkafka.Cluster.single(LocalKafkaSettings()).properties(
+            localkafka.Cluster.single(LocalKafkaSettings()).nodes[0])
+        assert (props["offsets.topic.replication.factor"], props["min.insync.replicas"]) == ("1", "1")
+
+    def test_the_three_nodes_replicate_thrice_with_two_in_sync(self) -> None:
+        """Three nodes: RF 3, min.insync.replicas 2, one quorum of three voters, distinct ports."""
+        cluster = localkafka.Cluster.three(LocalKafkaSettings())
+        props = [cluster.properties(n) for n in cluster.nodes]
+        assert {p["default.replication.factor"] for p in props} == {"3"}
+        assert {p["transaction.state.log.min.isr"] for p in props} == {"2"}
+        assert len({p["controller.quorum.voters"] for p in props}) == 1
+        assert cluster.bootstrap == "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
+
+    def test_brokers_talk_to_each_other_off_the_controller_port(self) -> None:
+        """Transaction markers go broker to broker: the inter-broker listener is never CONTROLLER."""
+        cluster = localkafka.Cluster.single(LocalKafkaSettings())
+        assert cluster.properties(cluster.nodes[0])["inter.broker.listener.name"] == "PLAINTEXT"
+
+    def test_the_kafka_version_is_read_from_the_pom(self) -> None:
+        """deploy/kafka/pom.xml is the one place the Kafka version is pinned."""
+        assert localkafka.kafka_version().startswith("4.")
+
+    def test_a_port_in_use_is_reported_with_what_to_do(self, tmp_path: Path) -> None:
+        """Starting on a port another process holds fails in one line naming the port."""
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            settings = LocalKafkaSettings(port=port, run_dir=tmp_path / "k")
+            with pytest.raises(LocalKafkaError, match=f"port {port} is in use"):
+                localkafka.up(localkafka.Cluster.single(settings), settings, say=lambda _: None)

@@ -101,8 +101,15 @@ class Catalog:
 
     settings: Settings
 
-    def _topic(self, name: str, key: str, subjects: tuple[str, ...], config: dict[str, str],
-               writers: str, readers: str) -> Topic:
+    def _topic(
+        self,
+        name: str,
+        key: str,
+        subjects: tuple[str, ...],
+        config: dict[str, str],
+        writers: str,
+        readers: str,
+    ) -> Topic:
         return Topic(
             name=name,
             key=key,
@@ -116,32 +123,52 @@ class Catalog:
 
     def bank(self, bank_id: str) -> Topic:
         return self._topic(
-            bank_topic_name(bank_id), "account_id", (model.TRANSACTION,), deleting(7 * DAY_MS),
-            writers=f"bank-{bank_id}", readers="passerelle",
+            bank_topic_name(bank_id),
+            "account_id",
+            (model.TRANSACTION,),
+            deleting(7 * DAY_MS),
+            writers=f"bank-{bank_id}",
+            readers="passerelle",
         )
 
     def consents(self) -> Topic:
         return self._topic(
-            CONSENTS, "<bank_id>:<account_id>", (model.CONSENT,), compacting(),
-            writers="consent-authority", readers="passerelle",
+            CONSENTS,
+            "<bank_id>:<account_id>",
+            (model.CONSENT,),
+            compacting(),
+            writers="consent-authority",
+            readers="passerelle",
         )
 
     def notifications(self) -> Topic:
         return self._topic(
-            NOTIFICATIONS, "psid", (model.NOTIFICATION,), deleting(3 * DAY_MS),
-            writers="passerelle", readers="messenger-worker",
+            NOTIFICATIONS,
+            "psid",
+            (model.NOTIFICATION,),
+            deleting(3 * DAY_MS),
+            writers="passerelle",
+            readers="messenger-worker",
         )
 
     def dlq(self) -> Topic:
         return self._topic(
-            DLQ, "source key", (), deleting(14 * DAY_MS),
-            writers="passerelle", readers="sre",
+            DLQ,
+            "source key",
+            (),
+            deleting(14 * DAY_MS),
+            writers="passerelle",
+            readers="sre",
         )
 
     def audit(self) -> Topic:
         return self._topic(
-            AUDIT, "account hash", (model.DECISION, model.ERASURE_RECEIPT),
-            deleting(AUDIT_RETENTION_MS), writers="passerelle", readers="compliance (sre)",
+            AUDIT,
+            "account hash",
+            (model.DECISION, model.ERASURE_RECEIPT),
+            deleting(AUDIT_RETENTION_MS),
+            writers="passerelle",
+            readers="compliance (sre)",
         )
 
     def shared(self) -> list[Topic]:

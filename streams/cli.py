@@ -66,8 +66,10 @@ def _topics(args: argparse.Namespace) -> None:
     else:
         for topic in wanted:
             config = " ".join(f"{k}={v}" for k, v in sorted(topic.config.items()))
-            print(f"{topic.name}  partitions={topic.partitions} "
-                  f"rf={topic.replication_factor} key={topic.key}  {config}")
+            print(
+                f"{topic.name}  partitions={topic.partitions} "
+                f"rf={topic.replication_factor} key={topic.key}  {config}"
+            )
 
 
 def _schemas(args: argparse.Namespace) -> None:
@@ -79,8 +81,10 @@ def _schemas(args: argparse.Namespace) -> None:
     if args.action == "list":
         for subject in registry.subjects():
             for version in registry.versions(subject):
-                print(f"id {version.id:3}  {subject} v{version.version}  "
-                      f"({registry.compatibility(subject)})")
+                print(
+                    f"id {version.id:3}  {subject} v{version.version}  "
+                    f"({registry.compatibility(subject)})"
+                )
         return
     report = check_registry(registry, registry.subjects())
     faults = [f"{subject} {problem}" for subject, found in report.items() for problem in found]
@@ -96,15 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = commands.add_parser("kafka", help="the project's own local Apache Kafka (no Docker)")
     kafka.add_argument("action", choices=["fetch", "up", "down", "status", "logs", "bootstrap"])
-    kafka.add_argument("--cluster", action="store_true",
-                       help="the three-node cluster (RF 3, min.insync.replicas=2)")
+    kafka.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the three-node cluster (RF 3, min.insync.replicas=2)",
+    )
     kafka.add_argument("--lines", type=int, default=40, help="log lines per node (logs)")
     kafka.set_defaults(run=_kafka)
 
     topics = commands.add_parser("topics", help="provision or list the catalog's topics")
     topics.add_argument("action", choices=["create", "list"])
-    topics.add_argument("--bank", action="append", default=[], metavar="BANK_ID",
-                        help="also the ingest topic of this bank (repeatable)")
+    topics.add_argument(
+        "--bank",
+        action="append",
+        default=[],
+        metavar="BANK_ID",
+        help="also the ingest topic of this bank (repeatable)",
+    )
     topics.set_defaults(run=_topics)
 
     schemas = commands.add_parser("schemas", help="the embedded schema registry")

@@ -80,7 +80,7 @@ class EmbeddedRegistry:
         """Parse every schema named in `<directory>/registry.json`; fail fast on any fault."""
         root = directory or DEFAULT_SCHEMAS_DIR
         index = _read_json(root / "registry.json")
-        versions = []
+        versions: list[SchemaVersion] = []
         seen: set[tuple[str, int]] = set()
         for entry in index["schemas"]:
             key = (entry["subject"], entry["version"])
@@ -142,7 +142,9 @@ class Codec:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def encode(self, subject: str, record: Mapping[str, Any], schema_id: int | None = None) -> bytes:
+    def encode(
+        self, subject: str, record: Mapping[str, Any], schema_id: int | None = None
+    ) -> bytes:
         """Frame and encode with the subject's newest schema, or the pinned `schema_id`."""
         schema = self.registry.by_id(schema_id) if schema_id else self.registry.latest(subject)
         if schema.subject != subject:
@@ -152,7 +154,9 @@ class Codec:
         try:
             fastavro.schemaless_writer(buffer, schema.parsed, record)
         except Exception as exc:  # fastavro raises Type/Value/Key/Attribute errors alike
-            raise EncodeError(f"record does not fit {subject}: {_fields_at_fault(schema, record)}") from exc
+            raise EncodeError(
+                f"record does not fit {subject}: {_fields_at_fault(schema, record)}"
+            ) from exc
         return buffer.getvalue()
 
     def decode(self, subject: str, frame: bytes) -> dict[str, Any]:
@@ -181,17 +185,20 @@ class Codec:
         body.seek(HEADER_SIZE)
         reader_schema = None if reader.id == writer.id else reader.parsed
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(body, writer.parsed, reader_schema)
+            record = fastavro.schemaless_reader(body, writer.parsed, reader_schema)
         except Exception as exc:
             # Not chained: some decoder errors quote the offending payload bytes.
             raise BodyMismatchError(
-                f"body does not decode as {writer.subject} v{writer.version} "
-                f"({type(exc).__name__})"
+                f"body does not decode as {writer.subject} v{writer.version} ({type(exc).__name__})"
             ) from None
         if body.tell() != len(frame):
             raise BodyMismatchError(
                 f"body has {len(frame) - body.tell()} bytes left over after "
                 f"{writer.subject} v{writer.version}"
+            )
+        if not isinstance(record, dict):
+            raise BodyMismatchError(
+                f"{writer.subject} v{writer.version} did not decode to a record"
             )
         return record
 

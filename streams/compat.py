@@ -31,7 +31,7 @@ def problems(
     """Why `candidate` cannot follow `earlier` under `mode`; empty when it can."""
     if mode not in _MODES:
         raise ValueError(f"unknown compatibility mode {mode!r}")
-    checker = ReaderWriterCompatibilityChecker()
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]  # avro ships no annotations here
     new = _avro(candidate)
     found = []
     for index, old_definition in enumerate(earlier, start=1):

@@ -29,46 +29,79 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events_in = Counter(
-            "events_in", "Records read from the ingest topics.", ["bank"],
-            namespace=NAMESPACE, registry=registry,
+            "events_in",
+            "Records read from the ingest topics.",
+            ["bank"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.decisions = Counter(
-            "decisions", "Consent-gate decisions on transactions.", ["bank", "outcome", "reason"],
-            namespace=NAMESPACE, registry=registry,
+            "decisions",
+            "Consent-gate decisions on transactions.",
+            ["bank", "outcome", "reason"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.notifications = Counter(
-            "notifications", "Notifications emitted, by kind.", ["kind"],
-            namespace=NAMESPACE, registry=registry,
+            "notifications",
+            "Notifications emitted, by kind.",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.dlq = Counter(
-            "dlq", "Records sent to the dead-letter queue, by reason code.", ["bank", "reason"],
-            namespace=NAMESPACE, registry=registry,
+            "dlq",
+            "Records sent to the dead-letter queue, by reason code.",
+            ["bank", "reason"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.erasures = Counter(
-            "erasures", "Accounts whose state was erased when consent ended.", ["reason"],
-            namespace=NAMESPACE, registry=registry,
+            "erasures",
+            "Accounts whose state was erased when consent ended.",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.latency = Histogram(
-            "e2e_latency_seconds", "From event time or ingest time to notification emitted.",
-            ["source"], buckets=LATENCY_BUCKETS_S, namespace=NAMESPACE, registry=registry,
+            "e2e_latency_seconds",
+            "From event time or ingest time to notification emitted.",
+            ["source"],
+            buckets=LATENCY_BUCKETS_S,
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.consumer_lag = Gauge(
-            "consumer_lag", "Records behind the end of each input partition.",
-            ["topic", "partition"], namespace=NAMESPACE, registry=registry,
+            "consumer_lag",
+            "Records behind the end of each input partition.",
+            ["topic", "partition"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.recovery_remaining = Gauge(
-            "recovery_remaining", "Changelog records left to restore, per table partition.",
-            ["table", "partition"], namespace=NAMESPACE, registry=registry,
+            "recovery_remaining",
+            "Changelog records left to restore, per table partition.",
+            ["table", "partition"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.table_keys = Gauge(
-            "table_keys", "Keys held in each table on this worker.", ["table"],
-            namespace=NAMESPACE, registry=registry,
+            "table_keys",
+            "Keys held in each table on this worker.",
+            ["table"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.rebalances = Counter(
-            "rebalances", "Partition assignments received.", namespace=NAMESPACE,
+            "rebalances",
+            "Partition assignments received.",
+            namespace=NAMESPACE,
             registry=registry,
         )
         self.transactions = Counter(
-            "transactions", "Kafka transactions ended, by result (commit, abort).", ["result"],
-            namespace=NAMESPACE, registry=registry,
+            "transactions",
+            "Kafka transactions ended, by result (commit, abort).",
+            ["result"],
+            namespace=NAMESPACE,
+            registry=registry,
         )

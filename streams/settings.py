@@ -111,9 +111,7 @@ class _Reader:
         value = self.optional(name)
         return Path(value) if value else None
 
-    def integer(
-        self, name: str, default: int, *, minimum: int, maximum: int | None = None
-    ) -> int:
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
         raw = self.optional(name)
         if raw is None:
             return default

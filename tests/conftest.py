@@ -94,3 +94,10 @@ def unique_bank() -> str:
 
 async def bounded(awaitable: Awaitable[_T], timeout: float = RECEIVE_TIMEOUT_S) -> _T:
     return await asyncio.wait_for(awaitable, timeout)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration needs the real broker: mark it `kafka`."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.kafka)

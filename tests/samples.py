@@ -121,7 +121,11 @@ ERASURE_RECEIPT: model.ErasureReceipt = {
     "erased_at": BOOKED_AT + 500,
     "erased": [{"table": "accounts", "keys": ["k0:1f2e3d4c5b6a7988"]}],
     "remains": [
-        {"topic": "consents.v1", "policy": "max.compaction.lag.ms=3600000", "until": BOOKED_AT + 7_200_500}
+        {
+            "topic": "consents.v1",
+            "policy": "max.compaction.lag.ms=3600000",
+            "until": BOOKED_AT + 7_200_500,
+        }
     ],
 }
 

@@ -1,1 +1,1 @@
-"""Tools for the people around the pipeline: local Kafka, topics, and (later) produce, simulate, tail."""
+"""Tools for the people around the pipeline: local Kafka, topic provisioning, and more."""

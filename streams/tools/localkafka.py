@@ -68,9 +68,15 @@ def ensure_jars(settings: LocalKafkaSettings, say: Say = print) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     say(f"fetching Apache Kafka {kafka_version()} jars from Maven Central into {target.parent}")
     command = [
-        mvn, "-B", "-q", "-f", str(POM),
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(POM),
         f"-Dmaven.repo.local={settings.cache_dir / 'm2'}",
-        DEPENDENCY_PLUGIN, "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
+        DEPENDENCY_PLUGIN,
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={partial}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -88,11 +94,15 @@ def ensure_jars(settings: LocalKafkaSettings, say: Say = print) -> Path:
 def _require_java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise LocalKafkaError("Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless")
+        raise LocalKafkaError(
+            "Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless"
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
     match = re.search(r'version "(\d+)', out)
     if not match or int(match.group(1)) < 17:
-        raise LocalKafkaError(f"Kafka 4 needs Java 17 or newer; `java -version` says: {out.strip()[:80]}")
+        raise LocalKafkaError(
+            f"Kafka 4 needs Java 17 or newer; `java -version` says: {out.strip()[:80]}"
+        )
     return java
 
 
@@ -239,8 +249,12 @@ def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None
     cluster_id = _cluster_id(cluster)
     for node in stopped:
         _write_config(cluster, node)
-    _format([n for n in stopped if not (n.dir / "data" / "meta.properties").exists()],
-            java, libs, cluster_id)
+    _format(
+        [n for n in stopped if not (n.dir / "data" / "meta.properties").exists()],
+        java,
+        libs,
+        cluster_id,
+    )
     for node in stopped:
         _start(node, cluster, java, libs)
     say(f"starting {cluster.describe()}")
@@ -261,8 +275,11 @@ def down(cluster: Cluster, say: Say = print) -> None:
             os.kill(pid, signal.SIGKILL)
             say(f"node {node.node_id} did not stop within {STOP_GRACE_S}s; killed")
         node.pid_path.unlink(missing_ok=True)
-    say(f"stopped {len(running)} node(s) of {cluster.describe()}" if running
-        else f"not running: {cluster.describe()}")
+    say(
+        f"stopped {len(running)} node(s) of {cluster.describe()}"
+        if running
+        else f"not running: {cluster.describe()}"
+    )
 
 
 def kill(node: Node, sig: signal.Signals = signal.SIGKILL) -> int:
@@ -281,8 +298,10 @@ def wait_ready(cluster: Cluster) -> None:
         while not _port_in_use(node.port):
             _check_alive(node)
             if time.monotonic() > deadline:
-                raise LocalKafkaError(f"node {node.node_id} did not open port {node.port} "
-                                      f"within {cluster.ready_timeout_s}s; see {node.log_path}")
+                raise LocalKafkaError(
+                    f"node {node.node_id} did not open port {node.port} "
+                    f"within {cluster.ready_timeout_s}s; see {node.log_path}"
+                )
             time.sleep(0.25)
     while True:
         brokers = asyncio.run(_broker_count(cluster.bootstrap))
@@ -311,12 +330,21 @@ def status(cluster: Cluster) -> list[tuple[Node, int | None]]:
     return [(n, n.pid()) for n in cluster.nodes]
 
 
-def run_tool(settings: LocalKafkaSettings, main_class: str, *args: str,
-             timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    settings: LocalKafkaSettings, main_class: str, *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run one of Kafka's own CLI classes (ACLs, transactions, …) from the cached jars."""
     libs = ensure_jars(settings)
-    command = [_require_java(), "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-               "-Dkafka.logs.dir=/tmp", "-cp", f"{libs}/*", main_class, *args]
+    command = [
+        _require_java(),
+        "-Xmx256m",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "-Dkafka.logs.dir=/tmp",
+        "-cp",
+        f"{libs}/*",
+        main_class,
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
@@ -334,18 +362,36 @@ def _cluster_id(cluster: Cluster) -> str:
 def _write_config(cluster: Cluster, node: Node) -> None:
     (node.dir / "logs").mkdir(parents=True, exist_ok=True)
     lines = [f"{k}={v}" for k, v in cluster.properties(node).items()]
-    node.config_path.write_text("# written by passerelle kafka up; edits are overwritten\n"
-                                + "\n".join(lines) + "\n")
+    node.config_path.write_text(
+        "# written by passerelle kafka up; edits are overwritten\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str) -> None:
     """Format the storage of new nodes, in parallel (each is a JVM start)."""
     running = [
-        (node, subprocess.Popen(
-            [java, "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-             f"-Dkafka.logs.dir={node.dir / 'logs'}", "-cp", f"{libs}/*",
-             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.config_path)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        (
+            node,
+            subprocess.Popen(
+                [
+                    java,
+                    "-Xmx256m",
+                    f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                    f"-Dkafka.logs.dir={node.dir / 'logs'}",
+                    "-cp",
+                    f"{libs}/*",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(node.config_path),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
         for node in nodes
     ]
     for node, process in running:
@@ -356,15 +402,28 @@ def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str) -> None:
 
 def _start(node: Node, cluster: Cluster, java: str, libs: Path) -> None:
     command = [
-        java, f"-Xms{cluster.heap}", f"-Xmx{cluster.heap}", "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={node.dir / 'logs'}",
-        "-cp", f"{libs}/*", "kafka.Kafka", str(node.config_path),
+        java,
+        f"-Xms{cluster.heap}",
+        f"-Xmx{cluster.heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        f"-Dkafka.logs.dir={node.dir / 'logs'}",
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(node.config_path),
     ]
     with node.console_path.open("ab") as console:
-        process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=node.dir,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=node.dir,
+            start_new_session=True,
+        )
     node.pid_path.write_text(f"{process.pid}\n")
 
 
@@ -372,9 +431,13 @@ def _check_alive(node: Node) -> None:
     """Raise, with the end of its console output, if the node's process has exited."""
     pid = node.recorded_pid()
     if pid is None or not _alive(pid):
-        console = node.console_path.read_text(errors="replace") if node.console_path.exists() else ""
+        console = (
+            node.console_path.read_text(errors="replace") if node.console_path.exists() else ""
+        )
         tail = " | ".join(console.strip().splitlines()[-5:])
-        raise LocalKafkaError(f"node {node.node_id} exited during start; see {node.log_path}: {tail}")
+        raise LocalKafkaError(
+            f"node {node.node_id} exited during start; see {node.log_path}: {tail}"
+        )
 
 
 def _alive(pid: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,20 +23,56 @@ class Outcome:
     action: str  # "created" or "exists"
 
 
+# Kafka error codes this module reads from admin responses.
+UNKNOWN_TOPIC_OR_PARTITION = 3
+TOPIC_ALREADY_EXISTS = 36
+# Right after a topic is created (or while a broker is busy) its metadata can
+# answer LEADER_NOT_AVAILABLE and the like for a moment: ask again until then.
+METADATA_SETTLE_S = 15.0
+
+
 async def existing_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
-    """Partition counts of those `names` that exist."""
+    """Partition counts of those `names` that exist, once their metadata has settled."""
     client = kafka.admin(settings)
+    deadline = asyncio.get_running_loop().time() + METADATA_SETTLE_S
     try:
         await client.start()
-        described = await client.describe_topics(names)
+        while True:
+            described = await client.describe_topics(names)
+            unsettled = [
+                t["topic"]
+                for t in described
+                if t["error_code"] not in (0, UNKNOWN_TOPIC_OR_PARTITION)
+            ]
+            if not unsettled:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise KafkaUnavailableError(
+                    f"metadata of {', '.join(unsettled)} did not settle in {METADATA_SETTLE_S}s"
+                )
+            await asyncio.sleep(0.2)
     except KafkaError as exc:
         raise KafkaUnavailableError(
             f"could not reach Kafka at {settings.bootstrap_servers}: {exc}"
         ) from exc
     finally:
         await client.close()
-    # error_code 0: the topic exists (3 is UNKNOWN_TOPIC_OR_PARTITION).
     return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+
+
+def _conflicts(topics: list[Topic], existing: dict[str, int]) -> None:
+    conflicts = [
+        f"{t.name} has {existing[t.name]} partitions, the catalog wants {t.partitions}"
+        for t in topics
+        if t.name in existing and existing[t.name] != t.partitions
+    ]
+    if conflicts:
+        raise TopicConflictError(
+            "refusing to provision: "
+            + "; ".join(conflicts)
+            + " (changing a partition count re-keys every account; migrate to a new topic "
+            "or set PASSERELLE_PARTITIONS to match)"
+        )
 
 
 async def create(settings: Settings, topics: list[Topic], say: Say = print) -> list[Outcome]:
@@ -44,17 +81,7 @@ async def create(settings: Settings, topics: list[Topic], say: Say = print) -> l
     Conflicts are checked before anything is created, so a refusal changes nothing.
     """
     existing = await existing_partitions(settings, [t.name for t in topics])
-    conflicts = [
-        f"{t.name} has {existing[t.name]} partitions, the catalog wants {t.partitions}"
-        for t in topics
-        if t.name in existing and existing[t.name] != t.partitions
-    ]
-    if conflicts:
-        raise TopicConflictError(
-            "refusing to provision: " + "; ".join(conflicts)
-            + " (changing a partition count re-keys every account; migrate to a new topic "
-            "or set PASSERELLE_PARTITIONS to match)"
-        )
+    _conflicts(topics, existing)
     missing = [t for t in topics if t.name not in existing]
     if missing:
         client = kafka.admin(settings)
@@ -66,14 +93,18 @@ async def create(settings: Settings, topics: list[Topic], say: Say = print) -> l
         finally:
             await client.close()
         # aiokafka does not raise per-topic errors: read them from the response.
-        # 36 is TOPIC_ALREADY_EXISTS (another provisioner won the race): fine.
+        errors = {name: (code, message) for name, code, message in response.topic_errors}
         refused = [
             f"{name}: {message or f'error code {code}'}"
-            for name, code, message in response.topic_errors
-            if code not in (0, 36)
+            for name, (code, message) in errors.items()
+            if code not in (0, TOPIC_ALREADY_EXISTS)
         ]
         if refused:
             raise TopicProvisionError("the broker refused to create " + "; ".join(refused))
+        # Another provisioner created some first: theirs must have our shape too.
+        raced = [t for t in missing if errors[t.name][0] == TOPIC_ALREADY_EXISTS]
+        if raced:
+            _conflicts(raced, await existing_partitions(settings, [t.name for t in raced]))
     outcomes = [Outcome(t.name, "exists" if t.name in existing else "created") for t in topics]
     for outcome in outcomes:
         say(f"{outcome.action:8} {outcome.topic}")

@@ -20,8 +20,15 @@ class TestBankTopics:
         """The bank a record speaks for is read off its topic."""
         assert catalog.bank_of_topic("bank.banque-alpine.transactions.v1") == "banque-alpine"
 
-    @pytest.mark.parametrize("topic", ["bank.A.transactions.v1", "bank.x.transactions.v2",
-                                       "consents.v1", "bank..transactions.v1"])
+    @pytest.mark.parametrize(
+        "topic",
+        [
+            "bank.A.transactions.v1",
+            "bank.x.transactions.v2",
+            "consents.v1",
+            "bank..transactions.v1",
+        ],
+    )
     def test_other_topics_speak_for_no_bank(self, topic: str) -> None:
         """A topic that is not exactly an ingest topic names no bank."""
         assert catalog.bank_of_topic(topic) is None

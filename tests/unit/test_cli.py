@@ -11,7 +11,10 @@ import pytest
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "streams", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **env},
     )
 
@@ -19,8 +22,14 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 class TestWrongArguments:
     @pytest.mark.parametrize(
         "args",
-        [("nonsense",), ("topics",), ("topics", "explode"), ("kafka", "up", "--bogus"),
-         ("kafka", "logs", "--lines", "many"), ()],
+        [
+            ("nonsense",),
+            ("topics",),
+            ("topics", "explode"),
+            ("kafka", "up", "--bogus"),
+            ("kafka", "logs", "--lines", "many"),
+            (),
+        ],
     )
     def test_a_wrong_argument_gives_one_line_and_exit_2(self, args: tuple[str, ...]) -> None:
         """A usage mistake prints one line on stderr pointing to --help, and exits 2."""
@@ -34,7 +43,8 @@ class TestWrongArguments:
         result = run("topics", "list", PASSERELLE_PARTITIONS="many")
         assert result.returncode == 1
         assert result.stderr.strip().splitlines() == [
-            "passerelle topics: PASSERELLE_PARTITIONS must be a whole number, got 'many'"]
+            "passerelle topics: PASSERELLE_PARTITIONS must be a whole number, got 'many'"
+        ]
 
     def test_an_invalid_bank_id_gives_one_line(self) -> None:
         """A bank id that could forge a topic name is refused before any Kafka call."""

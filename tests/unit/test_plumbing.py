@@ -24,8 +24,9 @@ class TestClientFactory:
 
     def test_sasl_ssl_sets_scram_and_tls(self) -> None:
         """SASL_SSL gives SCRAM-SHA-512 credentials and a TLS context."""
-        options = kafka.connection_options(Settings(
-            security_protocol="SASL_SSL", sasl_username="passerelle", sasl_password="pw"))
+        options = kafka.connection_options(
+            Settings(security_protocol="SASL_SSL", sasl_username="passerelle", sasl_password="pw")
+        )
         assert options["sasl_mechanism"] == "SCRAM-SHA-512"
         assert options["sasl_plain_username"] == "passerelle"
         assert isinstance(options["ssl_context"], ssl.SSLContext)
@@ -48,7 +49,9 @@ class TestMetrics:
         """Labels are bank ids and enums: none is an account, psid or amount."""
         registry = CollectorRegistry()
         Metrics(registry)
-        labels = {name for metric in registry.collect() for s in metric.samples for name in s.labels}
+        labels = {
+            name for metric in registry.collect() for s in metric.samples for name in s.labels
+        }
         assert labels <= ALLOWED_LABELS | {"le"}
 
 
@@ -56,8 +59,12 @@ class TestLocalKafkaConfig:
     def test_the_single_node_replicates_once(self) -> None:
         """One node: replication factor 1, min.insync.replicas 1."""
         props = localkafka.Cluster.single(LocalKafkaSettings()).properties(
-            localkafka.Cluster.single(LocalKafkaSettings()).nodes[0])
-        assert (props["offsets.topic.replication.factor"], props["min.insync.replicas"]) == ("1", "1")
+            localkafka.Cluster.single(LocalKafkaSettings()).nodes[0]
+        )
+        assert (props["offsets.topic.replication.factor"], props["min.insync.replicas"]) == (
+            "1",
+            "1",
+        )
 
     def test_the_three_nodes_replicate_thrice_with_two_in_sync(self) -> None:
         """Three nodes: RF 3, min.insync.replicas 2, one quorum of three voters, distinct ports."""
@@ -69,7 +76,7 @@ class TestLocalKafkaConfig:
         assert cluster.bootstrap == "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
 
     def test_brokers_talk_to_each_other_off_the_controller_port(self) -> None:
-        """Transaction markers go broker to broker: the inter-broker listener is never CONTROLLER."""
+        """Transaction markers go broker to broker: never over the CONTROLLER listener."""
         cluster = localkafka.Cluster.single(LocalKafkaSettings())
         assert cluster.properties(cluster.nodes[0])["inter.broker.listener.name"] == "PLAINTEXT"
 

@@ -12,11 +12,16 @@ ACCOUNT = "FR7630006000011234567890189"
 class TestKeyedHasher:
     def test_the_same_account_always_gives_the_same_hash(self) -> None:
         """A hash identifies an account across log lines and restarts."""
-        assert KeyedHasher("k", "k0").account("b", ACCOUNT) == KeyedHasher("k", "k0").account("b", ACCOUNT)
+        assert KeyedHasher("k", "k0").account("b", ACCOUNT) == KeyedHasher("k", "k0").account(
+            "b", ACCOUNT
+        )
 
     def test_the_hash_depends_on_the_key(self) -> None:
         """Rotating the key changes every hash, and the key id says which key made it."""
-        old, new = KeyedHasher("k", "k0").account("b", ACCOUNT), KeyedHasher("k2", "k1").account("b", ACCOUNT)
+        old, new = (
+            KeyedHasher("k", "k0").account("b", ACCOUNT),
+            KeyedHasher("k2", "k1").account("b", ACCOUNT),
+        )
         assert old != new and old.startswith("k0:") and new.startswith("k1:")
 
     def test_the_hash_has_a_fixed_form_whatever_the_account(self) -> None:

@@ -16,16 +16,27 @@ class TestSettings:
         """With no variables set, a worker talks PLAINTEXT to 127.0.0.1:9092, exactly once."""
         s = Settings.from_env({})
         assert (s.bootstrap_servers, s.security_protocol, s.processing_guarantee) == (
-            "127.0.0.1:9092", "PLAINTEXT", "exactly_once")
+            "127.0.0.1:9092",
+            "PLAINTEXT",
+            "exactly_once",
+        )
 
     def test_variables_override_defaults(self) -> None:
         """Each PASSERELLE_* variable sets its field."""
-        s = Settings.from_env({
-            "PASSERELLE_BOOTSTRAP": "10.0.0.1:9093", "PASSERELLE_PARTITIONS": "12",
-            "PASSERELLE_GUARANTEE": "at_least_once", "PASSERELLE_DATA_DIR": "/var/lib/p",
-        })
+        s = Settings.from_env(
+            {
+                "PASSERELLE_BOOTSTRAP": "10.0.0.1:9093",
+                "PASSERELLE_PARTITIONS": "12",
+                "PASSERELLE_GUARANTEE": "at_least_once",
+                "PASSERELLE_DATA_DIR": "/var/lib/p",
+            }
+        )
         assert (s.bootstrap_servers, s.partitions, s.processing_guarantee, s.data_dir) == (
-            "10.0.0.1:9093", 12, "at_least_once", Path("/var/lib/p"))
+            "10.0.0.1:9093",
+            12,
+            "at_least_once",
+            Path("/var/lib/p"),
+        )
 
     def test_settings_are_frozen(self) -> None:
         """Nothing can change settings after start-up."""
@@ -50,10 +61,14 @@ class TestSettings:
 
     def test_secrets_stay_out_of_repr(self) -> None:
         """The SASL password and hash key never appear when settings are printed or logged."""
-        s = Settings.from_env({
-            "PASSERELLE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "PASSERELLE_SASL_USERNAME": "bank-a",
-            "PASSERELLE_SASL_PASSWORD": "hunter2-secret", "PASSERELLE_HASH_KEY": "k-secret-123",
-        })
+        s = Settings.from_env(
+            {
+                "PASSERELLE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "PASSERELLE_SASL_USERNAME": "bank-a",
+                "PASSERELLE_SASL_PASSWORD": "hunter2-secret",
+                "PASSERELLE_HASH_KEY": "k-secret-123",
+            }
+        )
         assert "hunter2-secret" not in repr(s) and "k-secret-123" not in repr(s)
         assert not s.hash_key_is_default
 
@@ -65,12 +80,17 @@ class TestSettings:
 class TestLocalKafkaSettings:
     def test_ports_and_folders_are_configurable(self) -> None:
         """The local broker's port, run folder and cache follow their variables."""
-        s = LocalKafkaSettings.from_env({
-            "PASSERELLE_KAFKA_PORT": "9300", "PASSERELLE_KAFKA_DIR": "/tmp/k",
-            "PASSERELLE_CACHE_DIR": "/tmp/c",
-        })
+        s = LocalKafkaSettings.from_env(
+            {
+                "PASSERELLE_KAFKA_PORT": "9300",
+                "PASSERELLE_KAFKA_DIR": "/tmp/k",
+                "PASSERELLE_CACHE_DIR": "/tmp/c",
+            }
+        )
         assert (s.port, s.run_dir, s.cache_dir) == (9300, Path("/tmp/k"), Path("/tmp/c"))
 
     def test_the_cache_follows_xdg(self) -> None:
         """Kafka's jars are cached under $XDG_CACHE_HOME/passerelle when it is set."""
-        assert LocalKafkaSettings.from_env({"XDG_CACHE_HOME": "/x"}).cache_dir == Path("/x/passerelle")
+        assert LocalKafkaSettings.from_env({"XDG_CACHE_HOME": "/x"}).cache_dir == Path(
+            "/x/passerelle"
+        )

@@ -1,0 +1,80 @@
+"""The project's own brokers: idempotent start, recovery after kill -9, and three nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import NewTopic
+
+from streams import kafka
+from streams.settings import LocalKafkaSettings, Settings
+from streams.tools import localkafka
+
+QUIET = {"say": lambda _: None}
+
+
+@pytest.fixture
+def spare(local_kafka_settings: LocalKafkaSettings, tmp_path: Path) -> Iterator[localkafka.Cluster]:
+    """A second single node on its own ports, stopped after the test whatever happens."""
+    settings = dataclasses.replace(local_kafka_settings, port=9292, run_dir=tmp_path / "spare")
+    cluster = localkafka.Cluster.single(settings)
+    yield cluster
+    localkafka.down(cluster, **QUIET)
+
+
+def test_up_twice_is_harmless_and_up_after_kill_brings_it_back(
+    spare: localkafka.Cluster, local_kafka_settings: LocalKafkaSettings
+) -> None:
+    """A second `up` keeps the same process; after kill -9, `up` starts a new one that answers."""
+    settings = dataclasses.replace(local_kafka_settings, port=9292, run_dir=spare.dir)
+    localkafka.up(spare, settings, **QUIET)
+    first = spare.nodes[0].pid()
+    localkafka.up(spare, settings, **QUIET)
+    assert spare.nodes[0].pid() == first
+    localkafka.kill(spare.nodes[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while spare.nodes[0].pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    localkafka.up(spare, settings, **QUIET)
+    second = spare.nodes[0].pid()
+    assert second is not None and second != first
+    localkafka.down(spare, **QUIET)
+    assert spare.nodes[0].pid() is None
+
+
+def test_three_nodes_replicate_with_two_in_sync(
+    local_kafka_settings: LocalKafkaSettings, tmp_path: Path
+) -> None:
+    """The three-node cluster registers three brokers and keeps a topic's three replicas in sync."""
+    settings = dataclasses.replace(
+        local_kafka_settings, cluster_port=19192, cluster_run_dir=tmp_path / "three"
+    )
+    cluster = localkafka.Cluster.three(settings)
+    try:
+        localkafka.up(cluster, settings, **QUIET)
+        isr = asyncio.run(_isr_of_new_topic(Settings(bootstrap_servers=cluster.bootstrap)))
+        assert isr == 3
+    finally:
+        localkafka.down(cluster, **QUIET)
+    assert all(pid is None for _, pid in localkafka.status(cluster))
+
+
+async def _isr_of_new_topic(settings: Settings) -> int:
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        await client.create_topics([NewTopic("rf3", 1, 3)])
+        for _ in range(50):
+            [described] = await client.describe_topics(["rf3"])
+            if described["partitions"] and len(described["partitions"][0]["isr"]) == 3:
+                return 3
+            await asyncio.sleep(0.2)
+        return len(described["partitions"][0]["isr"]) if described["partitions"] else 0
+    finally:
+        await client.close()

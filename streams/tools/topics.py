@@ -31,8 +31,14 @@ TOPIC_ALREADY_EXISTS = 36
 METADATA_SETTLE_S = 15.0
 
 
-async def existing_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
-    """Partition counts of those `names` that exist, once their metadata has settled."""
+async def existing_partitions(
+    settings: Settings, names: list[str], must_exist: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """Partition counts of those `names` that exist, once their metadata has settled.
+
+    A topic just created can be unknown to a broker's metadata for a moment:
+    `must_exist` names topics to wait for until they are visible.
+    """
     client = kafka.admin(settings)
     deadline = asyncio.get_running_loop().time() + METADATA_SETTLE_S
     try:
@@ -42,7 +48,8 @@ async def existing_partitions(settings: Settings, names: list[str]) -> dict[str,
             unsettled = [
                 t["topic"]
                 for t in described
-                if t["error_code"] not in (0, UNKNOWN_TOPIC_OR_PARTITION)
+                if t["error_code"] != 0
+                and (t["error_code"] != UNKNOWN_TOPIC_OR_PARTITION or t["topic"] in must_exist)
             ]
             if not unsettled:
                 break
@@ -101,10 +108,10 @@ async def create(settings: Settings, topics: list[Topic], say: Say = print) -> l
         ]
         if refused:
             raise TopicProvisionError("the broker refused to create " + "; ".join(refused))
-        # Another provisioner created some first: theirs must have our shape too.
-        raced = [t for t in missing if errors[t.name][0] == TOPIC_ALREADY_EXISTS]
-        if raced:
-            _conflicts(raced, await existing_partitions(settings, [t.name for t in raced]))
+        # Return only once every topic is visible; one that another provisioner
+        # created first (TOPIC_ALREADY_EXISTS) must have our shape too.
+        names = [t.name for t in missing]
+        _conflicts(missing, await existing_partitions(settings, names, frozenset(names)))
     outcomes = [Outcome(t.name, "exists" if t.name in existing else "created") for t in topics]
     for outcome in outcomes:
         say(f"{outcome.action:8} {outcome.topic}")

@@ -93,6 +93,23 @@ def _schemas(args: argparse.Namespace) -> None:
     print(f"compatible: every version of {len(report)} subjects")
 
 
+def _worker(args: argparse.Namespace) -> None:
+    from streams import worker
+    from streams.agents import standin
+    from streams.core.ticks import Ticker
+    from streams.settings import Settings
+
+    settings = Settings.from_env()
+    worker.configure_logging(args.log_level)
+    topics = standin.StandinTopics(args.prefix)
+    ticker = (
+        Ticker(settings, topics.input, settings.partitions, args.tick_interval)
+        if args.tick_interval > 0
+        else None
+    )
+    asyncio.run(worker.run(standin.spec(topics), settings, ticker))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="passerelle", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"passerelle {__version__}")
@@ -118,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the ingest topic of this bank (repeatable)",
     )
     topics.set_defaults(run=_topics)
+
+    work = commands.add_parser("worker", help="run a stage until SIGTERM")
+    work.add_argument("workload", choices=["standin"], help="standin: the core's proof workload")
+    work.add_argument("--prefix", required=True, help="topic prefix of the stand-in workload")
+    work.add_argument("--tick-interval", type=float, default=0.0, metavar="SECONDS",
+                      help="write a tick to every input partition this often (0: no ticker)")
+    work.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    work.set_defaults(run=_worker)
 
     schemas = commands.add_parser("schemas", help="the embedded schema registry")
     schemas.add_argument("action", choices=["list", "check"])

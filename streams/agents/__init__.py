@@ -1,0 +1,1 @@
+"""One module per stage: a thin loop over pure rules."""

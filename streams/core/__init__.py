@@ -1,0 +1,1 @@
+"""The processing core: the transactional stage, its state store, and ticks."""

@@ -1,0 +1,342 @@
+"""The transactional stage: one ordered, batch-aligned transaction per input partition.
+
+A stage reads its input topics in a consumer group. For each assigned input
+partition it owns a transactional producer (id `<app>-<stage>-<topic>-<p>`,
+so a new owner fences the old one) and, for a stateful stage, a RocksDB store
+restored from the changelog. For every batch of one partition:
+
+    begin → handler(record, store) for each record → send outputs and the
+    store's changes (changelog) → wait for every ack → send the input offsets
+    → commit → apply the changes to RocksDB
+
+so everything one input causes is committed together with its offset, or not
+at all. A send that fails aborts the batch (nothing of it is visible) and the
+partition is re-opened from what Kafka committed. A commit that fails is
+never followed by an abort (KAFKA-17754): the stage stops and the worker
+exits, and the next owner's producer resolves the transaction.
+
+With `at_least_once` one idempotent producer serves every partition; a batch's
+outputs are acknowledged before its changelog records, which carry the next
+input offset, so a replay starts from the state that produced the outputs
+and repeats them identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from streams import kafka
+from streams.core.store import INPUT_OFFSET_KEY, PartitionStore
+from streams.errors import PasserelleError
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Records per partition per transaction: large enough to amortise a commit
+# (two round trips), small enough that a batch ends well inside the
+# transaction timeout on a loaded two-core machine.
+MAX_BATCH = 2000
+# How long a poll waits for records before the loop looks at its stop flag.
+POLL_TIMEOUT_MS = 200
+# The broker aborts a transaction left open this long (a crashed owner's).
+TRANSACTION_TIMEOUT_MS = 30_000
+# Producers linger this long to fill batches; commits bound latency anyway.
+LINGER_MS = 5
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One record a handler asks the stage to write."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+
+Handler = Callable[[ConsumerRecord[bytes, bytes], PartitionStore], Sequence[Emit]]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage reads, what it does with each record, and where its state goes."""
+
+    name: str
+    handler: Handler
+    topics: tuple[str, ...] = ()
+    pattern: str | None = None
+    changelog: str | None = None
+    """The changelog topic of a stateful stage (one input topic, co-partitioned)."""
+
+
+class StageFailed(PasserelleError):
+    """The stage cannot go on safely (fenced, or a commit whose outcome is unknown)."""
+
+
+class _ProduceFailed(PasserelleError):
+    retriable = True
+
+
+@dataclass
+class _Partition:
+    tp: TopicPartition
+    store: PartitionStore | None
+    producer: AIOKafkaProducer | None
+    batches: int = 0
+    records: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
+
+
+class Stage:
+    """Runs one StageSpec until stopped. See the module docstring for the protocol."""
+
+    def __init__(self, spec: StageSpec, settings: Settings, max_batch: int = MAX_BATCH) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.max_batch = max_batch
+        self.group_id = f"{settings.app_id}-{spec.name}"
+        self.exactly_once = settings.processing_guarantee == "exactly_once"
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._shared_producer: AIOKafkaProducer | None = None
+        self.ready = asyncio.Event()
+        """Set once partitions are assigned and their state restored."""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> None:
+        consumer = kafka.consumer(
+            self.settings,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=5_000,
+            max_poll_interval_ms=300_000,
+        )
+        self._consumer = consumer
+        listener = _Listener(self)
+        if self.spec.pattern:
+            consumer.subscribe(pattern=self.spec.pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=list(self.spec.topics), listener=listener)
+        if not self.exactly_once:
+            self._shared_producer = kafka.producer(self.settings, linger_ms=LINGER_MS)
+            await self._shared_producer.start()
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self.max_batch)
+                if not batches:
+                    continue
+                async with self._lock:
+                    await asyncio.gather(*(
+                        self._process(self._partitions[tp], records)
+                        for tp, records in batches.items()
+                        if tp in self._partitions and records
+                    ))
+        finally:
+            async with self._lock:
+                for part in list(self._partitions.values()):
+                    await self._close(part)
+                self._partitions.clear()
+            await consumer.stop()
+            if self._shared_producer is not None:
+                await self._shared_producer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- one batch ---------------------------------------------------------
+
+    async def _process(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if self.exactly_once:
+            await self._process_exactly_once(part, records)
+        else:
+            await self._process_at_least_once(part, records)
+        part.batches += 1
+        part.records += len(records)
+
+    def _handle(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> list[Emit]:
+        emits: list[Emit] = []
+        store = part.store
+        for record in records:
+            emits.extend(self.spec.handler(record, store))  # type: ignore[arg-type]  # stateless handlers ignore the store
+        return emits
+
+    def _changelog_emits(self, part: _Partition, next_input: int) -> list[Emit]:
+        if self.spec.changelog is None or part.store is None:
+            return []
+        p = part.tp.partition
+        emits = [Emit(self.spec.changelog, k, v, partition=p) for k, v in part.store.pending().items()]
+        emits.append(Emit(self.spec.changelog, INPUT_OFFSET_KEY, str(next_input).encode(), partition=p))
+        return emits
+
+    async def _send_all(self, producer: AIOKafkaProducer, emits: list[Emit]) -> list[Any]:
+        futures = [
+            await producer.send(e.topic, e.value, e.key, partition=e.partition,
+                                headers=list(e.headers) or None)
+            for e in emits
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise _ProduceFailed(f"{len(failed)} of {len(futures)} sends failed: {failed[0]!r}")
+        return results
+
+    async def _process_exactly_once(
+        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        producer = part.producer
+        assert producer is not None
+        next_input = records[-1].offset + 1
+        await producer.begin_transaction()
+        try:
+            emits = self._handle(part, records)
+            changelog = self._changelog_emits(part, next_input)
+            results = await self._send_all(producer, emits + changelog)
+            await producer.send_offsets_to_transaction({part.tp: next_input}, self.group_id)
+        except Exception as exc:
+            # Nothing of this batch is committed yet: abort it and start the
+            # partition again from what Kafka holds.
+            log.warning("batch aborted on %s-%d at offset %d: %r",
+                        part.tp.topic, part.tp.partition, records[0].offset, exc)
+            await producer.abort_transaction()
+            await self._reopen(part)
+            return
+        try:
+            await producer.commit_transaction()
+        except Exception as exc:
+            raise StageFailed(
+                f"commit on {part.tp.topic}-{part.tp.partition} failed; its outcome is unknown: {exc!r}"
+            ) from exc
+        if part.store is not None and changelog:
+            part.store.commit(results[-1].offset + 1)
+
+    async def _process_at_least_once(
+        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        producer = self._shared_producer
+        assert producer is not None and self._consumer is not None
+        next_input = records[-1].offset + 1
+        await self._send_all(producer, self._handle(part, records))
+        changelog = self._changelog_emits(part, next_input)
+        if changelog:
+            results = await self._send_all(producer, changelog)
+            assert part.store is not None
+            part.store.commit(results[-1].offset + 1)
+        await self._consumer.commit({part.tp: next_input})
+
+    # -- assignment ----------------------------------------------------------
+
+    async def _open(self, tp: TopicPartition) -> _Partition:
+        started = time.monotonic()
+        producer = None
+        if self.exactly_once:
+            # Starting a producer with this transactional id fences any older
+            # owner of the partition and ends its open transaction, so the
+            # changelog's last stable offset can move before we restore.
+            producer = kafka.producer(
+                self.settings,
+                transactional_id=f"{self.group_id}-{tp.topic}-{tp.partition}",
+                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                linger_ms=LINGER_MS,
+            )
+            await producer.start()
+        store = None
+        if self.spec.changelog is not None:
+            store = await self._restore(tp)
+            assert self._consumer is not None
+            if store.input_offset is not None:
+                self._consumer.seek(tp, store.input_offset)
+        part = _Partition(tp, store, producer)
+        log.info("partition %s-%d ready in %.2fs (restored to input offset %s)",
+                 tp.topic, tp.partition, time.monotonic() - started,
+                 store.input_offset if store else "-")
+        return part
+
+    async def _reopen(self, part: _Partition) -> None:
+        await self._close(part)
+        assert self._consumer is not None
+        reopened = await self._open(part.tp)
+        if reopened.store is None or reopened.store.input_offset is None:
+            committed = await self._consumer.committed(part.tp)
+            if committed is not None:
+                self._consumer.seek(part.tp, committed)
+            else:
+                await self._consumer.seek_to_beginning(part.tp)
+        self._partitions[part.tp] = reopened
+
+    async def _close(self, part: _Partition) -> None:
+        if part.producer is not None:
+            await part.producer.stop()
+        if part.store is not None:
+            part.store.discard()
+            part.store.close()
+
+    def _store_path(self, tp: TopicPartition) -> Path:
+        return self.settings.data_dir / self.settings.app_id / self.spec.name / f"{tp.topic}-{tp.partition}"
+
+    async def _restore(self, tp: TopicPartition) -> PartitionStore:
+        """The partition's store, brought up to the changelog's last stable offset."""
+        assert self.spec.changelog is not None
+        store = PartitionStore(self._store_path(tp))
+        ctp = TopicPartition(self.spec.changelog, tp.partition)
+        reader = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        await reader.start()
+        try:
+            reader.assign([ctp])
+            end = (await reader.end_offsets([ctp]))[ctp]
+            start = store.checkpoint
+            if start > end:
+                log.warning("store of %s-%d is ahead of its changelog (%d > %d): rebuilding",
+                            tp.topic, tp.partition, start, end)
+                store.wipe()
+                store, start = PartitionStore(self._store_path(tp)), 0
+            reader.seek(ctp, start)
+            restored = 0
+            while await reader.position(ctp) < end:
+                fetched = await reader.getmany(ctp, timeout_ms=1000, max_records=10_000)
+                records = [(r.key, r.value) for r in fetched.get(ctp, []) if r.offset < end]
+                store.apply_changelog(records, min(await reader.position(ctp), end))
+                restored += len(records)
+            store.apply_changelog([], end)
+            if restored:
+                log.info("restored %d changelog records for %s-%d", restored, tp.topic, tp.partition)
+        finally:
+            await reader.stop()
+        return store
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's base is untyped
+    """Finishes the batch in flight before partitions go, restores state before they come."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.stage._lock:
+            for tp in revoked:
+                part = self.stage._partitions.pop(tp, None)
+                if part is not None:
+                    await self.stage._close(part)
+            self.stage.ready.clear()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.stage._lock:
+            for tp in assigned:
+                if tp not in self.stage._partitions:
+                    self.stage._partitions[tp] = await self.stage._open(tp)
+            self.stage.ready.set()
+            log.info("stage %s owns %d partitions", self.stage.spec.name, len(self.stage._partitions))

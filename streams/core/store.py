@@ -1,0 +1,126 @@
+"""State of one input partition: RocksDB on disk, a changelog topic in Kafka.
+
+The changelog is the truth; RocksDB is a cache of it. A batch's writes go to
+an in-memory overlay first, are sent to the changelog inside the batch's
+transaction, and reach RocksDB only after that transaction committed, in one
+write batch together with the changelog offset they bring the store up to.
+So after any crash the store is a prefix of the committed changelog, and
+restoring is reading the changelog from the store's checkpoint to its end.
+
+Keys are namespaced by table (`<table>\\x00<key>`), so one changelog serves
+every table of a stage. Reserved keys start with `\\x00`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+# Where the store has read the changelog up to (the next offset to read).
+CHECKPOINT_KEY = b"\x00changelog-offset"
+# The next input offset of the partition, as of the state the changelog holds;
+# written to the changelog with every batch.
+INPUT_OFFSET_KEY = b"\x00input-offset"
+_SEPARATOR = b"\x00"
+_DELETED = None
+
+
+def table_key(table: str, key: bytes) -> bytes:
+    return table.encode() + _SEPARATOR + key
+
+
+def split_key(stored: bytes) -> tuple[str, bytes]:
+    table, _, key = stored.partition(_SEPARATOR)
+    return table.decode(), key
+
+
+class PartitionStore:
+    """RocksDB for one partition, with the batch overlay that is not yet committed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path), options=Options(raw_mode=True))
+        self._pending: dict[bytes, bytes | None] = {}
+
+    @property
+    def checkpoint(self) -> int:
+        """The changelog offset this store has applied up to."""
+        raw = self._db.get(CHECKPOINT_KEY)
+        return int(raw) if raw is not None else 0
+
+    @property
+    def input_offset(self) -> int | None:
+        """The next input offset of the state held, if any batch was ever committed."""
+        raw = self._db.get(INPUT_OFFSET_KEY)
+        return int(raw) if raw is not None else None
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        stored = table_key(table, key)
+        if stored in self._pending:
+            return self._pending[stored]
+        value: bytes | None = self._db.get(stored)
+        return value
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._pending[table_key(table, key)] = value
+
+    def delete(self, table: str, key: bytes) -> None:
+        self._pending[table_key(table, key)] = _DELETED
+
+    def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every committed key and value of one table, with this batch's changes over them."""
+        prefix = table.encode() + _SEPARATOR
+        seen = set()
+        for stored, value in self._db.items(from_key=prefix):
+            if not stored.startswith(prefix):
+                break
+            seen.add(stored)
+            current = self._pending.get(stored, value) if stored in self._pending else value
+            if current is not None:
+                yield stored[len(prefix):], current
+        for stored, value in list(self._pending.items()):
+            if stored.startswith(prefix) and stored not in seen and value is not None:
+                yield stored[len(prefix):], value
+
+    def pending(self) -> dict[bytes, bytes | None]:
+        """This batch's changes, by stored key (None: deleted)."""
+        return self._pending
+
+    def discard(self) -> None:
+        """Forget this batch's changes (its transaction aborted)."""
+        self._pending = {}
+
+    def commit(self, changelog_next_offset: int) -> None:
+        """Apply this batch's changes, now committed to the changelog up to that offset."""
+        batch = WriteBatch(raw_mode=True)
+        for stored, value in self._pending.items():
+            if value is None:
+                batch.delete(stored)
+            else:
+                batch.put(stored, value)
+        batch.put(CHECKPOINT_KEY, str(changelog_next_offset).encode())
+        self._db.write(batch)
+        self._pending = {}
+
+    def apply_changelog(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
+        """Apply restored changelog records (a None value is a tombstone)."""
+        batch = WriteBatch(raw_mode=True)
+        for stored, value in records:
+            if value is None:
+                batch.delete(stored)
+            else:
+                batch.put(stored, value)
+        batch.put(CHECKPOINT_KEY, str(next_offset).encode())
+        self._db.write(batch)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def wipe(self) -> None:
+        """Close and delete the local files (the changelog restores them)."""
+        self._db.close()
+        shutil.rmtree(self.path, ignore_errors=True)

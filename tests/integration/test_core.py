@@ -1,0 +1,183 @@
+"""The processing core under kill -9: a worker subprocess on RocksDB, checked independently."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from streams import kafka
+from streams.settings import Settings
+from streams.tools import checker, standin
+
+INPUTS = 60_000
+KEYS = 500
+KILL_AT = (0.3, 0.5, 0.7)
+# A run must finish within this, kills and restores included.
+RUN_TIMEOUT_S = 240.0
+
+
+class Worker:
+    """`passerelle worker standin` as a subprocess, restartable on the same data folder."""
+
+    def __init__(self, settings: Settings, prefix: str, data_dir: Path, guarantee: str,
+                 tick_interval: float = 0.0) -> None:
+        self.args = [sys.executable, "-m", "streams", "worker", "standin", "--prefix", prefix,
+                     "--tick-interval", str(tick_interval)]
+        self.env = {**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,
+                    "PASSERELLE_APP_ID": prefix, "PASSERELLE_DATA_DIR": str(data_dir),
+                    "PASSERELLE_GUARANTEE": guarantee,
+                    "PASSERELLE_PARTITIONS": str(settings.partitions)}
+        self.log = data_dir.parent / f"{prefix}.worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(60)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"core-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "worker-data"
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Every worker a test starts is stopped after it, whatever happens."""
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        if worker.alive():
+            worker.kill()
+
+
+async def committed(settings: Settings, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets on `topic`: records processed and committed."""
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        offsets = await client.list_consumer_group_offsets(group)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return 0  # no coordinator yet (a fresh broker): nothing committed
+    finally:
+        await client.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+async def end_offsets(settings: Settings, topic: str) -> int:
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(settings: Settings, group: str, topic: str, target: int, worker: Worker) -> float:
+    """Wait until the group has committed `target` records; returns the seconds it took."""
+    started = time.monotonic()
+    while await committed(settings, group, topic) < target:
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() - started < RUN_TIMEOUT_S, f"stuck; see {worker.log}"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def run_with_kills(settings: Settings, prefix: str, data_dir: Path, guarantee: str,
+                         workers: list[Worker]) -> checker.Report:
+    """Feed the stand-in, kill -9 its worker at each KILL_AT progress, restart, check."""
+    await standin.provision(settings, prefix)
+    await standin.produce_inputs(settings, prefix, INPUTS, KEYS)
+    worker = Worker(settings, prefix, data_dir, guarantee)
+    workers.append(worker)
+    group, topic = f"{prefix}-standin", f"{prefix}.in"
+    worker.start()
+    for target in KILL_AT:
+        await wait_for(settings, group, topic, int(target * INPUTS), worker)
+        worker.kill()
+        progress = await committed(settings, group, topic) / INPUTS
+        print(f"{guarantee}: killed at {progress:.0%} progress")
+        assert 0.2 <= progress <= 0.8, f"kill landed at {progress:.0%}, outside 20–80 %"
+        worker.start()
+        recovery = await wait_for(settings, group, topic,
+                                  await committed(settings, group, topic) + 1, worker)
+        print(f"{guarantee}: restart → first commit in {recovery:.2f}s")
+    await wait_for(settings, group, topic, INPUTS, worker)
+    assert worker.stop() == 0
+    report = await checker.check_standin(settings, prefix)
+    print(f"{guarantee}: {report.table()}")
+    return report
+
+
+@pytest.mark.timeout(400)
+async def test_exactly_once_survives_three_kills(
+    settings: Settings, prefix: str, data_dir: Path, workers: list[Worker]
+) -> None:
+    """kill -9 at 30/50/70 %: every output exactly once, table state equal to the inputs'."""
+    report = await run_with_kills(settings, prefix, data_dir, "exactly_once", workers)
+    assert report.exact, report.table()
+
+
+@pytest.mark.timeout(400)
+async def test_at_least_once_repeats_only_identical_outputs(
+    settings: Settings, prefix: str, data_dir: Path, workers: list[Worker]
+) -> None:
+    """kill -9 at 30/50/70 % with at_least_once: nothing lost, any repeat identical to the first."""
+    report = await run_with_kills(settings, prefix, data_dir, "at_least_once", workers)
+    assert report.at_least_once, report.table()
+
+
+@pytest.mark.timeout(200)
+async def test_a_tick_emits_once_with_no_further_input_across_a_restart(
+    settings: Settings, prefix: str, data_dir: Path, workers: list[Worker]
+) -> None:
+    """Ticks alone produce one summary per key; a kill -9 and restart add none."""
+    await standin.provision(settings, prefix)
+    await standin.produce_inputs(settings, prefix, 2_000, 50)
+    worker = Worker(settings, prefix, data_dir, "exactly_once", tick_interval=0.3)
+    workers.append(worker)
+    group, topic = f"{prefix}-standin", f"{prefix}.in"
+    worker.start()
+    deadline = time.monotonic() + 60
+    while len(await checker.read_all(settings, f"{prefix}.summaries")) < 50:
+        assert worker.alive() and time.monotonic() < deadline, f"no summaries; see {worker.log}"
+        await asyncio.sleep(0.2)
+    worker.kill()
+    worker.start()
+    await asyncio.sleep(1.0)  # let the restarted ticker write more ticks
+    await wait_for(settings, group, topic, await end_offsets(settings, topic), worker)
+    assert worker.stop() == 0
+    report = await checker.check_standin(settings, prefix, ticks=True)
+    assert report.exact, report.table()

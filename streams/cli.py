@@ -139,8 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     work = commands.add_parser("worker", help="run a stage until SIGTERM")
     work.add_argument("workload", choices=["standin"], help="standin: the core's proof workload")
     work.add_argument("--prefix", required=True, help="topic prefix of the stand-in workload")
-    work.add_argument("--tick-interval", type=float, default=0.0, metavar="SECONDS",
-                      help="write a tick to every input partition this often (0: no ticker)")
+    work.add_argument(
+        "--tick-interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="write a tick to every input partition this often (0: no ticker)",
+    )
     work.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     work.set_defaults(run=_worker)
 

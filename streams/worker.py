@@ -14,9 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiokafka logs every connection and rebalance step at INFO; and a logger
     # left at DEBUG costs CPU on every send even when nothing is printed.
     for noisy in ("aiokafka", "kafka"):
@@ -40,7 +38,7 @@ async def run(spec: StageSpec, settings: Settings, ticker: Ticker | None = None)
     tasks = [asyncio.create_task(stage.run(), name=f"stage-{spec.name}")]
     if ticker is not None:
         tasks.append(asyncio.create_task(ticker.run(stopping), name="ticker"))
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop()
     await asyncio.gather(*tasks)
     log.info("worker stopped")

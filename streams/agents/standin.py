@@ -60,8 +60,9 @@ def spec(topics: StandinTopics) -> StageSpec:
     return StageSpec("standin", handle, topics=(topics.input,), changelog=topics.changelog)
 
 
-def count(record: ConsumerRecord[bytes, bytes], store: PartitionStore,
-          topics: StandinTopics) -> list[Emit]:
+def count(
+    record: ConsumerRecord[bytes, bytes], store: PartitionStore, topics: StandinTopics
+) -> list[Emit]:
     key = record.key or b""
     held = store.get(COUNTS, key)
     state = json.loads(held) if held else {"count": 0}
@@ -76,7 +77,9 @@ def summarize(store: PartitionStore, topics: StandinTopics, now_ms: int) -> list
     for key, raw in list(store.items(COUNTS)):
         state = json.loads(raw)
         if not state["summarized"]:
-            store.put(COUNTS, key, json.dumps({"count": state["count"], "summarized": True}).encode())
+            store.put(
+                COUNTS, key, json.dumps({"count": state["count"], "summarized": True}).encode()
+            )
             summary = {"count": state["count"], "tick": now_ms}
             emits.append(Emit(topics.summaries, key, json.dumps(summary).encode()))
     return emits

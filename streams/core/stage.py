@@ -137,15 +137,19 @@ class Stage:
         await consumer.start()
         try:
             while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self.max_batch)
+                batches = await consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.max_batch
+                )
                 if not batches:
                     continue
                 async with self._lock:
-                    await asyncio.gather(*(
-                        self._process(self._partitions[tp], records)
-                        for tp, records in batches.items()
-                        if tp in self._partitions and records
-                    ))
+                    await asyncio.gather(
+                        *(
+                            self._process(self._partitions[tp], records)
+                            for tp, records in batches.items()
+                            if tp in self._partitions and records
+                        )
+                    )
         finally:
             async with self._lock:
                 for part in list(self._partitions.values()):
@@ -179,14 +183,19 @@ class Stage:
         if self.spec.changelog is None or part.store is None:
             return []
         p = part.tp.partition
-        emits = [Emit(self.spec.changelog, k, v, partition=p) for k, v in part.store.pending().items()]
-        emits.append(Emit(self.spec.changelog, INPUT_OFFSET_KEY, str(next_input).encode(), partition=p))
+        emits = [
+            Emit(self.spec.changelog, k, v, partition=p) for k, v in part.store.pending().items()
+        ]
+        emits.append(
+            Emit(self.spec.changelog, INPUT_OFFSET_KEY, str(next_input).encode(), partition=p)
+        )
         return emits
 
     async def _send_all(self, producer: AIOKafkaProducer, emits: list[Emit]) -> list[Any]:
         futures = [
-            await producer.send(e.topic, e.value, e.key, partition=e.partition,
-                                headers=list(e.headers) or None)
+            await producer.send(
+                e.topic, e.value, e.key, partition=e.partition, headers=list(e.headers) or None
+            )
             for e in emits
         ]
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -210,8 +219,13 @@ class Stage:
         except Exception as exc:
             # Nothing of this batch is committed yet: abort it and start the
             # partition again from what Kafka holds.
-            log.warning("batch aborted on %s-%d at offset %d: %r",
-                        part.tp.topic, part.tp.partition, records[0].offset, exc)
+            log.warning(
+                "batch aborted on %s-%d at offset %d: %r",
+                part.tp.topic,
+                part.tp.partition,
+                records[0].offset,
+                exc,
+            )
             await producer.abort_transaction()
             await self._reopen(part)
             return
@@ -219,7 +233,7 @@ class Stage:
             await producer.commit_transaction()
         except Exception as exc:
             raise StageFailed(
-                f"commit on {part.tp.topic}-{part.tp.partition} failed; its outcome is unknown: {exc!r}"
+                f"commit on {part.tp.topic}-{part.tp.partition} failed, outcome unknown: {exc!r}"
             ) from exc
         if part.store is not None and changelog:
             part.store.commit(results[-1].offset + 1)
@@ -261,9 +275,13 @@ class Stage:
             if store.input_offset is not None:
                 self._consumer.seek(tp, store.input_offset)
         part = _Partition(tp, store, producer)
-        log.info("partition %s-%d ready in %.2fs (restored to input offset %s)",
-                 tp.topic, tp.partition, time.monotonic() - started,
-                 store.input_offset if store else "-")
+        log.info(
+            "partition %s-%d ready in %.2fs (restored to input offset %s)",
+            tp.topic,
+            tp.partition,
+            time.monotonic() - started,
+            store.input_offset if store else "-",
+        )
         return part
 
     async def _reopen(self, part: _Partition) -> None:
@@ -286,7 +304,12 @@ class Stage:
             part.store.close()
 
     def _store_path(self, tp: TopicPartition) -> Path:
-        return self.settings.data_dir / self.settings.app_id / self.spec.name / f"{tp.topic}-{tp.partition}"
+        return (
+            self.settings.data_dir
+            / self.settings.app_id
+            / self.spec.name
+            / f"{tp.topic}-{tp.partition}"
+        )
 
     async def _restore(self, tp: TopicPartition) -> PartitionStore:
         """The partition's store, brought up to the changelog's last stable offset."""
@@ -300,8 +323,13 @@ class Stage:
             end = (await reader.end_offsets([ctp]))[ctp]
             start = store.checkpoint
             if start > end:
-                log.warning("store of %s-%d is ahead of its changelog (%d > %d): rebuilding",
-                            tp.topic, tp.partition, start, end)
+                log.warning(
+                    "store of %s-%d is ahead of its changelog (%d > %d): rebuilding",
+                    tp.topic,
+                    tp.partition,
+                    start,
+                    end,
+                )
                 store.wipe()
                 store, start = PartitionStore(self._store_path(tp)), 0
             reader.seek(ctp, start)
@@ -313,7 +341,9 @@ class Stage:
                 restored += len(records)
             store.apply_changelog([], end)
             if restored:
-                log.info("restored %d changelog records for %s-%d", restored, tp.topic, tp.partition)
+                log.info(
+                    "restored %d changelog records for %s-%d", restored, tp.topic, tp.partition
+                )
         finally:
             await reader.stop()
         return store
@@ -339,4 +369,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
                 if tp not in self.stage._partitions:
                     self.stage._partitions[tp] = await self.stage._open(tp)
             self.stage.ready.set()
-            log.info("stage %s owns %d partitions", self.stage.spec.name, len(self.stage._partitions))
+            log.info(
+                "stage %s owns %d partitions", self.stage.spec.name, len(self.stage._partitions)
+            )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -72,19 +73,20 @@ class PartitionStore:
         self._pending[table_key(table, key)] = _DELETED
 
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
-        """Every committed key and value of one table, with this batch's changes over them."""
+        """Every key and value of one table: committed ones with this batch's changes over them."""
         prefix = table.encode() + _SEPARATOR
-        seen = set()
-        for stored, value in self._db.items(from_key=prefix):
+        seen: set[bytes] = set()
+        for raw_key, value in self._db.items(from_key=prefix):
+            stored = cast(bytes, raw_key)  # raw mode: keys are bytes
             if not stored.startswith(prefix):
                 break
             seen.add(stored)
-            current = self._pending.get(stored, value) if stored in self._pending else value
+            current = self._pending.get(stored, value)  # a pending None is a delete
             if current is not None:
-                yield stored[len(prefix):], current
-        for stored, value in list(self._pending.items()):
-            if stored.startswith(prefix) and stored not in seen and value is not None:
-                yield stored[len(prefix):], value
+                yield stored[len(prefix) :], current
+        for stored, pending in list(self._pending.items()):
+            if pending is not None and stored.startswith(prefix) and stored not in seen:
+                yield stored[len(prefix) :], pending
 
     def pending(self) -> dict[bytes, bytes | None]:
         """This batch's changes, by stored key (None: deleted)."""

@@ -10,6 +10,7 @@ partition of a stage's input; a test clock writes ticks with chosen times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -50,8 +51,14 @@ async def send_ticks(producer: AIOKafkaProducer, topic: str, partitions: int, no
 class Ticker:
     """Writes the wall-clock time to every partition of a topic every `interval_s`."""
 
-    def __init__(self, settings: Settings, topic: str, partitions: int, interval_s: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        partitions: int,
+        interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.topic = topic
         self.partitions = partitions
@@ -64,9 +71,7 @@ class Ticker:
         try:
             while not stopping.is_set():
                 await send_ticks(producer, self.topic, self.partitions, int(self.clock() * 1000))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), self.interval_s)
-                except TimeoutError:
-                    pass
         finally:
             await producer.stop()

@@ -49,14 +49,18 @@ class Report:
     @property
     def exact(self) -> bool:
         """Exactly once: everything expected seen once, nothing else."""
-        return (self.missing == self.duplicates == self.leaks == self.state_mismatches == 0
-                and self.seen == self.expected > 0)
+        return (
+            self.missing == self.duplicates == self.leaks == self.state_mismatches == 0
+            and self.seen == self.expected > 0
+        )
 
     @property
     def at_least_once(self) -> bool:
         """Nothing lost or invented; repeats only of identical content."""
-        return (self.missing == self.conflicting == self.leaks == self.state_mismatches == 0
-                and self.expected > 0)
+        return (
+            self.missing == self.conflicting == self.leaks == self.state_mismatches == 0
+            and self.expected > 0
+        )
 
     def table(self) -> str:
         fields = asdict(self)
@@ -98,7 +102,9 @@ async def check_standin(settings: Settings, prefix: str, ticks: bool = False) ->
 
 
 def compare(
-    inputs: list[Any], outputs: dict[str, list[Any]], changelog: list[Any],
+    inputs: list[Any],
+    outputs: dict[str, list[Any]],
+    changelog: list[Any],
     summaries: list[Any] | None,
 ) -> Report:
     """The reference model and the comparison, on records already read."""
@@ -130,7 +136,7 @@ def compare(
     held: dict[bytes, int] = {}
     for record in changelog:
         if record.key.startswith(COUNTS_PREFIX):
-            key = record.key[len(COUNTS_PREFIX):]
+            key = record.key[len(COUNTS_PREFIX) :]
             if record.value is None:
                 held.pop(key, None)
             else:

@@ -30,14 +30,33 @@ RUN_TIMEOUT_S = 240.0
 class Worker:
     """`passerelle worker standin` as a subprocess, restartable on the same data folder."""
 
-    def __init__(self, settings: Settings, prefix: str, data_dir: Path, guarantee: str,
-                 tick_interval: float = 0.0) -> None:
-        self.args = [sys.executable, "-m", "streams", "worker", "standin", "--prefix", prefix,
-                     "--tick-interval", str(tick_interval)]
-        self.env = {**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,
-                    "PASSERELLE_APP_ID": prefix, "PASSERELLE_DATA_DIR": str(data_dir),
-                    "PASSERELLE_GUARANTEE": guarantee,
-                    "PASSERELLE_PARTITIONS": str(settings.partitions)}
+    def __init__(
+        self,
+        settings: Settings,
+        prefix: str,
+        data_dir: Path,
+        guarantee: str,
+        tick_interval: float = 0.0,
+    ) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "streams",
+            "worker",
+            "standin",
+            "--prefix",
+            prefix,
+            "--tick-interval",
+            str(tick_interval),
+        ]
+        self.env = {
+            **os.environ,
+            "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,
+            "PASSERELLE_APP_ID": prefix,
+            "PASSERELLE_DATA_DIR": str(data_dir),
+            "PASSERELLE_GUARANTEE": guarantee,
+            "PASSERELLE_PARTITIONS": str(settings.partitions),
+        }
         self.log = data_dir.parent / f"{prefix}.worker.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -105,7 +124,9 @@ async def end_offsets(settings: Settings, topic: str) -> int:
         await consumer.stop()
 
 
-async def wait_for(settings: Settings, group: str, topic: str, target: int, worker: Worker) -> float:
+async def wait_for(
+    settings: Settings, group: str, topic: str, target: int, worker: Worker
+) -> float:
     """Wait until the group has committed `target` records; returns the seconds it took."""
     started = time.monotonic()
     while await committed(settings, group, topic) < target:
@@ -115,8 +136,9 @@ async def wait_for(settings: Settings, group: str, topic: str, target: int, work
     return time.monotonic() - started
 
 
-async def run_with_kills(settings: Settings, prefix: str, data_dir: Path, guarantee: str,
-                         workers: list[Worker]) -> checker.Report:
+async def run_with_kills(
+    settings: Settings, prefix: str, data_dir: Path, guarantee: str, workers: list[Worker]
+) -> checker.Report:
     """Feed the stand-in, kill -9 its worker at each KILL_AT progress, restart, check."""
     await standin.provision(settings, prefix)
     await standin.produce_inputs(settings, prefix, INPUTS, KEYS)
@@ -131,8 +153,9 @@ async def run_with_kills(settings: Settings, prefix: str, data_dir: Path, guaran
         print(f"{guarantee}: killed at {progress:.0%} progress")
         assert 0.2 <= progress <= 0.8, f"kill landed at {progress:.0%}, outside 20–80 %"
         worker.start()
-        recovery = await wait_for(settings, group, topic,
-                                  await committed(settings, group, topic) + 1, worker)
+        recovery = await wait_for(
+            settings, group, topic, await committed(settings, group, topic) + 1, worker
+        )
         print(f"{guarantee}: restart → first commit in {recovery:.2f}s")
     await wait_for(settings, group, topic, INPUTS, worker)
     assert worker.stop() == 0

@@ -1,0 +1,102 @@
+"""The independent checker reports each planted fault, and nothing on a clean run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from streams.tools.checker import compare
+
+
+class Rec(NamedTuple):
+    key: bytes
+    value: bytes | None
+    partition: int = 0
+    offset: int = 0
+
+
+def inputs(n: int, keys: int = 2) -> list[Rec]:
+    return [Rec(f"k{i % keys}".encode(), json.dumps({"id": i}).encode(), 0, i) for i in range(n)]
+
+
+def outputs_for(records: list[Rec]) -> list[Rec]:
+    """What a correct stand-in run writes to one output topic."""
+    counts: dict[bytes, int] = {}
+    out = []
+    for r in records:
+        counts[r.key] = counts.get(r.key, 0) + 1
+        body = {"id": json.loads(r.value or b"")["id"], "count": counts[r.key]}
+        out.append(Rec(r.key, json.dumps(body).encode()))
+    return out
+
+
+def changelog_for(records: list[Rec]) -> list[Rec]:
+    counts: dict[bytes, int] = {}
+    for r in records:
+        counts[r.key] = counts.get(r.key, 0) + 1
+    return [Rec(b"counts\x00" + k, json.dumps({"count": n}).encode()) for k, n in counts.items()]
+
+
+def run(
+    ins: list[Rec],
+    out_a: list[Rec],
+    out_b: list[Rec],
+    log: list[Rec],
+    summaries: list[Any] | None = None,
+) -> Any:
+    return compare(ins, {"out-a": out_a, "out-b": out_b}, log, summaries)
+
+
+class TestChecker:
+    def test_a_clean_run_is_exact(self) -> None:
+        """Every output once and the state right: exact, with seen = expected."""
+        ins = inputs(10)
+        report = run(ins, outputs_for(ins), outputs_for(ins), changelog_for(ins))
+        assert report.exact and (report.expected, report.seen) == (20, 20)
+
+    def test_a_planted_loss_is_missing(self) -> None:
+        """An input with no out-b record counts one missing."""
+        ins = inputs(10)
+        report = run(ins, outputs_for(ins), outputs_for(ins)[1:], changelog_for(ins))
+        assert report.missing == 1 and not report.exact and not report.at_least_once
+
+    def test_a_planted_identical_duplicate_is_a_duplicate_but_allowed_at_least_once(self) -> None:
+        """A repeated identical output is a duplicate, not a conflict."""
+        ins = inputs(10)
+        a = outputs_for(ins)
+        report = run(ins, [*a, a[3]], outputs_for(ins), changelog_for(ins))
+        assert (report.duplicates, report.conflicting) == (1, 0)
+        assert not report.exact and report.at_least_once
+
+    def test_a_repeat_with_other_content_is_conflicting(self) -> None:
+        """A repeat whose count differs (state counted twice) breaks even at-least-once."""
+        ins = inputs(10)
+        a = outputs_for(ins)
+        other = Rec(a[3].key, json.dumps({"id": 3, "count": 99}).encode())
+        report = run(ins, [*a, other], outputs_for(ins), changelog_for(ins))
+        assert report.conflicting == 1 and not report.at_least_once
+
+    def test_a_planted_leak_is_reported(self) -> None:
+        """An output that no input explains is a leak."""
+        ins = inputs(10)
+        stray = Rec(b"k9", json.dumps({"id": 12345, "count": 1}).encode())
+        report = run(ins, [*outputs_for(ins), stray], outputs_for(ins), changelog_for(ins))
+        assert report.leaks == 1 and not report.exact
+
+    def test_a_wrong_final_state_is_a_state_mismatch(self) -> None:
+        """A changelog whose final count differs from the inputs' is a state mismatch."""
+        ins = inputs(10)
+        log = [*changelog_for(ins), Rec(b"counts\x00k0", json.dumps({"count": 4}).encode())]
+        report = run(ins, outputs_for(ins), outputs_for(ins), log)
+        assert report.state_mismatches == 1
+
+    def test_a_second_summary_for_a_key_is_a_duplicate(self) -> None:
+        """Ticks must summarize each key once with its final count."""
+        ins = inputs(10)
+        summaries = [
+            Rec(b"k0", b'{"count": 5}'),
+            Rec(b"k1", b'{"count": 5}'),
+            Rec(b"k1", b'{"count": 5}'),
+        ]
+        report = run(ins, outputs_for(ins), outputs_for(ins), changelog_for(ins), summaries)
+        assert report.duplicates == 1 and report.missing == 0

@@ -1,0 +1,60 @@
+"""The partition store: a batch's writes reach RocksDB only when committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.core.store import PartitionStore
+
+
+class TestPartitionStore:
+    def test_a_pending_write_is_read_back_before_commit(self, tmp_path: Path) -> None:
+        """Within a batch, the handler sees its own writes."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"k", b"1")
+        assert store.get("t", b"k") == b"1"
+
+    def test_a_discarded_batch_leaves_nothing(self, tmp_path: Path) -> None:
+        """An aborted batch's writes never reach disk."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"k", b"1")
+        store.discard()
+        assert store.get("t", b"k") is None
+
+    def test_commit_survives_reopening_with_its_checkpoint(self, tmp_path: Path) -> None:
+        """Committed writes and the changelog offset they reach are on disk together."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"k", b"1")
+        store.commit(42)
+        store.close()
+        reopened = PartitionStore(tmp_path / "p0")
+        assert (reopened.get("t", b"k"), reopened.checkpoint) == (b"1", 42)
+
+    def test_a_pending_delete_hides_the_committed_value(self, tmp_path: Path) -> None:
+        """A delete in the batch reads as absent, and is absent once committed."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"k", b"1")
+        store.commit(1)
+        store.delete("t", b"k")
+        assert store.get("t", b"k") is None and list(store.items("t")) == []
+        store.commit(2)
+        assert store.get("t", b"k") is None
+
+    def test_items_lists_one_table_with_pending_changes_over_committed(
+        self, tmp_path: Path
+    ) -> None:
+        """A table scan shows committed keys, updated and new pending ones, and no other table."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"a", b"1")
+        store.put("t", b"b", b"2")
+        store.put("u", b"a", b"9")
+        store.commit(3)
+        store.put("t", b"b", b"20")
+        store.put("t", b"c", b"3")
+        assert sorted(store.items("t")) == [(b"a", b"1"), (b"b", b"20"), (b"c", b"3")]
+
+    def test_restored_tombstones_delete(self, tmp_path: Path) -> None:
+        """Applying changelog records puts values and deletes on tombstones."""
+        store = PartitionStore(tmp_path / "p0")
+        store.apply_changelog([(b"t\x00a", b"1"), (b"t\x00b", b"2"), (b"t\x00a", None)], 3)
+        assert (store.get("t", b"a"), store.get("t", b"b"), store.checkpoint) == (None, b"2", 3)

@@ -94,20 +94,11 @@ def _schemas(args: argparse.Namespace) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
-    from streams import worker
-    from streams.agents import standin
-    from streams.core.ticks import Ticker
+    from streams import app, worker
     from streams.settings import Settings
 
     settings = Settings.from_env()
-    worker.configure_logging(args.log_level)
-    topics = standin.StandinTopics(args.prefix)
-    ticker = (
-        Ticker(settings, topics.input, settings.partitions, args.tick_interval)
-        if args.tick_interval > 0
-        else None
-    )
-    asyncio.run(worker.run(standin.spec(topics), settings, ticker))
+    app.main(worker.standin_app(settings, args.prefix, args.tick_interval), args.log_level.lower())
 
 
 def build_parser() -> argparse.ArgumentParser:

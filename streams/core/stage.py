@@ -37,6 +37,7 @@ from aiokafka.structs import ConsumerRecord
 from streams import kafka
 from streams.core.store import INPUT_OFFSET_KEY, PartitionStore
 from streams.errors import PasserelleError
+from streams.metrics import Metrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,11 @@ class _Partition:
 class Stage:
     """Runs one StageSpec until stopped. See the module docstring for the protocol."""
 
-    def __init__(self, spec: StageSpec, settings: Settings, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, spec: StageSpec, settings: Settings, metrics: Metrics, max_batch: int = MAX_BATCH
+    ) -> None:
         self.spec = spec
+        self.metrics = metrics
         self.settings = settings
         self.max_batch = max_batch
         self.group_id = f"{settings.app_id}-{spec.name}"
@@ -227,6 +231,7 @@ class Stage:
                 exc,
             )
             await producer.abort_transaction()
+            self.metrics.transactions.labels(result="abort").inc()
             await self._reopen(part)
             return
         try:
@@ -235,6 +240,7 @@ class Stage:
             raise StageFailed(
                 f"commit on {part.tp.topic}-{part.tp.partition} failed, outcome unknown: {exc!r}"
             ) from exc
+        self.metrics.transactions.labels(result="commit").inc()
         if part.store is not None and changelog:
             part.store.commit(results[-1].offset + 1)
 
@@ -364,6 +370,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
             self.stage.ready.clear()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.stage.metrics.rebalances.inc()
         async with self.stage._lock:
             for tp in assigned:
                 if tp not in self.stage._partitions:

@@ -1,0 +1,63 @@
+"""The faust App of a Passerelle worker, and `main()`.
+
+The App is the worker's shell: its lifecycle, signals, sensors and web server
+(`/healthz`, `/readyz`, `/metrics`). The stream processing itself runs in our
+transactional stages (`streams.core`), started by the App as services: faust's
+own consumer, agents and table manager are not started, because faust's
+exactly-once does not hold as shipped (docs/core.md says where and why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import chain
+
+import faust
+from faust.app.base import BootStrategy
+from mode import ServiceT
+
+from streams import kafka
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+
+class PasserelleBoot(BootStrategy):
+    """Start sensors, the web server and our stages; no faust consumer or agents."""
+
+    enable_kafka = False
+
+    def server(self) -> Iterable[ServiceT]:
+        stages: list[ServiceT] = list(getattr(self.app, "stages", []))
+        return chain(self.sensors(), self.web_server(), stages)
+
+
+class PasserelleApp(faust.App):
+    BootStrategy = PasserelleBoot
+    stages: list[ServiceT]
+
+
+def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> PasserelleApp:
+    """The App of one worker: its identity, web port and stages."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = PasserelleApp(
+        settings.app_id,
+        **kafka.faust_broker_options(settings),
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        datadir=str(settings.data_dir / "faust"),
+        autodiscover=False,
+    )
+    app.stages = stages
+    from streams import views  # registers the pages on this app
+
+    views.register(app, stages, metrics)
+    return app
+
+
+def main(app: PasserelleApp, loglevel: str = "info") -> None:
+    """Run the worker until SIGTERM or SIGINT; exits the process with its status."""
+    from streams.worker import quiet_client_loggers
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    quiet_client_loggers()
+    worker.execute_from_commandline()

@@ -171,9 +171,34 @@ class Catalog:
             readers="compliance (sre)",
         )
 
+    def account_stream(self) -> Topic:
+        """Internal: transactions and consents of each account, in one order."""
+        return self._topic(
+            f"{self.settings.app_id}.accounts",
+            "<bank_id>:<account_id>",
+            (model.TRANSACTION, model.CONSENT),
+            deleting(7 * DAY_MS),
+            writers="passerelle (ingest)",
+            readers="passerelle (accounts)",
+        )
+
+    def changelog(self, stage: str) -> Topic:
+        """Internal: the state of one stage; compacted, erased keys gone within a bound."""
+        return self._topic(
+            f"{self.settings.app_id}.{stage}-changelog",
+            "<table>\\x00<key>",
+            (),
+            compacting(),
+            writers="passerelle",
+            readers="passerelle (restore)",
+        )
+
+    def internal(self) -> list[Topic]:
+        return [self.account_stream()]
+
     def shared(self) -> list[Topic]:
         """The topics every deployment has, whatever its banks."""
         return [self.consents(), self.notifications(), self.dlq(), self.audit()]
 
     def all(self, bank_ids: list[str]) -> list[Topic]:
-        return [self.bank(b) for b in bank_ids] + self.shared()
+        return [self.bank(b) for b in bank_ids] + self.shared() + self.internal()

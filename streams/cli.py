@@ -98,7 +98,13 @@ def _worker(args: argparse.Namespace) -> None:
     from streams.settings import Settings
 
     settings = Settings.from_env()
-    app.main(worker.standin_app(settings, args.prefix, args.tick_interval), args.log_level.lower())
+    if args.workload == "standin":
+        if not args.prefix:
+            raise PasserelleError("the standin workload needs --prefix")
+        built = worker.standin_app(settings, args.prefix, args.tick_interval)
+    else:
+        built = worker.pipeline_app(settings)
+    app.main(built, args.log_level.lower())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     work = commands.add_parser("worker", help="run a stage until SIGTERM")
-    work.add_argument("workload", choices=["standin"], help="standin: the core's proof workload")
-    work.add_argument("--prefix", required=True, help="topic prefix of the stand-in workload")
+    work.add_argument(
+        "workload",
+        choices=["pipeline", "standin"],
+        help="pipeline: the consent pipeline; standin: the core's proof workload",
+    )
+    work.add_argument("--prefix", help="topic prefix of the stand-in workload")
     work.add_argument(
         "--tick-interval",
         type=float,

@@ -6,8 +6,10 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from streams.agents import standin
+from streams.agents import ingest, standin
 from streams.app import PasserelleApp, create_app
+from streams.catalog import Catalog
+from streams.codec import Codec, EmbeddedRegistry
 from streams.core.service import StageService
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
@@ -33,3 +35,12 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
     )
     stage = Stage(standin.spec(topics), settings, metrics=metrics)
     return create_app(settings, [StageService(stage, ticker)], metrics)
+
+
+def pipeline_app(settings: Settings) -> PasserelleApp:
+    """The pipeline's worker: ingest re-keys every bank's records into the account stream."""
+    metrics = Metrics(CollectorRegistry())
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    stream = Catalog(settings).account_stream().name
+    stage = Stage(ingest.spec(codec, stream), settings, metrics=metrics)
+    return create_app(settings, [StageService(stage)], metrics)

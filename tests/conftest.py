@@ -12,7 +12,7 @@ import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka.admin import NewTopic
@@ -86,6 +86,16 @@ def new_topic(settings: Settings) -> NewTopicFactory:
         return name
 
     return create
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Any]]:
+    """Every worker subprocess a test starts is killed after it, whatever happens."""
+    started: list[Any] = []
+    yield started
+    for worker in started:
+        if worker.alive():
+            worker.kill()
 
 
 def unique_bank() -> str:

@@ -3,88 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
-from streams import kafka
 from streams.settings import Settings
 from streams.tools import checker, standin
+from tests.integration.harness import Worker, committed, end_offsets
 
 INPUTS = 60_000
 KEYS = 500
 KILL_AT = (0.3, 0.5, 0.7)
 # A run must finish within this, kills and restores included.
 RUN_TIMEOUT_S = 240.0
-
-
-class Worker:
-    """`passerelle worker standin` as a subprocess, restartable on the same data folder."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        prefix: str,
-        data_dir: Path,
-        guarantee: str,
-        tick_interval: float = 0.0,
-    ) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "streams",
-            "worker",
-            "standin",
-            "--prefix",
-            prefix,
-            "--tick-interval",
-            str(tick_interval),
-        ]
-        self.env = {
-            **os.environ,
-            "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,
-            "PASSERELLE_APP_ID": prefix,
-            "PASSERELLE_DATA_DIR": str(data_dir),
-            "PASSERELLE_GUARANTEE": guarantee,
-            "PASSERELLE_PARTITIONS": str(settings.partitions),
-        }
-        self.log = data_dir.parent / f"{prefix}.worker.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.terminate()
-        return self.process.wait(60)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -95,41 +28,6 @@ def prefix() -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "worker-data"
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Every worker a test starts is stopped after it, whatever happens."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        if worker.alive():
-            worker.kill()
-
-
-async def committed(settings: Settings, group: str, topic: str) -> int:
-    """Sum of the group's committed offsets on `topic`: records processed and committed."""
-    client = kafka.admin(settings)
-    await client.start()
-    try:
-        offsets = await client.list_consumer_group_offsets(group)
-    except KafkaError as exc:
-        if not exc.retriable:
-            raise
-        return 0  # no coordinator yet (a fresh broker): nothing committed
-    finally:
-        await client.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
-
-
-async def end_offsets(settings: Settings, topic: str) -> int:
-    consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
 
 
 async def wait_for(
@@ -150,7 +48,7 @@ async def run_with_kills(
     """Feed the stand-in, kill -9 its worker at each KILL_AT progress, restart, check."""
     await standin.provision(settings, prefix)
     await standin.produce_inputs(settings, prefix, INPUTS, KEYS)
-    worker = Worker(settings, prefix, data_dir, guarantee)
+    worker = Worker.standin(settings, prefix, data_dir, guarantee)
     workers.append(worker)
     group, topic = f"{prefix}-standin", f"{prefix}.in"
     worker.start()
@@ -197,7 +95,7 @@ async def test_a_tick_emits_once_with_no_further_input_across_a_restart(
     """Ticks alone produce one summary per key; a kill -9 and restart add none."""
     await standin.provision(settings, prefix)
     await standin.produce_inputs(settings, prefix, 2_000, 50)
-    worker = Worker(settings, prefix, data_dir, "exactly_once", tick_interval=0.3)
+    worker = Worker.standin(settings, prefix, data_dir, "exactly_once", tick_interval=0.3)
     workers.append(worker)
     group, topic = f"{prefix}-standin", f"{prefix}.in"
     worker.start()

@@ -1,0 +1,100 @@
+"""Helpers for tests that run workers as subprocesses against the session broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from streams import kafka
+from streams.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Worker:
+    """`passerelle worker …` as a subprocess, restartable on the same data folder."""
+
+    def __init__(
+        self, settings: Settings, app_id: str, data_dir: Path, guarantee: str, workload: list[str]
+    ) -> None:
+        self.args = [sys.executable, "-m", "streams", "worker", *workload]
+        self.env = {
+            **os.environ,
+            "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,
+            "PASSERELLE_APP_ID": app_id,
+            "PASSERELLE_DATA_DIR": str(data_dir),
+            "PASSERELLE_GUARANTEE": guarantee,
+            "PASSERELLE_PARTITIONS": str(settings.partitions),
+            "PASSERELLE_WEB_PORT": str(free_port()),
+        }
+        self.log = data_dir.parent / f"{app_id}.worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def standin(
+        cls,
+        settings: Settings,
+        prefix: str,
+        data_dir: Path,
+        guarantee: str,
+        tick_interval: float = 0.0,
+    ) -> Worker:
+        workload = ["standin", "--prefix", prefix, "--tick-interval", str(tick_interval)]
+        return cls(settings, prefix, data_dir, guarantee, workload)
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(60)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+async def committed(settings: Settings, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets on `topic`: records processed and committed."""
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        offsets = await client.list_consumer_group_offsets(group)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return 0  # no coordinator yet (a fresh broker): nothing committed
+    finally:
+        await client.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+async def end_offsets(settings: Settings, topic: str) -> int:
+    """Sum of the end offsets of `topic`'s partitions."""
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()

@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PASSERELLE := $(BIN)/passerelle
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
-        kafka-cluster-up kafka-cluster-down topics run test test-unit lint format clean
+        kafka-cluster-up kafka-cluster-down topics run bench test test-unit lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ topics: kafka-up ## create the catalog's topics (and BANKS="a b" ingest topics)
 run: kafka-up ## start Kafka and provision the topics (the pipeline joins this target when it exists)
 	$(PASSERELLE) topics create --bank demo-bank
 	$(PASSERELLE) schemas list
+
+bench: kafka-up ## the core's throughput against a bare aiokafka passthrough, as a ratio
+	$(PASSERELLE) bench
 
 test: install ## every test: unit, and integration on a real broker the tests start themselves
 	$(BIN)/pytest

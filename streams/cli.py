@@ -107,6 +107,17 @@ def _worker(args: argparse.Namespace) -> None:
     app.main(built, args.log_level.lower())
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from streams import worker
+    from streams.settings import Settings
+    from streams.tools import bench
+
+    if args.records < 1000:
+        raise PasserelleError("--records must be at least 1000 for a meaningful rate")
+    worker.quiet_client_loggers()
+    asyncio.run(bench.run(Settings.from_env(), args.records))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="passerelle", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"passerelle {__version__}")
@@ -149,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     work.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     work.set_defaults(run=_worker)
+
+    bench = commands.add_parser("bench", help="the core against a bare aiokafka passthrough")
+    bench.add_argument("--records", type=int, default=100_000, help="inputs (default 100000)")
+    bench.set_defaults(run=_bench)
 
     schemas = commands.add_parser("schemas", help="the embedded schema registry")
     schemas.add_argument("action", choices=["list", "check"])

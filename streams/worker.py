@@ -33,7 +33,8 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
         if tick_interval_s > 0
         else None
     )
-    stage = Stage(standin.spec(topics), settings, metrics=metrics)
+    changelog = Catalog(settings).changelog("standin").name
+    stage = Stage(standin.spec(topics, changelog), settings, metrics=metrics)
     return create_app(settings, [StageService(stage, ticker)], metrics)
 
 

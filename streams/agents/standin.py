@@ -6,8 +6,8 @@ counted since its last summary, once. Records are JSON; inputs are
 `{"id": n}` keyed by an account-like key.
 
 Topics are named from one prefix: `<prefix>.in`, `<prefix>.out-a`,
-`<prefix>.out-b`, `<prefix>.summaries`, and the changelog
-`<prefix>.standin-changelog`.
+`<prefix>.out-b`, `<prefix>.summaries`; the changelog is the app's
+(`<app_id>.standin-changelog`, from the catalog).
 """
 
 from __future__ import annotations
@@ -45,19 +45,15 @@ class StandinTopics:
     def summaries(self) -> str:
         return f"{self.prefix}.summaries"
 
-    @property
-    def changelog(self) -> str:
-        return f"{self.prefix}.standin-changelog"
 
-
-def spec(topics: StandinTopics) -> StageSpec:
+def spec(topics: StandinTopics, changelog: str) -> StageSpec:
     def handle(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
         now = tick_time(record)
         if now is not None:
             return summarize(store, topics, now)
         return count(record, store, topics)
 
-    return StageSpec("standin", handle, topics=(topics.input,), changelog=topics.changelog)
+    return StageSpec("standin", handle, topics=(topics.input,), changelog=changelog)
 
 
 def count(

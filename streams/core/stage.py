@@ -117,6 +117,8 @@ class Stage:
         self._shared_producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()
         """Set once partitions are assigned and their state restored."""
+        self.processed = 0
+        """Input records committed by this stage since it started."""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -175,6 +177,7 @@ class Stage:
             await self._process_at_least_once(part, records)
         part.batches += 1
         part.records += len(records)
+        self.processed += len(records)
 
     def _handle(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> list[Emit]:
         emits: list[Emit] = []

@@ -92,11 +92,13 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
         await consumer.stop()
 
 
-async def check_standin(settings: Settings, prefix: str, ticks: bool = False) -> Report:
-    """Check a stand-in run whose topics share `prefix`."""
+async def check_standin(
+    settings: Settings, prefix: str, ticks: bool = False, app_id: str | None = None
+) -> Report:
+    """Check a stand-in run whose topics share `prefix`, run by `app_id` (default: prefix)."""
     inputs = [r for r in await read_all(settings, f"{prefix}.in") if r.key != TICK_KEY]
     outputs = {name: await read_all(settings, f"{prefix}.{name}") for name in ("out-a", "out-b")}
-    changelog = await read_all(settings, f"{prefix}.standin-changelog")
+    changelog = await read_all(settings, f"{app_id or prefix}.standin-changelog")
     summaries = await read_all(settings, f"{prefix}.summaries") if ticks else []
     return compare(inputs, outputs, changelog, summaries if ticks else None)
 

@@ -6,13 +6,13 @@ import asyncio
 import json
 
 from streams import kafka
-from streams.catalog import DAY_MS, Topic, compacting, deleting
+from streams.catalog import DAY_MS, Catalog, Topic, deleting
 from streams.settings import Settings
 from streams.tools import topics
 
 
 def catalog(settings: Settings, prefix: str) -> list[Topic]:
-    """The stand-in's topics: input, two outputs, summaries, and the compacted changelog."""
+    """The stand-in's topics: input, two outputs, summaries; and the app's changelog."""
 
     def topic(suffix: str, config: dict[str, str]) -> Topic:
         return Topic(
@@ -24,8 +24,9 @@ def catalog(settings: Settings, prefix: str) -> list[Topic]:
             config,
         )
 
-    return [topic(name, deleting(DAY_MS)) for name in ("in", "out-a", "out-b", "summaries")] + [
-        topic("standin-changelog", compacting())
+    names = ("in", "out-a", "out-b", "summaries")
+    return [topic(name, deleting(DAY_MS)) for name in names] + [
+        Catalog(settings).changelog("standin")
     ]
 
 

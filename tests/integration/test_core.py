@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from pathlib import Path
@@ -46,7 +47,7 @@ async def run_with_kills(
     settings: Settings, prefix: str, data_dir: Path, guarantee: str, workers: list[Worker]
 ) -> checker.Report:
     """Feed the stand-in, kill -9 its worker at each KILL_AT progress, restart, check."""
-    await standin.provision(settings, prefix)
+    await standin.provision(dataclasses.replace(settings, app_id=prefix), prefix)
     await standin.produce_inputs(settings, prefix, INPUTS, KEYS)
     worker = Worker.standin(settings, prefix, data_dir, guarantee)
     workers.append(worker)
@@ -93,7 +94,7 @@ async def test_a_tick_emits_once_with_no_further_input_across_a_restart(
     settings: Settings, prefix: str, data_dir: Path, workers: list[Worker]
 ) -> None:
     """Ticks alone produce one summary per key; a kill -9 and restart add none."""
-    await standin.provision(settings, prefix)
+    await standin.provision(dataclasses.replace(settings, app_id=prefix), prefix)
     await standin.produce_inputs(settings, prefix, 2_000, 50)
     worker = Worker.standin(settings, prefix, data_dir, "exactly_once", tick_interval=0.3)
     workers.append(worker)

@@ -223,11 +223,11 @@ class Stage:
             changelog = self._changelog_emits(part, next_input)
             results = await self._send_all(producer, emits + changelog)
             await producer.send_offsets_to_transaction({part.tp: next_input}, self.group_id)
-        except Exception as exc:
+        except _ProduceFailed as exc:
             # Nothing of this batch is committed yet: abort it and start the
             # partition again from what Kafka holds.
             log.warning(
-                "batch aborted on %s-%d at offset %d: %r",
+                "batch aborted on %s-%d at offset %d: %s",
                 part.tp.topic,
                 part.tp.partition,
                 records[0].offset,
@@ -237,6 +237,15 @@ class Stage:
             self.metrics.transactions.labels(result="abort").inc()
             await self._reopen(part)
             return
+        except Exception as exc:
+            # A handler that raises would raise again on the same records:
+            # abort (nothing is committed) and stop, rather than loop unseen.
+            await producer.abort_transaction()
+            self.metrics.transactions.labels(result="abort").inc()
+            raise StageFailed(
+                f"handler failed on {part.tp.topic}-{part.tp.partition} "
+                f"at offsets {records[0].offset}-{records[-1].offset}: {type(exc).__name__}"
+            ) from exc
         try:
             await producer.commit_transaction()
         except Exception as exc:

@@ -46,6 +46,19 @@ class TestWrongArguments:
             "passerelle topics: PASSERELLE_PARTITIONS must be a whole number, got 'many'"
         ]
 
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (("worker", "standin"), "needs --prefix"),
+            (("bench", "--records", "10"), "at least 1000"),
+        ],
+    )
+    def test_a_refused_option_gives_one_line(self, args: tuple[str, ...], message: str) -> None:
+        """An option that parses but cannot be honoured is refused in one line, exit 1."""
+        result = run(*args)
+        assert result.returncode == 1 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
     def test_an_invalid_bank_id_gives_one_line(self) -> None:
         """A bank id that could forge a topic name is refused before any Kafka call."""
         result = run("topics", "list", "--bank", "Evil.Bank")

@@ -38,7 +38,7 @@ kafka-status: install ## show which local Kafka nodes run
 kafka-logs: install ## the last broker log lines of the single node
 	$(PASSERELLE) kafka logs
 
-kafka-cluster-up: install ## start the three-node cluster (19092/29092/39092, RF 3)
+kafka-cluster-up: install ## start the three-node cluster (19092/19102/19112, RF 3)
 	$(PASSERELLE) kafka up --cluster
 
 kafka-cluster-down: install ## stop the three-node cluster

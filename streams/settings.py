@@ -141,7 +141,7 @@ class LocalKafkaSettings:
     port: int = 9092
     run_dir: Path = Path(".run/kafka")
     cluster_port: int = 19092
-    """The three-node cluster's first port; node N listens on this + 10000 × (N - 1)."""
+    """The three-node cluster's first port; node N listens on this + 10 × (N - 1)."""
     cluster_run_dir: Path = Path(".run/kafka-cluster")
     cache_dir: Path = Path.home() / ".cache" / "passerelle"
     heap: str = "512m"
@@ -154,10 +154,11 @@ class LocalKafkaSettings:
         xdg = env.get("XDG_CACHE_HOME")
         default_cache = Path(xdg) / "passerelle" if xdg else cls.cache_dir
         return cls(
-            port=reader.integer("KAFKA_PORT", cls.port, minimum=1024, maximum=65534),
+            # Below the ephemeral range (32768+), so a client socket cannot take it.
+            port=reader.integer("KAFKA_PORT", cls.port, minimum=1024, maximum=32766),
             run_dir=reader.path("KAFKA_DIR") or cls.run_dir,
             cluster_port=reader.integer(
-                "KAFKA_CLUSTER_PORT", cls.cluster_port, minimum=1024, maximum=35534
+                "KAFKA_CLUSTER_PORT", cls.cluster_port, minimum=1024, maximum=32746
             ),
             cluster_run_dir=reader.path("KAFKA_CLUSTER_DIR") or cls.cluster_run_dir,
             cache_dir=reader.path("CACHE_DIR") or default_cache,

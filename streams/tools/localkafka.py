@@ -34,8 +34,10 @@ LOG4J_CONFIG = DEPLOY_DIR / "log4j2.properties"
 # Pinned: 3.6.1 rather than what Maven 3.8's super-POM would pick (2.8).
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 HOST = "127.0.0.1"
-# How far apart the nodes of the three-node cluster listen.
-CLUSTER_PORT_STRIDE = 10_000
+# How far apart the nodes of the three-node cluster listen. Every port stays
+# below Linux's ephemeral range (32768 and up), where any outgoing connection
+# may hold a port at the moment a broker wants to bind it.
+CLUSTER_PORT_STRIDE = 10
 STOP_GRACE_S = 30
 
 Say = Callable[[str], None]

@@ -73,7 +73,7 @@ class TestLocalKafkaConfig:
         assert {p["default.replication.factor"] for p in props} == {"3"}
         assert {p["transaction.state.log.min.isr"] for p in props} == {"2"}
         assert len({p["controller.quorum.voters"] for p in props}) == 1
-        assert cluster.bootstrap == "127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092"
+        assert cluster.bootstrap == "127.0.0.1:19092,127.0.0.1:19102,127.0.0.1:19112"
 
     def test_brokers_talk_to_each_other_off_the_controller_port(self) -> None:
         """Transaction markers go broker to broker: never over the CONTROLLER listener."""

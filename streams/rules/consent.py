@@ -1,0 +1,126 @@
+"""The consent gate: which consent an account holds, and whether it lets a transaction through.
+
+Pure functions, no I/O. The rules (DESIGN.md, "Consent gate"):
+
+- A consent update replaces the one held only if its `updated_at` is newer
+  than every version this account has seen: out-of-order updates are ignored.
+- REVOKED_BY_PSU, EXPIRED and TERMINATED_BY_TPP end the consent; so does a
+  tombstone, and so does a tick at or past `valid_until`. Ending erases the
+  account's state; what remains is an *ended marker* (consent id and
+  version), so an older VALID arriving late cannot revive it.
+- A transaction is forwarded only if the consent held now is VALID, now is
+  before `valid_until`, the transaction was booked before `valid_until` and
+  inside `transaction_from`/`transaction_to`, and the permission the output
+  needs is granted. Anything else withholds: **fail closed**.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streams.model import Consent, ErasureReason, Permission, Transaction, WithheldReason
+
+ENDING_STATUSES: frozenset[str] = frozenset({"REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"})
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What remains of an ended consent: enough to refuse a late, older update."""
+
+    consent_id: str
+    version: int
+    reason: ErasureReason
+
+
+@dataclass(frozen=True)
+class Held:
+    """The gate's state for one account: a live consent, an ended marker, or neither."""
+
+    consent: Consent | None = None
+    ended: Ended | None = None
+
+    @property
+    def version(self) -> int | None:
+        """The newest consent version this account has seen."""
+        if self.consent is not None:
+            return self.consent["updated_at"]
+        return self.ended.version if self.ended is not None else None
+
+
+@dataclass(frozen=True)
+class Change:
+    """The outcome of one consent event: the new state and what it ended, if anything."""
+
+    held: Held
+    outcome: Literal["updated", "ignored", "ended"]
+    """updated: the state changed; ended: a live consent ended (erase, tell, receipt)."""
+    ended_consent: Consent | None = None
+    """The consent that this event ended (its state must be erased)."""
+
+
+def apply_update(held: Held, update: Consent | None) -> Change:
+    """Apply one consents.v1 record (None: a tombstone) to what the account holds."""
+    if update is None:
+        return _end(held, "TOMBSTONE", held.version)
+    seen = held.version
+    if seen is not None and update["updated_at"] <= seen:
+        return Change(held, "ignored")
+    if update["status"] in ENDING_STATUSES:
+        reason: ErasureReason = update["status"]  # type: ignore[assignment]  # narrowed by ENDING_STATUSES
+        marker = Held(None, Ended(update["consent_id"], update["updated_at"], reason))
+        if held.consent is None:  # nothing live to end: keep the marker only
+            return Change(marker, "updated")
+        return Change(marker, "ended", held.consent)
+    return Change(Held(update, None), "updated")
+
+
+def expire(held: Held, now_ms: int) -> Change:
+    """A tick: a VALID consent whose `valid_until` has passed ends as EXPIRED."""
+    consent = held.consent
+    if consent is None or consent["status"] != "VALID" or now_ms < consent["valid_until"]:
+        return Change(held, "ignored")
+    return _end(held, "EXPIRED", consent["updated_at"])
+
+
+def _end(held: Held, reason: ErasureReason, version: int | None) -> Change:
+    """End the live consent, if any, keeping a marker at `version`."""
+    consent = held.consent
+    if consent is None:
+        return Change(held, "ignored")
+    marker = Ended(
+        consent["consent_id"], consent["updated_at"] if version is None else version, reason
+    )
+    return Change(Held(None, marker), "ended", consent)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    forwarded: bool
+    reason: WithheldReason | None = None
+
+
+FORWARD = Verdict(True)
+
+
+def gate(held: Held, tx: Transaction, now_ms: int, needs: Permission) -> Verdict:
+    """May `tx` produce an output that needs `needs`, under what the account holds now?"""
+    consent = held.consent
+    if consent is None:
+        if held.ended is not None:
+            return Verdict(False, "EXPIRED" if held.ended.reason == "EXPIRED" else "REVOKED")
+        return Verdict(False, "NO_CONSENT")
+    if consent["status"] == "RECEIVED":
+        return Verdict(False, "NOT_YET_VALID")
+    if consent["status"] != "VALID":
+        return Verdict(False, "NO_CONSENT")
+    if now_ms >= consent["valid_until"] or tx["booked_at"] >= consent["valid_until"]:
+        return Verdict(False, "EXPIRED")
+    start, end = consent["transaction_from"], consent["transaction_to"]
+    if (start is not None and tx["booked_at"] < start) or (
+        end is not None and tx["booked_at"] > end
+    ):
+        return Verdict(False, "OUT_OF_RANGE")
+    if needs not in consent["permissions"]:
+        return Verdict(False, "PERMISSION")
+    return FORWARD

@@ -1,0 +1,215 @@
+"""Notifications: what the customer reads, what the data may carry, how it may be delivered.
+
+Pure functions from a consent and a fact (a transaction, a day's summary, an
+end) to a `Notification`:
+
+- `notification_id` is a hash of the kind and its source, never of an
+  account number: TRANSACTION and the alerts come from the bank's
+  transaction id, a digest from the consent and the local date, CONSENT_ENDED
+  from the consent id and version. Replays give the same id, text and data.
+- `data` carries only what the consent allows: the balance only with
+  BALANCES; the masked account always.
+- The envelope follows Messenger policy (`../shared/notes/domain.md`): a
+  purchase is a POST_PURCHASE_UPDATE, another change to the account an
+  ACCOUNT_UPDATE (non-recurring), the recurring digest has no tag (it needs
+  the 24 h window or a utility template), quiet hours make it silent, never
+  dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from zoneinfo import ZoneInfo
+
+from streams.model import (
+    Consent,
+    DeliveryEnvelope,
+    DigestData,
+    MessageTag,
+    Notification,
+    NotificationData,
+    NotificationKind,
+    Transaction,
+)
+from streams.redact import mask_account
+from streams.rules.categories import category
+from streams.rules.money import format_money
+
+HOUR_MS = 3_600_000
+# How long a message stays worth delivering.
+TTL_MS: dict[NotificationKind, int] = {
+    "TRANSACTION": 24 * HOUR_MS,
+    "LARGE_TRANSACTION": 24 * HOUR_MS,
+    "LOW_BALANCE": 24 * HOUR_MS,
+    "DAILY_DIGEST": 24 * HOUR_MS,
+    "CONSENT_ENDED": 7 * 24 * HOUR_MS,
+}
+
+
+def notification_id(kind: NotificationKind, *source: str) -> str:
+    """The same kind and source always give the same id."""
+    digest = hashlib.sha256("\x1f".join((kind, *source)).encode()).hexdigest()
+    return f"ntf-{digest[:32]}"
+
+
+def in_quiet_hours(consent: Consent, now_ms: int) -> bool:
+    """Whether `now` falls inside the consent's quiet hours, in its own time zone."""
+    quiet = consent["quiet_hours"]
+    if quiet is None:
+        return False
+    local = dt.datetime.fromtimestamp(now_ms / 1000, ZoneInfo(consent["timezone"]))
+    ms = ((local.hour * 60 + local.minute) * 60 + local.second) * 1000
+    start, end = quiet["start"], quiet["end"]
+    return start <= ms < end if start <= end else (ms >= start or ms < end)
+
+
+def envelope(
+    kind: NotificationKind, consent: Consent, now_ms: int, debit: bool = False
+) -> DeliveryEnvelope:
+    silent = in_quiet_hours(consent, now_ms)
+    if kind == "DAILY_DIGEST":
+        return {"messaging_type": "UPDATE", "tag": None, "silent": silent, "recurring": True}
+    tag: MessageTag = (
+        "POST_PURCHASE_UPDATE" if kind == "TRANSACTION" and debit else "ACCOUNT_UPDATE"
+    )
+    return {"messaging_type": "MESSAGE_TAG", "tag": tag, "silent": silent, "recurring": False}
+
+
+def _french(locale: str) -> bool:
+    return locale.lower().startswith("fr")
+
+
+def _base(
+    kind: NotificationKind,
+    ident: str,
+    consent: Consent,
+    text: str,
+    data: NotificationData,
+    occurred_at: int,
+    now_ms: int,
+    env: DeliveryEnvelope,
+) -> Notification:
+    return {
+        "notification_id": ident,
+        "kind": kind,
+        "psid": consent["psid"],
+        "page_id": consent["page_id"],
+        "bank_id": consent["bank_id"],
+        "consent_id": consent["consent_id"],
+        "locale": consent["locale"],
+        "text": text,
+        "data": data,
+        "occurred_at": occurred_at,
+        "created_at": now_ms,
+        "expires_at": now_ms + TTL_MS[kind],
+        "envelope": env,
+    }
+
+
+def _empty_data(consent: Consent) -> NotificationData:
+    return {
+        "account_masked": mask_account(consent["account_id"]),
+        "amount_minor": None,
+        "currency": None,
+        "merchant_name": None,
+        "category": None,
+        "balance_minor": None,
+        "digest": None,
+    }
+
+
+def for_transaction(
+    kind: NotificationKind, consent: Consent, tx: Transaction, now_ms: int
+) -> Notification:
+    """TRANSACTION, LARGE_TRANSACTION or LOW_BALANCE for one transaction."""
+    with_balance = "BALANCES" in consent["permissions"] and tx["balance_after_minor"] is not None
+    data = _empty_data(consent)
+    data["amount_minor"] = tx["amount_minor"]
+    data["currency"] = tx["currency"]
+    data["merchant_name"] = tx["merchant_name"]
+    data["category"] = category(tx["mcc"], tx["channel"])
+    data["balance_minor"] = tx["balance_after_minor"] if with_balance else None
+    text = render_transaction(kind, consent, tx, with_balance)
+    ident = notification_id(kind, tx["bank_id"], tx["transaction_id"])
+    env = envelope(kind, consent, now_ms, debit=tx["amount_minor"] < 0)
+    return _base(kind, ident, consent, text, data, tx["booked_at"], now_ms, env)
+
+
+def render_transaction(
+    kind: NotificationKind, consent: Consent, tx: Transaction, with_balance: bool
+) -> str:
+    locale = consent["locale"]
+    fr = _french(locale)
+    amount = format_money(abs(tx["amount_minor"]), tx["currency"], locale)
+    where = tx["merchant_name"]
+    if kind == "LOW_BALANCE":
+        line = (
+            f"Votre solde est passé sous {_threshold(consent, tx, locale)}"
+            if fr
+            else f"Your balance fell below {_threshold(consent, tx, locale)}"
+        )
+    elif tx["amount_minor"] < 0:
+        line = (
+            f"Paiement de {amount}" + (f" chez {where}" if where else "")
+            if fr
+            else f"Payment of {amount}" + (f" at {where}" if where else "")
+        )
+    else:
+        line = (
+            f"Crédit de {amount}" + (f" de {where}" if where else "")
+            if fr
+            else f"Credit of {amount}" + (f" from {where}" if where else "")
+        )
+    if kind == "LARGE_TRANSACTION":
+        line = ("Opération importante\u00a0: " if fr else "Large transaction: ") + line
+    if with_balance and tx["balance_after_minor"] is not None:
+        balance = format_money(tx["balance_after_minor"], tx["currency"], locale)
+        line += f" — solde\u00a0: {balance}" if fr else f" — balance: {balance}"
+    return line
+
+
+def _threshold(consent: Consent, tx: Transaction, locale: str) -> str:
+    return format_money(consent["low_balance_minor"] or 0, tx["currency"], locale)
+
+
+def for_digest(
+    consent: Consent, digest: DigestData, currency: str, occurred_at: int, now_ms: int
+) -> Notification:
+    """DAILY_DIGEST of one account for one local day."""
+    data = _empty_data(consent)
+    data["currency"] = currency
+    data["digest"] = digest
+    locale = consent["locale"]
+    day = dt.date.fromisoformat(digest["local_date"])
+    spent = format_money(digest["spent_minor"], currency, locale)
+    received = format_money(digest["received_minor"], currency, locale)
+    n = digest["transaction_count"]
+    if _french(locale):
+        text = (
+            f"Votre journée du {day:%d/%m}\u00a0: {n} opération{'s' if n > 1 else ''}, "
+            f"{spent} dépensés, {received} reçus"
+        )
+    else:
+        text = (
+            f"Your day ({day.day} {day:%b}): {n} transaction{'s' if n != 1 else ''}, "
+            f"{spent} spent, {received} received"
+        )
+    ident = notification_id("DAILY_DIGEST", consent["consent_id"], digest["local_date"])
+    env = envelope("DAILY_DIGEST", consent, now_ms)
+    return _base("DAILY_DIGEST", ident, consent, text, data, occurred_at, now_ms, env)
+
+
+def for_consent_ended(consent: Consent, version: int, now_ms: int) -> Notification:
+    """CONSENT_ENDED: the customer is told, and a worker drops what it has not delivered."""
+    masked = mask_account(consent["account_id"])
+    text = (
+        f"Vous ne recevrez plus de notifications pour le compte {masked}\u00a0: "
+        "votre consentement a pris fin."
+        if _french(consent["locale"])
+        else f"You will no longer receive notifications for account {masked}: "
+        "your consent has ended."
+    )
+    ident = notification_id("CONSENT_ENDED", consent["consent_id"], str(version))
+    env = envelope("CONSENT_ENDED", consent, now_ms)
+    return _base("CONSENT_ENDED", ident, consent, text, _empty_data(consent), now_ms, now_ms, env)

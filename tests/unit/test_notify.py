@@ -1,0 +1,165 @@
+"""Notifications: money in each locale, categories, ids, permission masks, the envelope."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from streams.model import Consent, Transaction
+from streams.rules import notify
+from streams.rules.categories import category
+from streams.rules.money import NBSP, NNBSP, format_money
+from tests import samples
+
+
+def at(iso: str) -> int:
+    return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def consent(**changes: Any) -> Consent:
+    return {**samples.CONSENT, **changes}  # type: ignore[typeddict-item]  # test records
+
+
+def tx(**changes: Any) -> Transaction:
+    return {**samples.TRANSACTION, **changes}  # type: ignore[typeddict-item]  # test records
+
+
+class TestMoney:
+    @pytest.mark.parametrize(
+        ("minor", "currency", "locale", "text"),
+        [
+            (123456, "EUR", "fr-FR", f"1{NNBSP}234,56{NBSP}€"),
+            (123456, "EUR", "en-GB", "€1,234.56"),
+            (-123456, "EUR", "en-GB", "-€1,234.56"),
+            (1250, "GBP", "fr-FR", f"12,50{NBSP}£"),
+            (5, "EUR", "fr-FR", f"0,05{NBSP}€"),
+            (123456789, "EUR", "fr-FR", f"1{NNBSP}234{NNBSP}567,89{NBSP}€"),
+            (1234, "JPY", "en-GB", "¥1,234"),
+            (1250, "CHF", "en-GB", f"CHF{NBSP}12.50"),
+        ],
+    )
+    def test_each_locale_writes_money_its_way(
+        self, minor: int, currency: str, locale: str, text: str
+    ) -> None:
+        """French: narrow-space groups, a comma, the symbol after; English: symbol first."""
+        assert format_money(minor, currency, locale) == text
+
+
+class TestCategories:
+    @pytest.mark.parametrize(
+        ("mcc", "channel", "name"),
+        [
+            ("5462", "CARD", "groceries"),
+            ("5812", "CARD", "restaurants"),
+            ("5541", "CARD", "transport"),
+            (None, "ATM", "cash"),
+            (None, "TRANSFER", "transfers"),
+            ("9999", "CARD", "other"),
+        ],
+    )
+    def test_mcc_and_channel_give_a_category(
+        self, mcc: str | None, channel: str, name: str
+    ) -> None:
+        """A card payment is categorised by its MCC, other channels by what they are."""
+        assert category(mcc, channel) == name
+
+
+class TestTransactionNotification:
+    def test_french_text_with_balance(self) -> None:
+        """A French debit names amount, merchant and, with BALANCES, the balance."""
+        n = notify.for_transaction("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        assert n["text"] == (
+            f"Paiement de 1{NNBSP}234,56{NBSP}€ chez Boulangerie Pâtissière"
+            f" — solde{NBSP}: 987,65{NBSP}€"
+        )
+
+    def test_english_text(self) -> None:
+        """An English credit reads as one."""
+        n = notify.for_transaction(
+            "TRANSACTION",
+            consent(locale="en-GB", permissions=["TRANSACTIONS"]),
+            tx(amount_minor=150000, merchant_name=None),
+            samples.BOOKED_AT,
+        )
+        assert n["text"] == "Credit of €1,500.00"
+
+    def test_the_balance_needs_the_balances_permission(self) -> None:
+        """Without BALANCES, neither data nor text carries the balance."""
+        n = notify.for_transaction(
+            "TRANSACTION", consent(permissions=["TRANSACTIONS"]), tx(), samples.BOOKED_AT
+        )
+        assert n["data"]["balance_minor"] is None and "solde" not in n["text"]
+
+    def test_the_id_is_the_same_on_replay_and_names_no_account(self) -> None:
+        """The same transaction and kind give the same id; another kind another id."""
+        first = notify.for_transaction("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        again = notify.for_transaction("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        large = notify.for_transaction("LARGE_TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        assert first == again and first["notification_id"] != large["notification_id"]
+        assert samples.TRANSACTION["account_id"] not in first["notification_id"] + first["text"]
+        assert first["data"]["account_masked"] == "•••• 0189"
+
+    def test_a_purchase_is_a_post_purchase_update_and_an_alert_an_account_update(self) -> None:
+        """Messenger tags by kind: purchase confirmation, or a non-recurring account change."""
+        purchase = notify.for_transaction(
+            "TRANSACTION", consent(quiet_hours=None), tx(), samples.BOOKED_AT
+        )
+        alert = notify.for_transaction(
+            "LOW_BALANCE", consent(quiet_hours=None), tx(), samples.BOOKED_AT
+        )
+        assert purchase["envelope"]["tag"] == "POST_PURCHASE_UPDATE"
+        assert alert["envelope"] == {
+            "messaging_type": "MESSAGE_TAG",
+            "tag": "ACCOUNT_UPDATE",
+            "silent": False,
+            "recurring": False,
+        }
+
+
+class TestQuietHours:
+    @pytest.mark.parametrize(
+        ("instant", "silent"),
+        [
+            ("2026-03-28T21:30:00+00:00", True),  # 22:30 CET, inside 22:00–07:00
+            ("2026-03-28T05:30:00+00:00", True),  # 06:30 CET
+            ("2026-03-29T05:30:00+00:00", False),  # 07:30 CEST: the clocks moved
+            ("2026-03-29T19:30:00+00:00", False),  # 21:30 CEST
+            ("2026-03-29T20:30:00+00:00", True),  # 22:30 CEST
+        ],
+    )
+    def test_quiet_hours_follow_local_time_across_dst(self, instant: str, silent: bool) -> None:
+        """Quiet hours are local times of the consent's zone, spanning midnight, DST included."""
+        assert notify.in_quiet_hours(consent(), at(instant)) is silent
+
+    def test_quiet_hours_make_it_silent_never_dropped(self) -> None:
+        """Inside quiet hours a notification is still built, marked silent."""
+        n = notify.for_transaction("TRANSACTION", consent(), tx(), at("2026-03-28T21:30:00+00:00"))
+        assert n["envelope"]["silent"] and n["text"]
+
+
+class TestDigestAndEnd:
+    def test_a_digest_is_recurring_and_untagged(self) -> None:
+        """A recurring digest has no ACCOUNT_UPDATE tag; its id is the consent and the day."""
+        digest = samples.DIGEST["data"]["digest"]
+        assert digest is not None
+        n = notify.for_digest(
+            consent(locale="en-GB", quiet_hours=None), digest, "EUR", 0, samples.BOOKED_AT
+        )
+        assert n["envelope"] == {
+            "messaging_type": "UPDATE",
+            "tag": None,
+            "silent": False,
+            "recurring": True,
+        }
+        assert n["text"] == "Your day (28 Nov): 2 transactions, €12.50 spent, €0.00 received"
+        assert n["notification_id"] == notify.notification_id(
+            "DAILY_DIGEST", "cns-42", "2026-11-28"
+        )
+
+    def test_consent_ended_carries_no_account_data(self) -> None:
+        """CONSENT_ENDED says the consent ended and carries only the masked account."""
+        n = notify.for_consent_ended(consent(), 7, samples.BOOKED_AT)
+        assert n["data"]["amount_minor"] is None and n["data"]["balance_minor"] is None
+        assert "consentement a pris fin" in n["text"]

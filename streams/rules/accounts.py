@@ -1,0 +1,195 @@
+"""Per-account summaries: what a forwarded transaction changes, and what it should say.
+
+Pure functions over a JSON-serialisable state (one per account, kept in the
+accounts table and erased when consent ends):
+
+- a `transaction_id` seen within `DEDUPE_WINDOW_MS` is a duplicate;
+- a PENDING and the BOOKED that settles it (`pending_transaction_id`) are one
+  purchase: counted once (the BOOKED only corrects the amount), notified once;
+- a REVERSED undoes what it names, in the day and month it was counted;
+- an event booked more than `STALE_AFTER_MS` ago updates the summary and
+  notifies nothing;
+- LOW_BALANCE fires when the balance crosses below the threshold, once per
+  crossing (it re-arms when the balance is back at or above it);
+- days are local days of the consent's time zone; a day's digest is due at
+  the first tick after it ends, once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from streams.model import CategoryTotal, Consent, DigestData, Transaction
+from streams.rules.categories import category
+
+DAY_MS = 86_400_000
+# Duplicates of a transaction id are recognised within the ingest topics'
+# retention: a bank's retry cannot come later than that.
+DEDUPE_WINDOW_MS = 7 * DAY_MS
+# A backfill older than this must not flood the customer.
+STALE_AFTER_MS = 2 * DAY_MS
+# Digested days remembered, so a late event cannot trigger a second digest.
+DIGESTED_KEPT = 7
+
+State = dict[str, Any]
+
+
+def new_state() -> State:
+    return {
+        "balance": None,
+        "below": False,
+        "days": {},
+        "month": None,
+        "month_totals": _totals(),
+        "seen": {},
+        "pending": {},
+        "counted": {},
+        "digested": [],
+        "currency": None,
+    }
+
+
+def _totals() -> dict[str, Any]:
+    return {"spent": {}, "received": {}, "count": 0}
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What one transaction does beyond the state: whether and how to notify."""
+
+    duplicate: bool = False
+    stale: bool = False
+    notify: bool = False
+    """A TRANSACTION notification (not for a BOOKED settling a known PENDING)."""
+    large: bool = False
+    low_balance: bool = False
+
+
+def local_date(ms: int, timezone: str) -> dt.date:
+    return dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(timezone)).date()
+
+
+def apply(state: State, tx: Transaction, consent: Consent, now_ms: int) -> Effect:
+    """Fold one forwarded transaction into `state` (mutated) and say what to notify."""
+    tx_id = tx["transaction_id"]
+    if tx_id in state["seen"]:
+        return Effect(duplicate=True)
+    _prune(state, now_ms)
+    state["seen"][tx_id] = tx["booked_at"]
+    state["currency"] = tx["currency"]
+    stale = tx["booked_at"] < now_ms - STALE_AFTER_MS
+    day = local_date(tx["booked_at"], consent["timezone"])
+    cat = category(tx["mcc"], tx["channel"])
+    notify = True
+    if tx["status"] == "BOOKED" and tx["pending_transaction_id"] in state["pending"]:
+        pending = state["pending"].pop(tx["pending_transaction_id"])
+        _count(
+            state,
+            dt.date.fromisoformat(pending["day"]),
+            pending["category"],
+            pending["amount"],
+            abs(tx["amount_minor"]) - abs(pending["amount"]),
+            0,
+        )
+        state["counted"][tx_id] = {**pending, "amount": tx["amount_minor"]}
+        notify = False
+    elif tx["status"] == "REVERSED":
+        target_id = tx["reversed_transaction_id"] or ""
+        target = state["counted"].pop(target_id, None) or state["pending"].pop(target_id, None)
+        if target is not None:
+            _count(
+                state,
+                dt.date.fromisoformat(target["day"]),
+                target["category"],
+                target["amount"],
+                -abs(target["amount"]),
+                -1,
+            )
+    else:
+        _count(state, day, cat, tx["amount_minor"], abs(tx["amount_minor"]), 1)
+        entry = {"amount": tx["amount_minor"], "category": cat, "day": day.isoformat()}
+        state["pending" if tx["status"] == "PENDING" else "counted"][tx_id] = entry
+    crossed = _balance(state, tx, consent)
+    if stale:
+        return Effect(stale=True)
+    large = (
+        notify
+        and tx["status"] != "REVERSED"
+        and consent["large_amount_minor"] is not None
+        and abs(tx["amount_minor"]) >= consent["large_amount_minor"]
+    )
+    return Effect(notify=notify, large=large, low_balance=crossed)
+
+
+def _count(state: State, day: dt.date, cat: str, original: int, change: int, count: int) -> None:
+    """Move the side of `original`'s sign (spent for a debit, received for a credit) by
+    `change` (a magnitude, negative to take back) in the day's and the month's totals."""
+    side = "spent" if original < 0 else "received"
+    key = day.isoformat()
+    if key not in state["digested"]:
+        _add(state["days"].setdefault(key, _totals()), side, cat, change, count)
+    month = key[:7]
+    if state["month"] is None or month > state["month"]:
+        state["month"], state["month_totals"] = month, _totals()
+    if month == state["month"]:
+        _add(state["month_totals"], side, cat, change, count)
+
+
+def _add(totals: dict[str, Any], side: str, cat: str, change: int, count: int) -> None:
+    totals[side][cat] = totals[side].get(cat, 0) + change
+    totals["count"] += count
+
+
+def _balance(state: State, tx: Transaction, consent: Consent) -> bool:
+    """Take the new balance; True if it just crossed below the low-balance threshold."""
+    balance = tx["balance_after_minor"]
+    if balance is None:
+        return False
+    state["balance"] = balance
+    threshold = consent["low_balance_minor"]
+    below = threshold is not None and balance < threshold
+    crossed = below and not state["below"]
+    state["below"] = below
+    return crossed
+
+
+def _prune(state: State, now_ms: int) -> None:
+    horizon = now_ms - DEDUPE_WINDOW_MS
+    state["seen"] = {k: v for k, v in state["seen"].items() if v >= horizon}
+    state["counted"] = {k: v for k, v in state["counted"].items() if k in state["seen"]}
+
+
+def due_digests(state: State, consent: Consent, now_ms: int) -> list[DigestData]:
+    """The digests of local days that have ended with activity, once each (state mutated)."""
+    today = local_date(now_ms, consent["timezone"]).isoformat()
+    due = []
+    for day in sorted(state["days"]):
+        if day >= today:
+            continue
+        totals = state["days"].pop(day)
+        if totals["count"] > 0:
+            due.append(_digest(day, totals))
+            state["digested"] = [*state["digested"], day][-DIGESTED_KEPT:]
+    return due
+
+
+def _digest(day: str, totals: dict[str, Any]) -> DigestData:
+    categories = sorted(set(totals["spent"]) | set(totals["received"]))
+    by_category: list[CategoryTotal] = [
+        {
+            "category": c,
+            "spent_minor": totals["spent"].get(c, 0),
+            "received_minor": totals["received"].get(c, 0),
+        }
+        for c in categories
+    ]
+    return {
+        "local_date": day,
+        "spent_minor": sum(totals["spent"].values()),
+        "received_minor": sum(totals["received"].values()),
+        "transaction_count": totals["count"],
+        "by_category": by_category,
+    }

@@ -1,0 +1,143 @@
+"""Per-account summaries: duplicates, one purchase, reversals, staleness, alerts, digests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from streams.model import Consent, Transaction
+from streams.rules import accounts
+from streams.rules.accounts import Effect
+from tests import samples
+
+
+def at(iso: str) -> int:
+    return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+NOON = at("2026-11-28T12:00:00+00:00")
+
+
+def consent(**changes: Any) -> Consent:
+    base = {**samples.CONSENT, "large_amount_minor": 50_000, "low_balance_minor": 10_000}
+    return {**base, **changes}  # type: ignore[typeddict-item]  # test records
+
+
+def tx(n: int, amount: int = -1_000, **changes: Any) -> Transaction:
+    base = {
+        **samples.TRANSACTION,
+        "transaction_id": f"t{n}",
+        "status": "BOOKED",
+        "pending_transaction_id": None,
+        "amount_minor": amount,
+        "booked_at": NOON,
+        "balance_after_minor": None,
+        "mcc": "5462",
+    }
+    return {**base, **changes}  # type: ignore[typeddict-item]  # test records
+
+
+def today(state: accounts.State) -> dict[str, Any]:
+    totals: dict[str, Any] = state["days"]["2026-11-28"]
+    return totals
+
+
+class TestFolding:
+    def test_a_purchase_counts_and_notifies(self) -> None:
+        """A booked debit adds to today's spend in its category and asks for a TRANSACTION."""
+        state = accounts.new_state()
+        assert accounts.apply(state, tx(1), consent(), NOON) == Effect(notify=True)
+        assert today(state) == {"spent": {"groceries": 1000}, "received": {}, "count": 1}
+
+    def test_a_repeated_transaction_id_is_a_duplicate(self) -> None:
+        """The same transaction id again changes nothing and is withheld as DUPLICATE."""
+        state = accounts.new_state()
+        accounts.apply(state, tx(1), consent(), NOON)
+        assert accounts.apply(state, tx(1), consent(), NOON).duplicate
+        assert today(state)["count"] == 1
+
+    def test_pending_then_booked_is_one_purchase(self) -> None:
+        """The BOOKED settling a PENDING corrects the amount; it is not counted or notified again."""
+        state = accounts.new_state()
+        assert accounts.apply(state, tx(1, -1_000, status="PENDING"), consent(), NOON).notify
+        settle = accounts.apply(state, tx(2, -1_250, pending_transaction_id="t1"), consent(), NOON)
+        assert not settle.notify
+        assert today(state) == {"spent": {"groceries": 1250}, "received": {}, "count": 1}
+
+    def test_a_smaller_settlement_lowers_the_spend(self) -> None:
+        """A BOOKED below its PENDING takes the difference back from spend, not into income."""
+        state = accounts.new_state()
+        accounts.apply(state, tx(1, -1_000, status="PENDING"), consent(), NOON)
+        accounts.apply(state, tx(2, -800, pending_transaction_id="t1"), consent(), NOON)
+        assert today(state) == {"spent": {"groceries": 800}, "received": {}, "count": 1}
+
+    def test_a_reversal_undoes_what_it_names(self) -> None:
+        """REVERSED takes its target out of the day's and the month's totals."""
+        state = accounts.new_state()
+        accounts.apply(state, tx(1, -1_000), consent(), NOON)
+        accounts.apply(
+            state, tx(2, 1_000, status="REVERSED", reversed_transaction_id="t1"), consent(), NOON
+        )
+        assert today(state) == {"spent": {"groceries": 0}, "received": {}, "count": 0}
+        assert state["month_totals"]["count"] == 0
+
+    def test_a_stale_event_counts_but_notifies_nothing(self) -> None:
+        """Booked more than 48 h ago: the summary moves, no notification, no alert."""
+        state = accounts.new_state()
+        old = tx(1, -90_000, booked_at=NOON - 3 * accounts.DAY_MS, balance_after_minor=5)
+        assert accounts.apply(state, old, consent(), NOON) == Effect(stale=True)
+        assert state["month_totals"]["count"] == 1 and state["balance"] == 5
+
+    def test_large_amounts_alert(self) -> None:
+        """A debit at or above large_amount_minor asks for LARGE_TRANSACTION too."""
+        assert accounts.apply(accounts.new_state(), tx(1, -50_000), consent(), NOON).large
+
+    def test_low_balance_fires_once_per_crossing(self) -> None:
+        """Below the threshold: one alert; still below: none; back above then below: one again."""
+        state = accounts.new_state()
+        fired = [
+            accounts.apply(state, tx(n, balance_after_minor=b), consent(), NOON).low_balance
+            for n, b in enumerate([20_000, 9_000, 8_000, 12_000, 7_000])
+        ]
+        assert fired == [False, True, False, False, True]
+
+
+class TestDigests:
+    def test_a_digest_is_due_after_the_local_day_ends_once(self) -> None:
+        """The first tick after local midnight yields the day's digest; later ticks nothing."""
+        state = accounts.new_state()
+        accounts.apply(state, tx(1, -1_250), consent(), NOON)
+        assert accounts.due_digests(state, consent(), at("2026-11-28T22:59:00+00:00")) == []
+        [digest] = accounts.due_digests(state, consent(), at("2026-11-28T23:00:00+00:00"))
+        assert (digest["local_date"], digest["spent_minor"], digest["transaction_count"]) == (
+            "2026-11-28",
+            1_250,
+            1,
+        )
+        assert accounts.due_digests(state, consent(), at("2026-11-29T23:00:00+00:00")) == []
+
+    def test_each_account_follows_its_own_time_zone(self) -> None:
+        """At 23:30 UTC Paris has passed midnight, New York has not."""
+        late = at("2026-11-28T22:30:00+00:00")
+        tick = at("2026-11-28T23:30:00+00:00")
+        for zone, due in [("Europe/Paris", 1), ("America/New_York", 0)]:
+            state = accounts.new_state()
+            accounts.apply(state, tx(1, booked_at=late), consent(timezone=zone), late)
+            assert len(accounts.due_digests(state, consent(timezone=zone), tick)) == due
+
+    def test_the_short_dst_day_ends_at_local_midnight(self) -> None:
+        """On 29 March 2026 Paris has 23 hours: its midnight is 22:00 UTC, not 23:00."""
+        booked = at("2026-03-29T20:00:00+00:00")
+        state = accounts.new_state()
+        accounts.apply(state, tx(1, booked_at=booked), consent(), booked)
+        assert accounts.due_digests(state, consent(), at("2026-03-29T21:59:59+00:00")) == []
+        assert len(accounts.due_digests(state, consent(), at("2026-03-29T22:00:00+00:00"))) == 1
+
+    def test_a_late_event_for_a_digested_day_does_not_digest_it_again(self) -> None:
+        """Once per account per local day, even when an event of that day arrives late."""
+        state = accounts.new_state()
+        accounts.apply(state, tx(1), consent(), NOON)
+        accounts.due_digests(state, consent(), at("2026-11-29T06:00:00+00:00"))
+        accounts.apply(state, tx(2), consent(), at("2026-11-29T06:00:00+00:00"))
+        assert accounts.due_digests(state, consent(), at("2026-11-30T06:00:00+00:00")) == []
+        assert state["month_totals"]["count"] == 2

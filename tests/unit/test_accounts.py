@@ -57,7 +57,7 @@ class TestFolding:
         assert today(state)["count"] == 1
 
     def test_pending_then_booked_is_one_purchase(self) -> None:
-        """The BOOKED settling a PENDING corrects the amount; it is not counted or notified again."""
+        """The BOOKED settling a PENDING corrects the amount; no second count, no notification."""
         state = accounts.new_state()
         assert accounts.apply(state, tx(1, -1_000, status="PENDING"), consent(), NOON).notify
         settle = accounts.apply(state, tx(2, -1_250, pending_transaction_id="t1"), consent(), NOON)

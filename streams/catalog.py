@@ -194,7 +194,7 @@ class Catalog:
         )
 
     def internal(self) -> list[Topic]:
-        return [self.account_stream()]
+        return [self.account_stream(), self.changelog("accounts")]
 
     def shared(self) -> list[Topic]:
         """The topics every deployment has, whatever its banks."""

@@ -103,7 +103,7 @@ def _worker(args: argparse.Namespace) -> None:
             raise PasserelleError("the standin workload needs --prefix")
         built = worker.standin_app(settings, args.prefix, args.tick_interval)
     else:
-        built = worker.pipeline_app(settings)
+        built = worker.pipeline_app(settings, args.tick_interval or 1.0)
     app.main(built, args.log_level.lower())
 
 

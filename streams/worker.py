@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from mode import ServiceT
 from prometheus_client import CollectorRegistry
 
 from streams.agents import ingest, standin
+from streams.agents.accounts import Accounts
 from streams.app import PasserelleApp, create_app
 from streams.catalog import Catalog
 from streams.codec import Codec, EmbeddedRegistry
@@ -14,6 +16,7 @@ from streams.core.service import StageService
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
 from streams.metrics import Metrics
+from streams.redact import KeyedHasher
 from streams.settings import Settings
 
 
@@ -38,10 +41,20 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
     return create_app(settings, [StageService(stage, ticker)], metrics)
 
 
-def pipeline_app(settings: Settings) -> PasserelleApp:
-    """The pipeline's worker: ingest re-keys every bank's records into the account stream."""
+def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> PasserelleApp:
+    """The pipeline's worker: ingest re-keys every bank's records into the account stream;
+    accounts gates them on consent and writes notifications and the audit trail."""
     metrics = Metrics(CollectorRegistry())
     codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    stream = Catalog(settings).account_stream().name
-    stage = Stage(ingest.spec(codec, stream), settings, metrics=metrics)
-    return create_app(settings, [StageService(stage)], metrics)
+    cat = Catalog(settings)
+    stream = cat.account_stream().name
+    hasher = KeyedHasher(settings.hash_key, settings.hash_key_id)
+    ingest_stage = Stage(ingest.spec(codec, stream), settings, metrics=metrics)
+    accounts_stage = Stage(Accounts(codec, hasher, cat).spec(), settings, metrics=metrics)
+    ticker = (
+        Ticker(settings, stream, settings.partitions, tick_interval_s)
+        if tick_interval_s > 0
+        else None
+    )
+    services: list[ServiceT] = [StageService(ingest_stage), StageService(accounts_stage, ticker)]
+    return create_app(settings, services, metrics)

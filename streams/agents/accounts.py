@@ -1,0 +1,232 @@
+"""Accounts: the per-account stream in, notifications and audit out.
+
+One record at a time, in the account's order: a consent change updates what
+the account holds (and, when it ends a consent, erases the account's state,
+writes an ErasureReceipt and tells the customer); a transaction is gated,
+folded into the summary and turned into notifications; a tick expires
+consents and releases digests. The rules are in `streams.rules`; this module
+only reads and writes tables and records.
+
+"Now" is the time the record carries (its timestamp, set at ingest, or the
+tick's), so a replay decides exactly as the first run did.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+
+from streams import catalog, model
+from streams.codec import Codec
+from streams.core.stage import Emit, StageSpec
+from streams.core.store import PartitionStore
+from streams.core.ticks import tick_time
+from streams.redact import KeyedHasher
+from streams.rules import accounts, notify
+from streams.rules.consent import Change, Ended, Held, apply_update, expire, gate
+
+CONSENTS_TABLE = "consents"
+ACCOUNTS_TABLE = "accounts"
+OUTPUT_PERMISSIONS: tuple[model.Permission, ...] = ("TRANSACTIONS", "ALERTS", "SUMMARIES")
+
+
+class Accounts:
+    """The accounts stage's handler, with what it needs to encode and name things."""
+
+    def __init__(self, codec: Codec, hasher: KeyedHasher, cat: catalog.Catalog) -> None:
+        self.codec = codec
+        self.hasher = hasher
+        self.catalog = cat
+        self.changelog = cat.changelog("accounts").name
+
+    def spec(self) -> StageSpec:
+        return StageSpec(
+            "accounts",
+            self.handle,
+            topics=(self.catalog.account_stream().name,),
+            changelog=self.changelog,
+        )
+
+    def handle(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
+        now = tick_time(record)
+        if now is not None:
+            return self.tick(store, now)
+        headers = {k: v for k, v in record.headers}
+        if headers.get("kind") == b"consent":
+            return self.consent(record, store)
+        return self.transaction(record, headers, store)
+
+    # -- consents ------------------------------------------------------------
+
+    def consent(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
+        update = None if record.value is None else self.codec.decode(model.CONSENT, record.value)
+        change = apply_update(load_held(store, record.key), update)  # type: ignore[arg-type]  # decoded Consent
+        return self.settle(record.key, store, change, record.timestamp)
+
+    def settle(self, key: bytes, store: PartitionStore, change: Change, now: int) -> list[Emit]:
+        """Keep the new consent state; on an end, erase, tell and leave a receipt."""
+        if change.outcome == "ignored":
+            return []
+        save_held(store, key, change.held)
+        ended, marker = change.ended_consent, change.held.ended
+        if change.outcome != "ended" or ended is None or marker is None:
+            return []
+        store.delete(ACCOUNTS_TABLE, key)
+        emits = [self.audit(ended, self.receipt(ended, marker, now), model.ERASURE_RECEIPT)]
+        if marker.reason != "TOMBSTONE":  # a tombstone leaves nobody to tell
+            emits.append(self.notification(notify.for_consent_ended(ended, marker.version, now)))
+        return emits
+
+    def receipt(self, consent: model.Consent, marker: Ended, now: int) -> model.ErasureReceipt:
+        account = self.hasher.account(consent["bank_id"], consent["account_id"])
+        topics = [
+            self.catalog.bank(consent["bank_id"]),
+            self.catalog.account_stream(),
+            self.catalog.consents(),
+            self.catalog.changelog("accounts"),
+            self.catalog.notifications(),
+        ]
+        return {
+            "bank_id": consent["bank_id"],
+            "account_hash": account,
+            "consent_id": consent["consent_id"],
+            "consent_updated_at": marker.version,
+            "reason": marker.reason,
+            "erased_at": now,
+            "erased": [{"table": ACCOUNTS_TABLE, "keys": [account]}],
+            "remains": [
+                {"topic": t.name, "policy": _policy(t), "until": now + t.removal_bound_ms}
+                for t in topics
+            ],
+        }
+
+    # -- transactions --------------------------------------------------------
+
+    def transaction(
+        self, record: ConsumerRecord[bytes, bytes], headers: dict[str, bytes], store: PartitionStore
+    ) -> list[Emit]:
+        tx: model.Transaction = self.codec.decode(model.TRANSACTION, record.value)  # type: ignore[assignment]  # decoded Transaction
+        now = record.timestamp
+        held = load_held(store, record.key)
+        allowed = {p for p in OUTPUT_PERMISSIONS if gate(held, tx, now, p).forwarded}
+        consent = held.consent
+        if not allowed or consent is None:
+            reason = gate(held, tx, now, "TRANSACTIONS").reason
+            return [self.decision(tx, headers, held, "WITHHELD", reason, now)]
+        state = load_state(store, record.key)
+        effect = accounts.apply(state, tx, consent, now)
+        if effect.duplicate:
+            return [self.decision(tx, headers, held, "WITHHELD", "DUPLICATE", now)]
+        save_state(store, record.key, state)
+        if effect.stale:
+            return [self.decision(tx, headers, held, "WITHHELD", "STALE", now)]
+        emits = [self.decision(tx, headers, held, "FORWARDED", None, now)]
+        kinds: list[model.NotificationKind] = []
+        if effect.notify and "TRANSACTIONS" in allowed:
+            kinds.append("TRANSACTION")
+        if "ALERTS" in allowed:
+            kinds += ["LARGE_TRANSACTION"] if effect.large else []
+            kinds += ["LOW_BALANCE"] if effect.low_balance else []
+        emits += [self.notification(notify.for_transaction(k, consent, tx, now)) for k in kinds]
+        return emits
+
+    def decision(
+        self,
+        tx: model.Transaction,
+        headers: dict[str, bytes],
+        held: Held,
+        outcome: model.Outcome,
+        reason: model.WithheldReason | None,
+        now: int,
+    ) -> Emit:
+        consent = held.consent
+        record: model.Decision = {
+            "bank_id": tx["bank_id"],
+            "account_hash": self.hasher.account(tx["bank_id"], tx["account_id"]),
+            "transaction_id": tx["transaction_id"],
+            "source_topic": headers.get("source-topic", b"").decode(),
+            "source_partition": int(headers.get("source-partition", b"-1")),
+            "source_offset": int(headers.get("source-offset", b"-1")),
+            "outcome": outcome,
+            "reason": reason,
+            "consent_id": consent["consent_id"]
+            if consent
+            else (held.ended.consent_id if held.ended else None),
+            "consent_updated_at": consent["updated_at"]
+            if consent
+            else (held.ended.version if held.ended else None),
+            "decided_at": now,
+        }
+        return Emit(
+            catalog.AUDIT,
+            record["account_hash"].encode(),
+            self.codec.encode(model.DECISION, record),
+        )
+
+    # -- time ----------------------------------------------------------------
+
+    def tick(self, store: PartitionStore, now: int) -> list[Emit]:
+        """Expire consents past valid_until; release digests of ended local days."""
+        emits: list[Emit] = []
+        for key, raw in list(store.items(CONSENTS_TABLE)):
+            held = _held_from_json(raw)
+            emits += self.settle(key, store, expire(held, now), now)
+            consent = held.consent
+            if consent is None or store.get(ACCOUNTS_TABLE, key) is None:
+                continue
+            state = load_state(store, key)
+            due = accounts.due_digests(state, consent, now)
+            save_state(store, key, state)
+            if not (consent["daily_digest"] and "SUMMARIES" in consent["permissions"]):
+                continue
+            for digest in due:
+                emits.append(
+                    self.notification(
+                        notify.for_digest(consent, digest, state["currency"] or "EUR", now, now)
+                    )
+                )
+        return emits
+
+    # -- records -------------------------------------------------------------
+
+    def notification(self, n: model.Notification) -> Emit:
+        return Emit(
+            catalog.NOTIFICATIONS, n["psid"].encode(), self.codec.encode(model.NOTIFICATION, n)
+        )
+
+    def audit(self, consent: model.Consent, record: Any, subject: str) -> Emit:
+        key = self.hasher.account(consent["bank_id"], consent["account_id"]).encode()
+        return Emit(catalog.AUDIT, key, self.codec.encode(subject, record))
+
+
+def _policy(topic: catalog.Topic) -> str:
+    if topic.compacted:
+        return f"max.compaction.lag.ms={topic.config['max.compaction.lag.ms']}"
+    return f"retention.ms={topic.config['retention.ms']}"
+
+
+def load_held(store: PartitionStore, key: bytes) -> Held:
+    raw = store.get(CONSENTS_TABLE, key)
+    return _held_from_json(raw) if raw is not None else Held()
+
+
+def _held_from_json(raw: bytes) -> Held:
+    data = json.loads(raw)
+    ended = Ended(**data["ended"]) if data["ended"] else None
+    return Held(data["consent"], ended)
+
+
+def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
+    ended = held.ended.__dict__ if held.ended else None
+    store.put(CONSENTS_TABLE, key, json.dumps({"consent": held.consent, "ended": ended}).encode())
+
+
+def load_state(store: PartitionStore, key: bytes) -> accounts.State:
+    raw = store.get(ACCOUNTS_TABLE, key)
+    return json.loads(raw) if raw is not None else accounts.new_state()
+
+
+def save_state(store: PartitionStore, key: bytes, state: accounts.State) -> None:
+    store.put(ACCOUNTS_TABLE, key, json.dumps(state, separators=(",", ":")).encode())

@@ -1,0 +1,151 @@
+"""The pipeline end to end: consent-gated notifications, audit and erasure on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from streams import kafka, model
+from streams.catalog import AUDIT, CONSENTS, NOTIFICATIONS, Catalog
+from streams.codec import Codec
+from streams.settings import Settings
+from streams.tools import checker, topics
+from tests import samples
+from tests.conftest import unique_bank
+from tests.integration.harness import Worker
+
+WAIT_S = 90
+
+
+async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key)
+    finally:
+        await producer.stop()
+
+
+async def until(found: Callable[[], Awaitable[bool]], worker: Worker) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not await found():
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() < deadline, f"timed out; see {worker.log}"
+        await asyncio.sleep(0.5)
+
+
+async def test_notifications_follow_consent_and_stop_at_revocation(
+    settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A consenting account gets TRANSACTION, LARGE_TRANSACTION and LOW_BALANCE; an account
+    without consent gets nothing; after a revocation: a receipt, one CONSENT_ENDED, then silence;
+    every transaction has one Decision with the right reason."""
+    app_id = f"pipe-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    bank = unique_bank()
+    cat = Catalog(settings)
+    await topics.create(settings, cat.all([bank]), say=lambda _: None)
+    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
+    workers.append(worker)
+    worker.start()
+
+    now = int(time.time() * 1000)
+    psid = f"psid-{uuid.uuid4().hex[:10]}"
+    consent: dict[str, Any] = {
+        **samples.CONSENT,
+        "bank_id": bank,
+        "account_id": "ACC-A",
+        "psid": psid,
+        "consent_id": f"c-{bank}",
+        "valid_until": now + 86_400_000,
+        "updated_at": now,
+        "permissions": ["TRANSACTIONS", "BALANCES", "ALERTS"],
+        "quiet_hours": None,
+        "large_amount_minor": 50_000,
+        "low_balance_minor": 10_000,
+    }
+    await send(settings, CONSENTS, f"{bank}:ACC-A".encode(), codec.encode(model.CONSENT, consent))
+
+    def tx(n: int, account: str, amount: int, balance: int) -> bytes:
+        record = {
+            **samples.TRANSACTION,
+            "bank_id": bank,
+            "account_id": account,
+            "transaction_id": f"{bank}-{n}",
+            "pending_transaction_id": None,
+            "amount_minor": amount,
+            "booked_at": now,
+            "balance_after_minor": balance,
+        }
+        return codec.encode(model.TRANSACTION, record)
+
+    async def ours(topic: str) -> list[Any]:
+        records = await checker.read_all(settings, topic)
+        if topic == NOTIFICATIONS:
+            return [
+                codec.decode(model.NOTIFICATION, r.value) for r in records if r.key == psid.encode()
+            ]
+        decoded = [codec.decode_any(r.value) for r in records]
+        return [(s, d) for s, d in decoded if d["bank_id"] == bank]
+
+    async def decisions(n: int) -> bool:
+        return len([1 for s, _ in await ours(AUDIT) if s == model.DECISION]) >= n
+
+    bank_topic = cat.bank(bank).name
+    # Let the consent reach the account stream before the transactions: one order per account.
+    await asyncio.sleep(0)
+    await until(lambda: _has_key(settings, cat.account_stream().name, f"{bank}:ACC-A"), worker)
+    await send(settings, bank_topic, b"ACC-A", tx(1, "ACC-A", -1_000, 60_000))
+    await send(settings, bank_topic, b"ACC-A", tx(2, "ACC-A", -55_000, 5_000))  # large, low
+    await send(settings, bank_topic, b"ACC-B", tx(3, "ACC-B", -1_000, 60_000))  # no consent
+    await until(lambda: decisions(3), worker)
+
+    revoked = {**consent, "status": "REVOKED_BY_PSU", "updated_at": now + 1}
+    await send(settings, CONSENTS, f"{bank}:ACC-A".encode(), codec.encode(model.CONSENT, revoked))
+    await until(lambda: _has_subject(ours, model.ERASURE_RECEIPT), worker)
+    await send(settings, bank_topic, b"ACC-A", tx(4, "ACC-A", -2_000, 3_000))
+    await until(lambda: decisions(4), worker)
+    assert worker.stop() == 0
+
+    notes = await ours(NOTIFICATIONS)
+    assert [n["kind"] for n in notes] == [
+        "TRANSACTION",
+        "TRANSACTION",
+        "LARGE_TRANSACTION",
+        "LOW_BALANCE",
+        "CONSENT_ENDED",
+    ]
+    assert len({n["notification_id"] for n in notes}) == 5
+    assert all("ACC-A" not in n["text"] for n in notes)
+    audit = await ours(AUDIT)
+    verdicts = {
+        d["transaction_id"]: (d["outcome"], d["reason"]) for s, d in audit if s == model.DECISION
+    }
+    assert verdicts == {
+        f"{bank}-1": ("FORWARDED", None),
+        f"{bank}-2": ("FORWARDED", None),
+        f"{bank}-3": ("WITHHELD", "NO_CONSENT"),
+        f"{bank}-4": ("WITHHELD", "REVOKED"),
+    }
+    [receipt] = [d for s, d in audit if s == model.ERASURE_RECEIPT]
+    assert receipt["reason"] == "REVOKED_BY_PSU" and receipt["erased"][0]["table"] == "accounts"
+    assert {r["topic"] for r in receipt["remains"]} >= {CONSENTS, NOTIFICATIONS}
+    state_key = b"accounts\x00" + f"{bank}:ACC-A".encode()
+    changelog = [
+        r
+        for r in await checker.read_all(settings, cat.changelog("accounts").name)
+        if r.key == state_key
+    ]
+    assert changelog and changelog[-1].value is None, "the erasure must tombstone the changelog"
+
+
+async def _has_key(settings: Settings, topic: str, key: str) -> bool:
+    return any(r.key == key.encode() for r in await checker.read_all(settings, topic))
+
+
+async def _has_subject(ours: Callable[[str], Awaitable[list[Any]]], subject: str) -> bool:
+    return any(s == subject for s, _ in await ours(AUDIT))

@@ -47,9 +47,11 @@ kafka-cluster-down: install ## stop the three-node cluster
 topics: kafka-up ## create the catalog's topics (and BANKS="a b" ingest topics)
 	$(PASSERELLE) topics create $(foreach b,$(BANKS),--bank $(b))
 
-run: kafka-up ## start Kafka and provision the topics (the pipeline joins this target when it exists)
-	$(PASSERELLE) topics create --bank demo-bank
-	$(PASSERELLE) schemas list
+DEMO_BANKS := banque-alpine credit-breton thames-bank
+
+run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minute, then reconciliation
+	$(PASSERELLE) topics create $(foreach b,$(DEMO_BANKS),--bank $(b))
+	$(PASSERELLE) demo --seconds 60 --rate 100
 
 bench: kafka-up ## the core's throughput against a bare aiokafka passthrough, as a ratio
 	$(PASSERELLE) bench

@@ -118,6 +118,48 @@ def _bench(args: argparse.Namespace) -> None:
     asyncio.run(bench.run(Settings.from_env(), args.records))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from streams import worker
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import demo
+
+    settings = Settings.from_env()
+    worker.quiet_client_loggers()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    log = Path(".run") / "demo-worker.log"
+    if not asyncio.run(demo.run(settings, codec, args.seconds, args.rate, log)):
+        raise PasserelleError("reconciliation did not balance; see the lines above")
+
+
+def _reconcile(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import reconcile
+
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    counts = asyncio.run(reconcile.wait_balanced(settings, codec, args.bank, args.wait))
+    for bank, c in sorted(counts.items()):
+        print(c.line(bank))
+    if not all(c.balanced for c in counts.values()):
+        raise PasserelleError("not balanced")
+
+
+def _tail(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import tail
+
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    asyncio.run(
+        tail.tail(settings, codec, from_beginning=args.from_beginning, json_lines=args.json)
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="passerelle", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"passerelle {__version__}")
@@ -164,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="the core against a bare aiokafka passthrough")
     bench.add_argument("--records", type=int, default=100_000, help="inputs (default 100000)")
     bench.set_defaults(run=_bench)
+
+    demo = commands.add_parser("demo", help="the pipeline on a simulated feed (make run)")
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long to simulate")
+    demo.add_argument("--rate", type=float, default=100.0, help="bank events per second")
+    demo.set_defaults(run=_demo)
+
+    rec = commands.add_parser("reconcile", help="in = forwarded + withheld + dlq, per bank")
+    rec.add_argument("--bank", action="append", required=True, metavar="BANK_ID")
+    rec.add_argument("--wait", type=float, default=0.0, help="seconds to wait for balance")
+    rec.set_defaults(run=_reconcile)
+
+    tl = commands.add_parser("tail", help="notifications as a messaging worker reads them")
+    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--json", action="store_true", help="one JSON object per line")
+    tl.set_defaults(run=_tail)
 
     schemas = commands.add_parser("schemas", help="the embedded schema registry")
     schemas.add_argument("action", choices=["list", "check"])

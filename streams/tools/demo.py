@@ -1,0 +1,85 @@
+"""`make run`: the pipeline on a simulated bank feed, notifications streaming to the terminal.
+
+Starts a worker (`passerelle worker pipeline`) as a subprocess, waits until it
+is ready, tails the delivery topic while the simulator sends about a minute
+of bank events, then reconciles every bank and stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from streams.codec import Codec
+from streams.errors import PasserelleError
+from streams.settings import Settings
+from streams.tools import reconcile, simulate, tail
+
+Say = Callable[[str], None]
+READY_TIMEOUT_S = 120
+RECONCILE_TIMEOUT_S = 120
+
+
+async def run(
+    settings: Settings, codec: Codec, seconds: float, rate: float, log_path: Path, say: Say = print
+) -> bool:
+    """The demo; True when every bank reconciles."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker", "pipeline"],
+            stdout=log,
+            stderr=log,
+            env=dict(os.environ),
+        )
+    say(f"worker started (pid {worker.pid}, log {log_path})")
+    try:
+        await _wait_ready(settings, worker)
+        say("worker ready; simulating banks — notifications as the messaging team sees them:")
+        stop = asyncio.Event()
+        tailing = asyncio.create_task(tail.tail(settings, codec, say=say, stop=stop))
+        events = int(seconds * rate)
+        feed = await simulate.run(settings, codec, events, rate, say=say)
+        counts = await reconcile.wait_balanced(
+            settings, codec, list(feed.sent), RECONCILE_TIMEOUT_S
+        )
+        await asyncio.sleep(2)  # let the last notifications print
+        stop.set()
+        shown = await tailing
+        say("")
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(feed.kinds.items()))
+        say(f"sent: {sum(feed.sent.values())} bank events ({kinds})")
+        say(f"notifications delivered to the Messenger topic: {shown}")
+        for bank, c in sorted(counts.items()):
+            say("reconciliation " + c.line(bank))
+        return all(c.balanced for c in counts.values())
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+async def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    url = f"http://127.0.0.1:{settings.web_port}/readyz"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise PasserelleError(f"the worker exited with {worker.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # our own loopback port
+                if json.load(response).get("ready"):
+                    return
+        except OSError:
+            pass
+        await asyncio.sleep(0.5)
+    raise PasserelleError(f"the worker was not ready within {READY_TIMEOUT_S}s")

@@ -1,0 +1,294 @@
+"""A realistic bank feed: several banks, accounts, consents, and the faults real feeds have.
+
+Seeded, so a run can be repeated. Per bank, accounts with running balances;
+about 80 % consent (various permissions, thresholds, quiet hours, digests).
+Events: card payments at French and British merchants (some PENDING then
+BOOKED), salaries, rent, cash, fees, reversals, resent duplicates, and a few
+malformed frames and spoofed bank ids; mid-run, some consents are revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams import kafka, model
+from streams.catalog import CONSENTS, bank_topic_name
+from streams.codec import Codec
+from streams.settings import Settings
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Bank:
+    bank_id: str
+    locale: str
+    timezone: str
+    currency: str
+    page_id: str
+
+
+BANKS = (
+    Bank("banque-alpine", "fr-FR", "Europe/Paris", "EUR", "105000000000001"),
+    Bank("credit-breton", "fr-FR", "Europe/Paris", "EUR", "105000000000002"),
+    Bank("thames-bank", "en-GB", "Europe/London", "GBP", "105000000000003"),
+)
+# (merchant, MCC, typical amount in minor units)
+MERCHANTS = (
+    ("Carrefour Market", "5411", 4_500),
+    ("Boulangerie Pâtissière", "5462", 650),
+    ("SNCF Connect", "4112", 3_900),
+    ("TotalEnergies", "5541", 6_000),
+    ("Fnac", "5732", 12_000),
+    ("Le Bistrot du Coin", "5812", 2_400),
+    ("Pharmacie Centrale", "5912", 1_800),
+    ("Tesco", "5411", 3_200),
+    ("Pret A Manger", "5814", 900),
+    ("Cinéma Pathé", "7832", 1_200),
+)
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Account:
+    bank: Bank
+    account_id: str
+    psid: str
+    balance: int
+    consent: dict[str, Any] | None = None
+    history: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Feed:
+    """What was sent, per bank and per kind: the other side of the reconciliation."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+def accounts(rng: random.Random, per_bank: int) -> list[Account]:
+    out = []
+    for bank in BANKS:
+        for n in range(per_bank):
+            account_id = f"{bank.bank_id[:2].upper()}76{rng.randrange(10**12):012d}{n:04d}"
+            psid = f"{rng.randrange(10**16, 10**17)}"
+            out.append(Account(bank, account_id, psid, rng.randrange(50_000, 500_000)))
+    return out
+
+
+def consent_for(rng: random.Random, account: Account, now: int) -> dict[str, Any]:
+    perms = ["TRANSACTIONS", *rng.sample(["BALANCES", "SUMMARIES", "ALERTS"], rng.randint(1, 3))]
+    return {
+        "consent_id": f"cns-{account.account_id[-8:]}-{rng.randrange(10**6)}",
+        "bank_id": account.bank.bank_id,
+        "account_id": account.account_id,
+        "psid": account.psid,
+        "page_id": account.bank.page_id,
+        "status": "VALID",
+        "permissions": perms,
+        "valid_until": now + 90 * DAY_MS,
+        "transaction_from": None,
+        "transaction_to": None,
+        "locale": account.bank.locale,
+        "timezone": account.bank.timezone,
+        "quiet_hours": {"start": 22 * 3_600_000, "end": 7 * 3_600_000}
+        if rng.random() < 0.5
+        else None,
+        "large_amount_minor": rng.choice([None, 10_000, 50_000]),
+        "low_balance_minor": rng.choice([None, 20_000, 50_000]),
+        "daily_digest": "SUMMARIES" in perms,
+        "updated_at": now,
+    }
+
+
+def transaction(rng: random.Random, account: Account, n: int, now: int) -> dict[str, Any]:
+    roll = rng.random()
+    if roll < 0.05:
+        amount, merchant, mcc, channel, desc = (
+            rng.randrange(180_000, 320_000),
+            "Employeur SA",
+            None,
+            "TRANSFER",
+            "Salaire",
+        )
+    elif roll < 0.08:
+        amount, merchant, mcc, channel, desc = (
+            -rng.randrange(60_000, 140_000),
+            "Agence Immo",
+            None,
+            "DIRECT_DEBIT",
+            "Loyer",
+        )
+    elif roll < 0.12:
+        amount, merchant, mcc, channel, desc = (
+            -rng.choice([2_000, 4_000, 6_000]),
+            None,
+            "6011",
+            "ATM",
+            "Retrait",
+        )
+    elif roll < 0.13:
+        amount, merchant, mcc, channel, desc = -rng.choice([200, 850]), None, None, "FEE", "Frais"
+    else:
+        merchant, mcc, typical = rng.choice(MERCHANTS)
+        amount, channel, desc = -max(50, int(rng.gauss(typical, typical / 3))), "CARD", None
+    account.balance += amount
+    return {
+        "transaction_id": f"{account.bank.bank_id}-{account.account_id[-6:]}-{n}",
+        "bank_id": account.bank.bank_id,
+        "account_id": account.account_id,
+        "status": "BOOKED",
+        "pending_transaction_id": None,
+        "reversed_transaction_id": None,
+        "amount_minor": amount,
+        "currency": account.bank.currency,
+        "booked_at": now - rng.randrange(0, 3_600_000),
+        "merchant_name": merchant,
+        "mcc": mcc,
+        "description": desc,
+        "balance_after_minor": account.balance,
+        "channel": channel,
+    }
+
+
+async def run(
+    settings: Settings,
+    codec: Codec,
+    events: int,
+    rate: float,
+    per_bank: int = 40,
+    seed: int = 7,
+    say: Say = print,
+    progress: bool = True,
+) -> Feed:
+    """Send consents, then `events` bank events at about `rate` per second."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    feed = Feed()
+    population = accounts(rng, per_bank)
+    producer = kafka.producer(settings, linger_ms=5)
+    await producer.start()
+    try:
+        for account in population:
+            if rng.random() < 0.8:
+                account.consent = consent_for(rng, account, now)
+                await producer.send(
+                    CONSENTS,
+                    codec.encode(model.CONSENT, account.consent),
+                    f"{account.bank.bank_id}:{account.account_id}".encode(),
+                )
+        await producer.flush()
+        consenting = sum(a.consent is not None for a in population)
+        say(f"{len(population)} accounts in {len(BANKS)} banks, {consenting} consenting")
+        started, revoked = time.monotonic(), False
+        for n in range(events):
+            account = rng.choice(population)
+            topic, key, value, kind = _event(rng, codec, account, population, n, now)
+            await producer.send(topic, value, key)
+            feed.sent[account.bank.bank_id] += 1
+            feed.kinds[kind] += 1
+            if kind == "pending":  # its BOOKED follows, settling it
+                booked = _settle(codec, account, value)
+                await producer.send(topic, booked, key)
+                feed.sent[account.bank.bank_id] += 1
+                feed.kinds["booked"] += 1
+            if not revoked and n >= events // 2:
+                revoked = True
+                feed.kinds["revocations"] = await _revoke(rng, codec, producer, population, now)
+            await _pace(started, n + 1, rate)
+            if progress and (n % 200 == 0 or n == events - 1):
+                elapsed = max(time.monotonic() - started, 1e-6)
+                sys.stderr.write(
+                    f"\rsimulate: {n + 1}/{events} events, {(n + 1) / elapsed:,.0f}/s "
+                )
+        await producer.flush()
+        if progress:
+            sys.stderr.write("\n")
+    finally:
+        await producer.stop()
+    return feed
+
+
+def _event(
+    rng: random.Random, codec: Codec, account: Account, population: list[Account], n: int, now: int
+) -> tuple[str, bytes, bytes, str]:
+    topic = bank_topic_name(account.bank.bank_id)
+    key = account.account_id.encode()
+    roll = rng.random()
+    if roll < 0.005:
+        return (
+            topic,
+            key,
+            bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))),
+            "malformed",
+        )
+    if roll < 0.01:
+        other = rng.choice([b for b in BANKS if b != account.bank])
+        spoof = transaction(rng, account, n, now) | {"bank_id": other.bank_id}
+        return topic, key, codec.encode(model.TRANSACTION, spoof), "spoofed"
+    if roll < 0.02 and account.history:
+        return topic, key, bytes.fromhex(rng.choice(account.history)), "duplicate"
+    if roll < 0.04 and account.history:
+        target = codec.decode(model.TRANSACTION, bytes.fromhex(account.history[-1]))
+        reversal = target | {
+            "transaction_id": f"{target['transaction_id']}-rev",
+            "status": "REVERSED",
+            "reversed_transaction_id": target["transaction_id"],
+            "amount_minor": -target["amount_minor"],
+            "pending_transaction_id": None,
+        }
+        account.balance -= target["amount_minor"]
+        reversal["balance_after_minor"] = account.balance
+        return topic, key, codec.encode(model.TRANSACTION, reversal), "reversal"
+    record = transaction(rng, account, n, now)
+    if record["channel"] == "CARD" and rng.random() < 0.3:
+        record |= {"status": "PENDING", "transaction_id": record["transaction_id"] + "-p"}
+        value = codec.encode(model.TRANSACTION, record)
+        return topic, key, value, "pending"
+    value = codec.encode(model.TRANSACTION, record)
+    account.history = [*account.history[-20:], value.hex()]
+    return topic, key, value, "booked"
+
+
+def _settle(codec: Codec, account: Account, pending_frame: bytes) -> bytes:
+    pending = codec.decode(model.TRANSACTION, pending_frame)
+    booked = pending | {
+        "status": "BOOKED",
+        "transaction_id": pending["transaction_id"][:-2],
+        "pending_transaction_id": pending["transaction_id"],
+    }
+    value = codec.encode(model.TRANSACTION, booked)
+    account.history = [*account.history[-20:], value.hex()]
+    return value
+
+
+async def _revoke(
+    rng: random.Random, codec: Codec, producer: Any, population: list[Account], now: int
+) -> int:
+    """Revoke about 10 % of the consents, as customers do mid-stream."""
+    chosen = [a for a in population if a.consent is not None and rng.random() < 0.1]
+    for account in chosen:
+        assert account.consent is not None
+        account.consent = account.consent | {"status": "REVOKED_BY_PSU", "updated_at": now + 1}
+        await producer.send(
+            CONSENTS,
+            codec.encode(model.CONSENT, account.consent),
+            f"{account.bank.bank_id}:{account.account_id}".encode(),
+        )
+    return len(chosen)
+
+
+async def _pace(started: float, sent: int, rate: float) -> None:
+    if rate <= 0:
+        return
+    ahead = sent / rate - (time.monotonic() - started)
+    if ahead > 0:
+        await asyncio.sleep(ahead)

@@ -160,6 +160,28 @@ def _tail(args: argparse.Namespace) -> None:
     )
 
 
+def _produce(args: argparse.Namespace) -> None:
+    from streams.catalog import bank_topic_name
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import produce
+
+    try:
+        bank_topic_name(args.bank)
+    except ValueError as exc:
+        raise PasserelleError(str(exc)) from None
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    try:
+        source = open(args.file, encoding="utf-8") if args.file != "-" else sys.stdin  # noqa: SIM115  # closed below
+    except OSError as exc:
+        raise PasserelleError(f"cannot read {args.file}: {exc.strerror}") from None
+    with source:
+        report = asyncio.run(produce.produce(settings, codec, args.bank, source))
+    if report.errors:
+        raise PasserelleError(f"{len(report.errors)} line(s) refused; see above")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="passerelle", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"passerelle {__version__}")
@@ -206,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="the core against a bare aiokafka passthrough")
     bench.add_argument("--records", type=int, default=100_000, help="inputs (default 100000)")
     bench.set_defaults(run=_bench)
+
+    prod = commands.add_parser("produce", help="send JSON-lines transactions as a bank would")
+    prod.add_argument("--bank", required=True, metavar="BANK_ID", help="your bank id (the topic's)")
+    prod.add_argument("file", nargs="?", default="-", help="JSON lines (default: stdin)")
+    prod.set_defaults(run=_produce)
 
     demo = commands.add_parser("demo", help="the pipeline on a simulated feed (make run)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to simulate")

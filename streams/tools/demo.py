@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.errors import PasserelleError
 from streams.settings import Settings
@@ -47,7 +48,14 @@ async def run(
         stop = asyncio.Event()
         tailing = asyncio.create_task(tail.tail(settings, codec, say=say, stop=stop))
         events = int(seconds * rate)
-        feed = await simulate.run(settings, codec, events, rate, say=say)
+        stream = Catalog(settings).account_stream().name
+
+        async def consents_in(keys: set[bytes]) -> None:
+            await simulate.until_in_stream(settings, stream, keys)
+
+        feed = await simulate.run(
+            settings, codec, events, rate, say=say, after_consents=consents_in
+        )
         counts = await reconcile.wait_balanced(
             settings, codec, list(feed.sent), RECONCILE_TIMEOUT_S
         )

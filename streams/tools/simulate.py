@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,9 +73,9 @@ class Feed:
     kinds: Counter[str] = field(default_factory=Counter)
 
 
-def accounts(rng: random.Random, per_bank: int) -> list[Account]:
+def accounts(rng: random.Random, per_bank: int, banks: Sequence[Bank]) -> list[Account]:
     out = []
-    for bank in BANKS:
+    for bank in banks:
         for n in range(per_bank):
             account_id = f"{bank.bank_id[:2].upper()}76{rng.randrange(10**12):012d}{n:04d}"
             psid = f"{rng.randrange(10**16, 10**17)}"
@@ -109,7 +108,9 @@ def consent_for(rng: random.Random, account: Account, now: int) -> dict[str, Any
     }
 
 
-def transaction(rng: random.Random, account: Account, n: int, now: int) -> dict[str, Any]:
+def transaction(
+    rng: random.Random, account: Account, n: int, now: int, run_id: int = 0
+) -> dict[str, Any]:
     roll = rng.random()
     if roll < 0.05:
         amount, merchant, mcc, channel, desc = (
@@ -142,7 +143,7 @@ def transaction(rng: random.Random, account: Account, n: int, now: int) -> dict[
         amount, channel, desc = -max(50, int(rng.gauss(typical, typical / 3))), "CARD", None
     account.balance += amount
     return {
-        "transaction_id": f"{account.bank.bank_id}-{account.account_id[-6:]}-{n}",
+        "transaction_id": f"{account.bank.bank_id}-{account.account_id[-6:]}-{run_id}-{n}",
         "bank_id": account.bank.bank_id,
         "account_id": account.account_id,
         "status": "BOOKED",
@@ -165,15 +166,22 @@ async def run(
     events: int,
     rate: float,
     per_bank: int = 40,
-    seed: int = 7,
+    seed: int | None = None,
+    banks: Sequence[Bank] = BANKS,
+    after_consents: Callable[[set[bytes]], Awaitable[None]] | None = None,
     say: Say = print,
     progress: bool = True,
 ) -> Feed:
-    """Send consents, then `events` bank events at about `rate` per second."""
+    """Send consents, then `events` bank events at about `rate` per second.
+
+    Each run draws its own seed unless given one; the seed is in every
+    transaction id, so two runs never collide and one run can be repeated.
+    """
+    seed = seed if seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     feed = Feed()
-    population = accounts(rng, per_bank)
+    population = accounts(rng, per_bank, banks)
     producer = kafka.producer(settings, linger_ms=5)
     await producer.start()
     try:
@@ -186,12 +194,15 @@ async def run(
                     f"{account.bank.bank_id}:{account.account_id}".encode(),
                 )
         await producer.flush()
+        if after_consents is not None:  # e.g. wait until the pipeline has read them
+            await after_consents({_key(a) for a in population if a.consent is not None})
         consenting = sum(a.consent is not None for a in population)
-        say(f"{len(population)} accounts in {len(BANKS)} banks, {consenting} consenting")
+        n_banks = len(banks)
+        say(f"{len(population)} accounts in {n_banks} banks, {consenting} consenting (seed {seed})")
         started, revoked = time.monotonic(), False
         for n in range(events):
             account = rng.choice(population)
-            topic, key, value, kind = _event(rng, codec, account, population, n, now)
+            topic, key, value, kind = _event(rng, codec, account, n, now, seed)
             await producer.send(topic, value, key)
             feed.sent[account.bank.bank_id] += 1
             feed.kinds[kind] += 1
@@ -204,21 +215,21 @@ async def run(
                 revoked = True
                 feed.kinds["revocations"] = await _revoke(rng, codec, producer, population, now)
             await _pace(started, n + 1, rate)
-            if progress and (n % 200 == 0 or n == events - 1):
+            if progress and (n + 1) % max(1, events // 10) == 0:
                 elapsed = max(time.monotonic() - started, 1e-6)
-                sys.stderr.write(
-                    f"\rsimulate: {n + 1}/{events} events, {(n + 1) / elapsed:,.0f}/s "
-                )
+                say(f"simulate: {n + 1}/{events} events sent, {(n + 1) / elapsed:,.0f}/s")
         await producer.flush()
-        if progress:
-            sys.stderr.write("\n")
     finally:
         await producer.stop()
     return feed
 
 
+def _key(account: Account) -> bytes:
+    return f"{account.bank.bank_id}:{account.account_id}".encode()
+
+
 def _event(
-    rng: random.Random, codec: Codec, account: Account, population: list[Account], n: int, now: int
+    rng: random.Random, codec: Codec, account: Account, n: int, now: int, run_id: int
 ) -> tuple[str, bytes, bytes, str]:
     topic = bank_topic_name(account.bank.bank_id)
     key = account.account_id.encode()
@@ -231,8 +242,8 @@ def _event(
             "malformed",
         )
     if roll < 0.01:
-        other = rng.choice([b for b in BANKS if b != account.bank])
-        spoof = transaction(rng, account, n, now) | {"bank_id": other.bank_id}
+        other = rng.choice([b for b in BANKS if b.bank_id != account.bank.bank_id])
+        spoof = transaction(rng, account, n, now, run_id) | {"bank_id": other.bank_id}
         return topic, key, codec.encode(model.TRANSACTION, spoof), "spoofed"
     if roll < 0.02 and account.history:
         return topic, key, bytes.fromhex(rng.choice(account.history)), "duplicate"
@@ -248,7 +259,7 @@ def _event(
         account.balance -= target["amount_minor"]
         reversal["balance_after_minor"] = account.balance
         return topic, key, codec.encode(model.TRANSACTION, reversal), "reversal"
-    record = transaction(rng, account, n, now)
+    record = transaction(rng, account, n, now, run_id)
     if record["channel"] == "CARD" and rng.random() < 0.3:
         record |= {"status": "PENDING", "transaction_id": record["transaction_id"] + "-p"}
         value = codec.encode(model.TRANSACTION, record)
@@ -292,3 +303,16 @@ async def _pace(started: float, sent: int, rate: float) -> None:
     ahead = sent / rate - (time.monotonic() - started)
     if ahead > 0:
         await asyncio.sleep(ahead)
+
+
+async def until_in_stream(
+    settings: Settings, stream: str, keys: set[bytes], timeout_s: float = 120
+) -> None:
+    """Wait until every key has reached `stream` (the pipeline's account stream)."""
+    from streams.tools.checker import read_all
+
+    deadline = time.monotonic() + timeout_s
+    while not keys <= {r.key for r in await read_all(settings, stream)}:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"consents did not reach {stream} within {timeout_s}s")
+        await asyncio.sleep(0.5)

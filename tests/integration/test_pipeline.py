@@ -149,3 +149,35 @@ async def _has_key(settings: Settings, topic: str, key: str) -> bool:
 
 async def _has_subject(ours: Callable[[str], Awaitable[list[Any]]], subject: str) -> bool:
     return any(s == subject for s, _ in await ours(AUDIT))
+
+
+async def test_a_simulated_run_of_ten_thousand_events_reconciles(
+    settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Every record of every bank is forwarded, withheld or dead-lettered, once:
+    in = forwarded + withheld + dlq for each bank, duplicates, malformed and spoofed included."""
+    from streams.tools import reconcile, simulate
+
+    app_id = f"sim-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    banks = [
+        simulate.Bank(unique_bank(), "fr-FR", "Europe/Paris", "EUR", "p1"),
+        simulate.Bank(unique_bank(), "en-GB", "Europe/London", "GBP", "p2"),
+    ]
+    await topics.create(
+        settings, Catalog(settings).all([b.bank_id for b in banks]), say=lambda _: None
+    )
+    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
+    workers.append(worker)
+    worker.start()
+    feed = await simulate.run(
+        settings, codec, 10_000, rate=0, banks=banks, seed=11, say=lambda _: None
+    )
+    assert sum(feed.sent.values()) >= 10_000
+    counts = await reconcile.wait_balanced(settings, codec, [b.bank_id for b in banks], 180)
+    assert worker.stop() == 0
+    for bank, c in counts.items():
+        assert c.balanced, c.line(bank)
+        assert c.ingested == feed.sent[bank]
+        assert c.forwarded > 0 and c.withheld["NO_CONSENT"] > 0 and c.withheld["DUPLICATE"] > 0
+        assert sum(c.dlq.values()) > 0

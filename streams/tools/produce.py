@@ -1,0 +1,84 @@
+"""`passerelle produce`: a bank's integration engineer sends JSON lines as framed Avro.
+
+Each line is one Transaction as JSON. Timestamps may be epoch milliseconds or
+ISO 8601 strings. Every line is checked before anything is sent: the schema,
+the bank (it must be the topic's), the currency. A bad line is reported with
+its number and the field at fault, and is not sent; the others are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams import kafka, model
+from streams.catalog import bank_topic_name
+from streams.codec import Codec
+from streams.errors import CodecError
+from streams.rules.money import is_currency
+from streams.settings import Settings
+
+Say = Callable[[str], None]
+TIMESTAMPS = ("booked_at",)
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_line(codec: Codec, bank_id: str, number: int, line: str) -> tuple[bytes, bytes] | str:
+    """(key, frame) for a good line; otherwise the error, starting with the line number."""
+    try:
+        record: dict[str, Any] = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"line {number}: not JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(record, dict):
+        return f"line {number}: not a JSON object"
+    for name in TIMESTAMPS:
+        if isinstance(record.get(name), str):
+            try:
+                record[name] = int(dt.datetime.fromisoformat(record[name]).timestamp() * 1000)
+            except ValueError:
+                return f"line {number}: field {name}: not an ISO 8601 timestamp"
+    if record.get("bank_id") != bank_id:
+        return f"line {number}: field bank_id: must be {bank_id}, the bank of this topic"
+    if not is_currency(str(record.get("currency"))):
+        return f"line {number}: field currency: not an ISO 4217 code"
+    try:
+        frame = codec.encode(model.TRANSACTION, record)
+    except CodecError as exc:
+        return f"line {number}: {exc}"
+    return str(record["account_id"]).encode(), frame
+
+
+async def produce(
+    settings: Settings, codec: Codec, bank_id: str, lines: Iterable[str], say: Say = print
+) -> Report:
+    report = Report()
+    good: list[tuple[bytes, bytes]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parsed = parse_line(codec, bank_id, number, line)
+        if isinstance(parsed, str):
+            report.errors.append(parsed)
+            say(parsed)
+        else:
+            good.append(parsed)
+    if good:
+        producer = kafka.producer(settings)
+        await producer.start()
+        try:
+            topic = bank_topic_name(bank_id)
+            for key, frame in good:
+                await producer.send_and_wait(topic, frame, key)
+                report.sent += 1
+        finally:
+            await producer.stop()
+    say(f"sent {report.sent} records to {bank_topic_name(bank_id)}; {len(report.errors)} refused")
+    return report

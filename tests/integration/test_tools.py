@@ -1,0 +1,42 @@
+"""The people-facing commands on the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from streams.catalog import Catalog
+from streams.settings import Settings
+from streams.tools import checker, topics
+from tests import samples
+from tests.conftest import unique_bank
+
+
+async def test_produce_sends_good_lines_and_names_bad_ones(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Two good lines are sent; the bad third is reported with its number; the exit code is 1."""
+    bank = unique_bank()
+    await topics.create(settings, [Catalog(settings).bank(bank)], say=lambda _: None)
+    good = {**samples.TRANSACTION, "bank_id": bank}
+    lines = [
+        json.dumps(good),
+        json.dumps({**good, "transaction_id": "t2"}),
+        json.dumps({**good, "currency": "XXXX"}),
+    ]
+    path = tmp_path / "feed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "produce", "--bank", bank, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers},
+    )
+    assert result.returncode == 1
+    assert "line 3: field currency" in result.stdout
+    assert "sent 2 records" in result.stdout
+    assert len(await checker.read_all(settings, f"bank.{bank}.transactions.v1")) == 2

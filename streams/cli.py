@@ -101,9 +101,10 @@ def _worker(args: argparse.Namespace) -> None:
     if args.workload == "standin":
         if not args.prefix:
             raise PasserelleError("the standin workload needs --prefix")
-        built = worker.standin_app(settings, args.prefix, args.tick_interval)
+        built = worker.standin_app(settings, args.prefix, args.tick_interval or 0.0)
     else:
-        built = worker.pipeline_app(settings, args.tick_interval or 1.0)
+        interval = 1.0 if args.tick_interval is None else args.tick_interval
+        built = worker.pipeline_app(settings, interval)
     app.main(built, args.log_level.lower())
 
 
@@ -182,6 +183,63 @@ def _produce(args: argparse.Namespace) -> None:
         raise PasserelleError(f"{len(report.errors)} line(s) refused; see above")
 
 
+def _consent(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import consent
+
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    if args.action == "grant":
+        if not args.psid:
+            raise PasserelleError("grant needs --psid")
+        perms = [p.strip().upper() for p in args.permissions.split(",") if p.strip()]
+        unknown = set(perms) - {"TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"}
+        if unknown:
+            raise PasserelleError(f"unknown permission(s): {', '.join(sorted(unknown))}")
+        record = consent.grant(
+            args.bank,
+            args.account,
+            args.psid,
+            args.page,
+            perms,
+            args.locale,
+            args.timezone,
+            args.days,
+            args.digest,
+            args.large,
+            args.low,
+        )
+        asyncio.run(consent.write(settings, codec, record))
+        print(f"granted {record['consent_id']}: {consent.shown(record)}")
+        return
+    held = asyncio.run(consent.current(settings, codec, args.bank, args.account))
+    if args.action == "show":
+        print(consent.shown(held))
+        return
+    if held is None:
+        raise PasserelleError("no consent to revoke for that account")
+    record = consent.revoked(held)
+    asyncio.run(consent.write(settings, codec, record))
+    print(f"revoked {record['consent_id']} (version {record['updated_at']})")
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from streams import worker
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import simulate
+
+    if args.events < 1 or args.rate < 0:
+        raise PasserelleError("--events must be at least 1 and --rate at least 0")
+    settings = Settings.from_env()
+    worker.quiet_client_loggers()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    feed = asyncio.run(simulate.run(settings, codec, args.events, args.rate, seed=args.seed))
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(feed.kinds.items()))
+    print(f"sent {sum(feed.sent.values())} bank events ({kinds})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="passerelle", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"passerelle {__version__}")
@@ -218,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument(
         "--tick-interval",
         type=float,
-        default=0.0,
         metavar="SECONDS",
-        help="write a tick to every input partition this often (0: no ticker)",
+        help="write the time to every input partition this often; 0: no ticker (a test "
+        "clock drives time); default: 1 for pipeline, none for standin",
     )
     work.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     work.set_defaults(run=_worker)
@@ -233,6 +291,27 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("--bank", required=True, metavar="BANK_ID", help="your bank id (the topic's)")
     prod.add_argument("file", nargs="?", default="-", help="JSON lines (default: stdin)")
     prod.set_defaults(run=_produce)
+
+    cns = commands.add_parser("consent", help="grant, revoke or show an account's consent")
+    cns.add_argument("action", choices=["grant", "revoke", "show"])
+    cns.add_argument("--bank", required=True, metavar="BANK_ID")
+    cns.add_argument("--account", required=True, metavar="ACCOUNT_ID")
+    cns.add_argument("--psid", help="the customer's page-scoped id (grant)")
+    cns.add_argument("--page", default="page-demo", help="the bank's Messenger page (grant)")
+    cns.add_argument("--permissions", default="TRANSACTIONS,BALANCES,ALERTS,SUMMARIES")
+    cns.add_argument("--locale", default="fr-FR")
+    cns.add_argument("--timezone", default="Europe/Paris")
+    cns.add_argument("--days", type=int, default=90, help="valid for this many days")
+    cns.add_argument("--digest", action="store_true", help="a daily digest")
+    cns.add_argument("--large", type=int, help="large-transaction threshold, minor units")
+    cns.add_argument("--low", type=int, help="low-balance threshold, minor units")
+    cns.set_defaults(run=_consent)
+
+    sim = commands.add_parser("simulate", help="a realistic feed of several banks")
+    sim.add_argument("--events", type=int, default=6000)
+    sim.add_argument("--rate", type=float, default=100.0, help="events per second (0: at once)")
+    sim.add_argument("--seed", type=int, help="repeat a run (default: a new seed)")
+    sim.set_defaults(run=_simulate)
 
     demo = commands.add_parser("demo", help="the pipeline on a simulated feed (make run)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to simulate")

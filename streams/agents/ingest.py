@@ -48,7 +48,7 @@ def _transaction(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> bytes | 
         tx: model.Transaction = codec.decode(model.TRANSACTION, record.value)  # type: ignore[assignment]  # the codec returns the schema's dict
     except CodecError as exc:
         return Rejected(exc.reason, str(exc))
-    rejected = rules.check_transaction(bank, record.key, tx)
+    rejected = rules.check_transaction(bank, record.key, tx, record.timestamp)
     return rejected or rules.account_key(bank, tx["account_id"])
 
 

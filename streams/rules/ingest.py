@@ -11,11 +11,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.model import Consent, Transaction
+from streams.rules.money import is_currency
 
 # DLQ reason codes of ingest (the codec adds its own: streams.errors).
 BANK_MISMATCH = "BANK_MISMATCH"
 KEY_MISMATCH = "KEY_MISMATCH"
 BAD_KEY = "BAD_KEY"
+BAD_CURRENCY = "BAD_CURRENCY"
+BAD_AMOUNT = "BAD_AMOUNT"
+BAD_TIMESTAMP = "BAD_TIMESTAMP"
+
+# No retail transaction moves more than this (10^12 minor units: ten billion
+# euros); anything larger is a unit or encoding error at the bank.
+MAX_ABS_AMOUNT_MINOR = 10**12
+# Booked before 2000, or more than a day ahead of the record's arrival, is not
+# a real booking date.
+EARLIEST_BOOKED_AT = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_FUTURE_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -29,11 +41,20 @@ def account_key(bank_id: str, account_id: str) -> bytes:
     return f"{bank_id}:{account_id}".encode()
 
 
-def check_transaction(topic_bank: str, key: bytes | None, tx: Transaction) -> Rejected | None:
+def check_transaction(
+    topic_bank: str, key: bytes | None, tx: Transaction, arrived_ms: int
+) -> Rejected | None:
+    """Why a decoded transaction must not enter the pipeline, or None."""
     if tx["bank_id"] != topic_bank:
         return Rejected(BANK_MISMATCH, "bank_id differs from the bank its topic names")
     if key is None or key.decode(errors="replace") != tx["account_id"]:
         return Rejected(KEY_MISMATCH, "account_id differs from the record key")
+    if not is_currency(tx["currency"]):
+        return Rejected(BAD_CURRENCY, "currency is not an ISO 4217 code")
+    if abs(tx["amount_minor"]) > MAX_ABS_AMOUNT_MINOR:
+        return Rejected(BAD_AMOUNT, "amount_minor is beyond any real transaction")
+    if not EARLIEST_BOOKED_AT <= tx["booked_at"] <= arrived_ms + MAX_FUTURE_MS:
+        return Rejected(BAD_TIMESTAMP, "booked_at is before 2000 or more than a day ahead")
     return None
 
 

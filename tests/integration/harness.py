@@ -98,3 +98,28 @@ async def end_offsets(settings: Settings, topic: str) -> int:
         return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
+
+
+async def caught_up(settings: Settings, group: str, topic: str) -> bool:
+    """Has `group` committed past the last record of every partition of `topic`?
+
+    Compared with the last *record*, not the end offset: a topic written in
+    transactions ends with a commit marker that consumers never commit past.
+    """
+    from streams.tools.checker import read_all
+
+    last: dict[int, int] = {}
+    for record in await read_all(settings, topic):
+        last[record.partition] = max(last.get(record.partition, -1), record.offset)
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        offsets = await client.list_consumer_group_offsets(group)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return False
+    finally:
+        await client.close()
+    done = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    return all(done.get(p, 0) > offset for p, offset in last.items())

@@ -181,3 +181,126 @@ async def test_a_simulated_run_of_ten_thousand_events_reconciles(
         assert c.ingested == feed.sent[bank]
         assert c.forwarded > 0 and c.withheld["NO_CONSENT"] > 0 and c.withheld["DUPLICATE"] > 0
         assert sum(c.dlq.values()) > 0
+
+
+def next_midnight(ms: int, zone: str) -> int:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    local = dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(zone))
+    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), ZoneInfo(zone))
+    return int(midnight.timestamp() * 1000)
+
+
+async def test_digests_and_expiry_follow_the_test_clock(
+    settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Time driven by ticks alone: each account's digest comes once after its own local
+    midnight (Paris, New York), across a kill -9 and restart; a consent past valid_until ends
+    with no consent event: a receipt (EXPIRED) and one CONSENT_ENDED."""
+    from streams.core.ticks import send_ticks
+    from streams.tools import simulate
+    from tests.integration.harness import caught_up
+
+    app_id = f"clock-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    bank = unique_bank()
+    cat = Catalog(settings)
+    stream = cat.account_stream().name
+    await topics.create(settings, cat.all([bank]), say=lambda _: None)
+    worker = Worker(
+        settings, app_id, tmp_path / "data", "exactly_once", ["pipeline", "--tick-interval", "0"]
+    )
+    workers.append(worker)
+    worker.start()
+
+    now = int(time.time() * 1000)
+    booked = now - 3_600_000
+    people = {  # account: (psid, zone, digest, valid_until)
+        "P": (f"p-{uuid.uuid4().hex[:8]}", "Europe/Paris", True, now + 30 * 86_400_000),
+        "N": (f"n-{uuid.uuid4().hex[:8]}", "America/New_York", True, now + 30 * 86_400_000),
+        "E": (f"e-{uuid.uuid4().hex[:8]}", "Europe/Paris", False, now + 2 * 3_600_000),
+    }
+    for account, (psid, zone, digest, expires) in people.items():
+        record = {
+            **samples.CONSENT,
+            "bank_id": bank,
+            "account_id": account,
+            "psid": psid,
+            "consent_id": f"c-{account}-{bank}",
+            "timezone": zone,
+            "daily_digest": digest,
+            "permissions": ["TRANSACTIONS", "SUMMARIES"],
+            "valid_until": expires,
+            "updated_at": now,
+            "quiet_hours": None,
+        }
+        await send(
+            settings, CONSENTS, f"{bank}:{account}".encode(), codec.encode(model.CONSENT, record)
+        )
+    await simulate.until_in_stream(settings, stream, {f"{bank}:{a}".encode() for a in people})
+    for n, account in enumerate(people):
+        tx = {
+            **samples.TRANSACTION,
+            "bank_id": bank,
+            "account_id": account,
+            "booked_at": booked,
+            "transaction_id": f"{bank}-{n}",
+            "pending_transaction_id": None,
+        }
+        await send(
+            settings, cat.bank(bank).name, account.encode(), codec.encode(model.TRANSACTION, tx)
+        )
+    group = f"{app_id}-accounts"
+
+    async def settled() -> bool:  # everything in the account stream processed and committed
+        return await caught_up(settings, group, stream)
+
+    async def tick(at_ms: int) -> None:
+        producer = kafka.producer(settings)
+        await producer.start()
+        try:
+            await send_ticks(producer, stream, settings.partitions, at_ms)
+        finally:
+            await producer.stop()
+
+    await until(lambda: _count_at_least(settings, stream, 6), worker)
+    await until(settled, worker)
+    midnights = [next_midnight(booked, zone) for _, zone, _, _ in people.values()]
+    await tick(min(midnights) + 60_000)
+    await until(settled, worker)
+    worker.kill()  # a restart around midnight
+    worker.start()
+    later = max(*midnights, now + 2 * 3_600_000) + 60_000
+    await tick(later)
+    await tick(later + 1_000)
+    await until(settled, worker)
+    assert worker.stop() == 0
+
+    psids = {psid: account for account, (psid, *_rest) in people.items()}
+    notes = [
+        codec.decode(model.NOTIFICATION, r.value)
+        for r in await checker.read_all(settings, NOTIFICATIONS)
+        if r.key.decode() in psids
+    ]
+    kinds = sorted((psids[n["psid"]], n["kind"]) for n in notes)
+    assert kinds == sorted(
+        [
+            ("P", "TRANSACTION"),
+            ("N", "TRANSACTION"),
+            ("E", "TRANSACTION"),
+            ("P", "DAILY_DIGEST"),
+            ("N", "DAILY_DIGEST"),
+            ("E", "CONSENT_ENDED"),
+        ]
+    )
+    receipts = [
+        d
+        for s, d in (codec.decode_any(r.value) for r in await checker.read_all(settings, AUDIT))
+        if s == model.ERASURE_RECEIPT and d["bank_id"] == bank
+    ]
+    assert [r["reason"] for r in receipts] == ["EXPIRED"]
+
+
+async def _count_at_least(settings: Settings, topic: str, n: int) -> bool:
+    return len(await checker.read_all(settings, topic)) >= n

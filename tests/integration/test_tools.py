@@ -40,3 +40,40 @@ async def test_produce_sends_good_lines_and_names_bad_ones(
     assert "line 3: field currency" in result.stdout
     assert "sent 2 records" in result.stdout
     assert len(await checker.read_all(settings, f"bank.{bank}.transactions.v1")) == 2
+
+
+def test_consent_grant_show_revoke(settings: Settings) -> None:
+    """grant writes a VALID consent, show reads it back with the psid masked, revoke writes
+    the next version REVOKED_BY_PSU; revoking twice is refused in one line."""
+    bank, env = unique_bank(), {**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers}
+
+    def consent(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streams",
+                "consent",
+                *args,
+                "--bank",
+                bank,
+                "--account",
+                "ACC-1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+
+    granted = consent(
+        "grant", "--psid", "24871234567890123", "--permissions", "transactions,alerts"
+    )
+    assert granted.returncode == 0, granted.stderr
+    shown = consent("show")
+    assert '"status": "VALID"' in shown.stdout and "24871234567890123" not in shown.stdout
+    assert '"permissions": ["TRANSACTIONS", "ALERTS"]' in shown.stdout
+    assert consent("revoke").returncode == 0
+    assert '"status": "REVOKED_BY_PSU"' in consent("show").stdout
+    again = consent("revoke")
+    assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1

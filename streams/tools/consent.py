@@ -1,0 +1,100 @@
+"""`passerelle consent grant|revoke|show`: the consent authority's side, for tests and demos.
+
+Consents are written to `consents.v1`, keyed `<bank_id>:<account_id>`; a
+revocation is a newer version of the same consent with status REVOKED_BY_PSU.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from streams import kafka, model
+from streams.catalog import CONSENTS
+from streams.codec import Codec
+from streams.errors import PasserelleError
+from streams.settings import Settings
+from streams.tools.checker import read_all
+
+DAY_MS = 86_400_000
+
+
+def key(bank_id: str, account_id: str) -> bytes:
+    return f"{bank_id}:{account_id}".encode()
+
+
+async def current(
+    settings: Settings, codec: Codec, bank_id: str, account_id: str
+) -> model.Consent | None:
+    """The newest consent on consents.v1 for the account (None if none, or tombstoned)."""
+    latest: model.Consent | None = None
+    for record in await read_all(settings, CONSENTS):
+        if record.key == key(bank_id, account_id):
+            latest = None if record.value is None else codec.decode(model.CONSENT, record.value)  # type: ignore[assignment]  # decoded Consent
+    return latest
+
+
+async def write(settings: Settings, codec: Codec, consent: model.Consent) -> None:
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            CONSENTS,
+            codec.encode(model.CONSENT, consent),
+            key(consent["bank_id"], consent["account_id"]),
+        )
+    finally:
+        await producer.stop()
+
+
+def grant(
+    bank_id: str,
+    account_id: str,
+    psid: str,
+    page_id: str,
+    permissions: list[str],
+    locale: str,
+    timezone: str,
+    days: int,
+    digest: bool,
+    large: int | None,
+    low: int | None,
+) -> model.Consent:
+    now = int(time.time() * 1000)
+    consent: dict[str, Any] = {
+        "consent_id": f"cns-{uuid.uuid4().hex[:12]}",
+        "bank_id": bank_id,
+        "account_id": account_id,
+        "psid": psid,
+        "page_id": page_id,
+        "status": "VALID",
+        "permissions": permissions,
+        "valid_until": now + days * DAY_MS,
+        "transaction_from": None,
+        "transaction_to": None,
+        "locale": locale,
+        "timezone": timezone,
+        "quiet_hours": None,
+        "large_amount_minor": large,
+        "low_balance_minor": low,
+        "daily_digest": digest,
+        "updated_at": now,
+    }
+    return consent  # type: ignore[return-value]  # built field by field above
+
+
+def revoked(consent: model.Consent) -> model.Consent:
+    """The next version of `consent`, revoked by the customer."""
+    if consent["status"] != "VALID":
+        raise PasserelleError(f"consent {consent['consent_id']} is {consent['status']}, not VALID")
+    now = max(int(time.time() * 1000), consent["updated_at"] + 1)
+    return {**consent, "status": "REVOKED_BY_PSU", "updated_at": now}
+
+
+def shown(consent: model.Consent | None) -> str:
+    """The consent as JSON, the psid masked (it is the customer's Messenger identity)."""
+    if consent is None:
+        return "no consent"
+    return json.dumps({**consent, "psid": "…" + consent["psid"][-4:]}, ensure_ascii=False)

@@ -304,3 +304,138 @@ async def test_digests_and_expiry_follow_the_test_clock(
 
 async def _count_at_least(settings: Settings, topic: str, n: int) -> bool:
     return len(await checker.read_all(settings, topic)) >= n
+
+
+async def test_gate_and_accounts_rules_hold_through_a_worker(
+    settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Through a real worker: a late older VALID does not revive a revoked consent;
+    out-of-range is withheld; without BALANCES no balance leaves; PENDING then BOOKED
+    notifies once; a reversal notifies; a stale backfill is withheld and notifies nothing."""
+    from streams.tools import simulate
+    from tests.integration.harness import caught_up
+
+    app_id = f"rules-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    bank = unique_bank()
+    cat = Catalog(settings)
+    stream = cat.account_stream().name
+    await topics.create(settings, cat.all([bank]), say=lambda _: None)
+    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
+    workers.append(worker)
+    worker.start()
+    now = int(time.time() * 1000)
+
+    def consent(account: str, **changes: Any) -> bytes:
+        record = {
+            **samples.CONSENT,
+            "bank_id": bank,
+            "account_id": account,
+            "psid": f"{account}-{bank}",
+            "consent_id": f"c-{account}-{bank}",
+            "valid_until": now + 86_400_000,
+            "updated_at": now,
+            "quiet_hours": None,
+            "permissions": ["TRANSACTIONS", "BALANCES"],
+            "large_amount_minor": None,
+            "low_balance_minor": None,
+            **changes,
+        }
+        return codec.encode(model.CONSENT, record)
+
+    def tx(account: str, n: str, **changes: Any) -> bytes:
+        record = {
+            **samples.TRANSACTION,
+            "bank_id": bank,
+            "account_id": account,
+            "transaction_id": f"{bank}-{n}",
+            "pending_transaction_id": None,
+            "booked_at": now - 60_000,
+            "balance_after_minor": 42_000,
+            **changes,
+        }
+        return codec.encode(model.TRANSACTION, record)
+
+    keyed = [  # (account, consent versions in order)
+        (
+            "REV",
+            [
+                consent("REV", updated_at=now + 10),
+                consent("REV", status="REVOKED_BY_PSU", updated_at=now + 20),
+                consent("REV", updated_at=now + 15),
+            ],
+        ),  # older VALID, arriving late
+        ("RANGE", [consent("RANGE", transaction_to=now - 86_400_000)]),
+        ("NOBAL", [consent("NOBAL", permissions=["TRANSACTIONS"])]),
+        ("FLOW", [consent("FLOW")]),
+    ]
+    for account, versions in keyed:
+        for value in versions:
+            await send(settings, CONSENTS, f"{bank}:{account}".encode(), value)
+    await simulate.until_in_stream(settings, stream, {f"{bank}:{a}".encode() for a, _ in keyed})
+    await until(lambda: caught_up(settings, f"{app_id}-accounts", stream), worker)
+    bank_topic = cat.bank(bank).name
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("REV", "rev-1", {}),
+        ("RANGE", "range-1", {}),
+        ("NOBAL", "nobal-1", {}),
+        ("FLOW", "pend", {"status": "PENDING"}),
+        ("FLOW", "book", {"pending_transaction_id": f"{bank}-pend"}),
+        (
+            "FLOW",
+            "refund",
+            {
+                "status": "REVERSED",
+                "reversed_transaction_id": f"{bank}-book",
+                "amount_minor": 123_456,
+            },
+        ),
+        ("FLOW", "old", {"booked_at": now - 3 * 86_400_000}),
+    ]
+    for account, n, changes in cases:
+        await send(settings, bank_topic, account.encode(), tx(account, n, **changes))
+    await until(lambda: _decided(settings, codec, bank, 7), worker)
+    assert worker.stop() == 0
+
+    decisions = {
+        d["transaction_id"].removeprefix(f"{bank}-"): (d["outcome"], d["reason"])
+        for s, d in (codec.decode_any(r.value) for r in await checker.read_all(settings, AUDIT))
+        if s == model.DECISION and d["bank_id"] == bank
+    }
+    assert decisions == {
+        "rev-1": ("WITHHELD", "REVOKED"),
+        "range-1": ("WITHHELD", "OUT_OF_RANGE"),
+        "nobal-1": ("FORWARDED", None),
+        "pend": ("FORWARDED", None),
+        "book": ("FORWARDED", None),
+        "refund": ("FORWARDED", None),
+        "old": ("WITHHELD", "STALE"),
+    }
+    notes = [
+        codec.decode(model.NOTIFICATION, r.value)
+        for r in await checker.read_all(settings, NOTIFICATIONS)
+        if r.key.decode().endswith(f"-{bank}")
+    ]
+    by_account = sorted(
+        (n["psid"].split("-")[0], n["kind"], n["data"]["amount_minor"]) for n in notes
+    )
+    assert by_account == sorted(
+        [
+            ("REV", "CONSENT_ENDED", None),
+            ("NOBAL", "TRANSACTION", -123_456),
+            ("FLOW", "TRANSACTION", -123_456),  # the PENDING; its BOOKED adds nothing
+            ("FLOW", "TRANSACTION", 123_456),  # the reversal
+        ]
+    )
+    [nobal] = [n for n in notes if n["psid"].startswith("NOBAL")]
+    assert nobal["data"]["balance_minor"] is None and "solde" not in nobal["text"]
+    [flow] = [n for n in notes if n["psid"].startswith("FLOW") and n["data"]["amount_minor"] < 0]
+    assert flow["data"]["balance_minor"] == 42_000
+
+
+async def _decided(settings: Settings, codec: Codec, bank: str, n: int) -> bool:
+    found = 0
+    for record in await checker.read_all(settings, AUDIT):
+        subject, decision = codec.decode_any(record.value)
+        found += subject == model.DECISION and decision["bank_id"] == bank
+    return found >= n

@@ -155,7 +155,8 @@ async def test_a_simulated_run_of_ten_thousand_events_reconciles(
     settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
 ) -> None:
     """Every record of every bank is forwarded, withheld or dead-lettered, once:
-    in = forwarded + withheld + dlq for each bank, duplicates, malformed and spoofed included."""
+    in = forwarded + withheld + dlq for each bank, duplicates, malformed and spoofed included;
+    and the independent checker's model agrees with every decision and TRANSACTION sent."""
     from streams.tools import reconcile, simulate
 
     app_id = f"sim-{uuid.uuid4().hex[:8]}"
@@ -181,6 +182,10 @@ async def test_a_simulated_run_of_ten_thousand_events_reconciles(
         assert c.ingested == feed.sent[bank]
         assert c.forwarded > 0 and c.withheld["NO_CONSENT"] > 0 and c.withheld["DUPLICATE"] > 0
         assert sum(c.dlq.values()) > 0
+    report = await checker.check_pipeline(settings, codec, app_id, [b.bank_id for b in banks])
+    print(report.table())
+    assert report.exact, report.table()
+    assert report.notifications_seen > 0 and report.notifications_expected > 0
 
 
 def next_midnight(ms: int, zone: str) -> int:

@@ -100,3 +100,72 @@ class TestChecker:
         ]
         report = run(ins, outputs_for(ins), outputs_for(ins), changelog_for(ins), summaries)
         assert report.duplicates == 1 and report.missing == 0
+
+
+class TestPipelineChecker:
+    """The pipeline model, on an account stream built here, with planted faults."""
+
+    @staticmethod
+    def stream(codec: Any) -> list[Any]:
+        from tests import samples
+
+        consent = {**samples.CONSENT, "valid_until": samples.BOOKED_AT + 10**9}
+        key = b"banque-alpine:FR7630006000011234567890189"
+
+        def tx(n: int) -> bytes:
+            frame: bytes = codec.encode(
+                "passerelle.Transaction",
+                {**samples.TRANSACTION, "transaction_id": f"t{n}", "pending_transaction_id": None},
+            )
+            return frame
+
+        at = samples.BOOKED_AT + 1000
+        records = [
+            Rec(b"banque-alpine:NOBODY", tx(0), 0, 0),  # no consent for this account
+            Rec(key, codec.encode("passerelle.Consent", consent), 0, 1),
+            Rec(key, tx(1), 0, 2),
+            Rec(key, tx(1), 0, 3),  # a duplicate
+        ]
+        kinds = [b"transaction", b"consent", b"transaction", b"transaction"]
+        return [
+            _Stream(r.key, r.value, r.partition, r.offset, at, [("kind", k)])
+            for r, k in zip(records, kinds, strict=True)
+        ]
+
+    def test_a_clean_run_is_exact_and_a_leak_is_caught(self, codec: Any) -> None:
+        """The right decisions and one TRANSACTION pass; a notification for the account
+        without consent is a leak; a repeated one a duplicate; a lost one missing."""
+        from streams.tools.checker import _notification_id, compare_pipeline, expected_from_stream
+
+        expected = expected_from_stream(codec, self.stream(codec))
+        decided: list[dict[str, Any]] = [
+            {"transaction_id": "t0", "outcome": "WITHHELD", "reason": "NO_CONSENT"},
+            {"transaction_id": "t1", "outcome": "FORWARDED", "reason": None},
+            {"transaction_id": "t1", "outcome": "WITHHELD", "reason": "DUPLICATE"},
+        ]
+        good = {
+            "kind": "TRANSACTION",
+            "notification_id": _notification_id("TRANSACTION", "banque-alpine", "t1"),
+        }
+        leak = {
+            "kind": "TRANSACTION",
+            "notification_id": _notification_id("TRANSACTION", "banque-alpine", "t0"),
+        }
+        assert compare_pipeline(expected, decided, [good]).exact
+        assert compare_pipeline(expected, decided, [good, leak]).leaks == 1
+        assert compare_pipeline(expected, decided, [good, good]).duplicates == 1
+        assert compare_pipeline(expected, decided, []).missing == 1
+        wrong: list[dict[str, Any]] = [
+            {**decided[0], "outcome": "FORWARDED", "reason": None},
+            *decided[1:],
+        ]
+        assert compare_pipeline(expected, wrong, [good]).decision_mismatches == 1
+
+
+class _Stream(NamedTuple):
+    key: bytes
+    value: bytes | None
+    partition: int
+    offset: int
+    timestamp: int
+    headers: list[tuple[str, bytes]]

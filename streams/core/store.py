@@ -14,7 +14,7 @@ every table of a stage. Reserved keys start with `\\x00`.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -98,25 +98,22 @@ class PartitionStore:
 
     def commit(self, changelog_next_offset: int) -> None:
         """Apply this batch's changes, now committed to the changelog up to that offset."""
-        batch = WriteBatch(raw_mode=True)
-        for stored, value in self._pending.items():
-            if value is None:
-                batch.delete(stored)
-            else:
-                batch.put(stored, value)
-        batch.put(CHECKPOINT_KEY, str(changelog_next_offset).encode())
-        self._db.write(batch)
+        self._write(self._pending.items(), changelog_next_offset)
         self._pending = {}
 
     def apply_changelog(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
         """Apply restored changelog records (a None value is a tombstone)."""
+        self._write(records, next_offset)
+
+    def _write(self, records: Iterable[tuple[bytes, bytes | None]], checkpoint: int) -> None:
+        """One atomic RocksDB write: the records and the changelog offset they reach."""
         batch = WriteBatch(raw_mode=True)
         for stored, value in records:
             if value is None:
                 batch.delete(stored)
             else:
                 batch.put(stored, value)
-        batch.put(CHECKPOINT_KEY, str(next_offset).encode())
+        batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
         self._db.write(batch)
 
     def close(self) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import TopicPartition
@@ -74,8 +77,8 @@ class Worker:
         return self.process is not None and self.process.poll() is None
 
 
-async def committed(settings: Settings, group: str, topic: str) -> int:
-    """Sum of the group's committed offsets on `topic`: records processed and committed."""
+async def group_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of `topic` (empty before any commit)."""
     client = kafka.admin(settings)
     await client.start()
     try:
@@ -83,10 +86,30 @@ async def committed(settings: Settings, group: str, topic: str) -> int:
     except KafkaError as exc:
         if not exc.retriable:
             raise
-        return 0  # no coordinator yet (a fresh broker): nothing committed
+        return {}  # no coordinator yet (a fresh broker): nothing committed
     finally:
         await client.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+    return {
+        tp.partition: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == topic and meta.offset > 0
+    }
+
+
+async def committed(settings: Settings, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets on `topic`: records processed and committed."""
+    return sum((await group_offsets(settings, group, topic)).values())
+
+
+async def until(
+    found: Callable[[], Awaitable[bool]], worker: Worker, timeout_s: float = 90.0
+) -> None:
+    """Wait for a condition, failing early if the worker dies."""
+    deadline = time.monotonic() + timeout_s
+    while not await found():
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() < deadline, f"timed out; see {worker.log}"
+        await asyncio.sleep(0.5)
 
 
 async def end_offsets(settings: Settings, topic: str) -> int:
@@ -111,15 +134,5 @@ async def caught_up(settings: Settings, group: str, topic: str) -> bool:
     last: dict[int, int] = {}
     for record in await read_all(settings, topic):
         last[record.partition] = max(last.get(record.partition, -1), record.offset)
-    client = kafka.admin(settings)
-    await client.start()
-    try:
-        offsets = await client.list_consumer_group_offsets(group)
-    except KafkaError as exc:
-        if not exc.retriable:
-            raise
-        return False
-    finally:
-        await client.close()
-    done = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    done = await group_offsets(settings, group, topic)
     return all(done.get(p, 0) > offset for p, offset in last.items())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from streams.settings import Settings
 from streams.tools import checker, topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker
+from tests.integration.harness import Worker, until
 
 
 def transaction(bank: str, account: str, n: int, **changes: Any) -> dict[str, Any]:
@@ -47,14 +45,6 @@ async def produce(
             await producer.send_and_wait(topic, value, key)
     finally:
         await producer.stop()
-
-
-async def wait_until(condition: Any, timeout_s: float, worker: Worker) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert worker.alive(), f"worker died; see {worker.log}"
-        assert time.monotonic() < deadline, f"timed out; see {worker.log}"
-        await asyncio.sleep(0.5)
 
 
 async def test_ingest_rekeys_and_rejects(
@@ -113,7 +103,7 @@ async def test_ingest_rekeys_and_rejects(
         return [r for r in await checker.read_all(settings, stream) if r.key.startswith(ours)]
 
     expected = len(good) + 3
-    await wait_until(lambda: _count_at_least(stream_records, expected), 90, worker)
+    await until(lambda: _count_at_least(stream_records, expected), worker)
 
     # A new bank joins while the worker runs.
     await topics.create(settings, [catalog.bank(late)], say=lambda _: None)
@@ -127,7 +117,7 @@ async def test_ingest_rekeys_and_rejects(
             )
         ],
     )
-    await wait_until(lambda: _count_at_least(stream_records, expected + 1), 90, worker)
+    await until(lambda: _count_at_least(stream_records, expected + 1), worker)
     assert worker.stop() == 0
 
     seen = await stream_records()

@@ -16,9 +16,7 @@ from streams.settings import Settings
 from streams.tools import checker, topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker
-
-WAIT_S = 90
+from tests.integration.harness import Worker, until
 
 
 async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
@@ -28,14 +26,6 @@ async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) 
         await producer.send_and_wait(topic, value, key)
     finally:
         await producer.stop()
-
-
-async def until(found: Callable[[], Awaitable[bool]], worker: Worker) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await found():
-        assert worker.alive(), f"worker died; see {worker.log}"
-        assert time.monotonic() < deadline, f"timed out; see {worker.log}"
-        await asyncio.sleep(0.5)
 
 
 async def test_notifications_follow_consent_and_stop_at_revocation(
@@ -171,8 +161,20 @@ async def test_a_simulated_run_of_ten_thousand_events_reconciles(
     worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
     workers.append(worker)
     worker.start()
+    stream = Catalog(settings).account_stream().name
+
+    async def consents_in(keys: set[bytes]) -> None:
+        await simulate.until_in_stream(settings, stream, keys)
+
     feed = await simulate.run(
-        settings, codec, 10_000, rate=0, banks=banks, seed=11, say=lambda _: None
+        settings,
+        codec,
+        10_000,
+        rate=0,
+        banks=banks,
+        seed=11,
+        say=lambda _: None,
+        after_consents=consents_in,
     )
     assert sum(feed.sent.values()) >= 10_000
     counts = await reconcile.wait_balanced(settings, codec, [b.bank_id for b in banks], 180)

@@ -169,3 +169,35 @@ class _Stream(NamedTuple):
     offset: int
     timestamp: int
     headers: list[tuple[str, bytes]]
+
+
+class TestRetriedSource:
+    def test_a_source_withheld_then_allowed_may_notify(self, codec: Any) -> None:
+        """A transaction withheld before its consent and resent after it is not a leak."""
+        from streams.tools.checker import _notification_id, compare_pipeline, expected_from_stream
+        from tests import samples
+
+        key = b"banque-alpine:FR7630006000011234567890189"
+        consent = {**samples.CONSENT, "valid_until": samples.BOOKED_AT + 10**9}
+        frame = codec.encode(
+            "passerelle.Transaction", {**samples.TRANSACTION, "pending_transaction_id": None}
+        )
+        at = samples.BOOKED_AT + 1000
+        stream = [
+            _Stream(key, frame, 0, 0, at, [("kind", b"transaction")]),
+            _Stream(
+                key, codec.encode("passerelle.Consent", consent), 0, 1, at, [("kind", b"consent")]
+            ),
+            _Stream(key, frame, 0, 2, at, [("kind", b"transaction")]),
+        ]
+        expected = expected_from_stream(codec, stream)
+        tx_id = samples.TRANSACTION["transaction_id"]
+        decided: list[dict[str, Any]] = [
+            {"transaction_id": tx_id, "outcome": "WITHHELD", "reason": "NO_CONSENT"},
+            {"transaction_id": tx_id, "outcome": "FORWARDED", "reason": None},
+        ]
+        note = {
+            "kind": "TRANSACTION",
+            "notification_id": _notification_id("TRANSACTION", "banque-alpine", tx_id),
+        }
+        assert compare_pipeline(expected, decided, [note]).exact

@@ -157,7 +157,7 @@ def render_transaction(
         )
     else:
         line = (
-            f"Crédit de {amount}" + (f" de {where}" if where else "")
+            f"Crédit de {amount}" + (f" {_de(where)}" if where else "")
             if fr
             else f"Credit of {amount}" + (f" from {where}" if where else "")
         )
@@ -167,6 +167,11 @@ def render_transaction(
         balance = format_money(tx["balance_after_minor"], tx["currency"], locale)
         line += f" — solde\u00a0: {balance}" if fr else f" — balance: {balance}"
     return line
+
+
+def _de(name: str) -> str:
+    """French "de" before a name: elided before a vowel ("d’Employeur SA", "de Fnac")."""
+    return f"d’{name}" if name[:1].lower() in "aeiouyàâéèêëîïôöûü" else f"de {name}"
 
 
 def _threshold(consent: Consent, tx: Transaction, locale: str) -> str:

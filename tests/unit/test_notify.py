@@ -118,6 +118,25 @@ class TestTransactionNotification:
         }
 
 
+class TestFrench:
+    @pytest.mark.parametrize(
+        ("merchant", "text"),
+        [
+            ("Employeur SA", f"Crédit de 1{NNBSP}500,00{NBSP}€ d’Employeur SA"),
+            ("Fnac", f"Crédit de 1{NNBSP}500,00{NBSP}€ de Fnac"),
+        ],
+    )
+    def test_de_is_elided_before_a_vowel(self, merchant: str, text: str) -> None:
+        """French writes "d’Employeur" but "de Fnac"."""
+        n = notify.for_transaction(
+            "TRANSACTION",
+            consent(permissions=["TRANSACTIONS"]),
+            tx(amount_minor=150000, merchant_name=merchant),
+            samples.BOOKED_AT,
+        )
+        assert n["text"] == text
+
+
 class TestQuietHours:
     @pytest.mark.parametrize(
         ("instant", "silent"),

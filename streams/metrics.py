@@ -59,7 +59,7 @@ class Metrics:
         self.erasures = Counter(
             "erasures",
             "Accounts whose state was erased when consent ended.",
-            ["reason"],
+            ["bank", "reason"],
             namespace=NAMESPACE,
             registry=registry,
         )

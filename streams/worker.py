@@ -49,8 +49,8 @@ def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> Passerelle
     cat = Catalog(settings)
     stream = cat.account_stream().name
     hasher = KeyedHasher(settings.hash_key, settings.hash_key_id)
-    ingest_stage = Stage(ingest.spec(codec, stream), settings, metrics=metrics)
-    accounts_stage = Stage(Accounts(codec, hasher, cat).spec(), settings, metrics=metrics)
+    ingest_stage = Stage(ingest.spec(codec, stream, metrics), settings, metrics=metrics)
+    accounts_stage = Stage(Accounts(codec, hasher, cat, metrics).spec(), settings, metrics=metrics)
     ticker = (
         Ticker(settings, stream, settings.partitions, tick_interval_s)
         if tick_interval_s > 0

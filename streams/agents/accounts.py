@@ -14,6 +14,7 @@ tick's), so a replay decides exactly as the first run did.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -23,19 +24,25 @@ from streams.codec import Codec
 from streams.core.stage import Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.core.ticks import tick_time
+from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules import accounts, notify
 from streams.rules.consent import Change, Ended, Held, apply_update, expire, gate
 
 CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
+EVENT_KINDS = frozenset({"TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE"})
 OUTPUT_PERMISSIONS: tuple[model.Permission, ...] = ("TRANSACTIONS", "ALERTS", "SUMMARIES")
 
 
 class Accounts:
     """The accounts stage's handler, with what it needs to encode and name things."""
 
-    def __init__(self, codec: Codec, hasher: KeyedHasher, cat: catalog.Catalog) -> None:
+    def __init__(
+        self, codec: Codec, hasher: KeyedHasher, cat: catalog.Catalog, metrics: Metrics
+    ) -> None:
+        """Metrics count as handled: a batch retried after an abort counts again."""
+        self.metrics = metrics
         self.codec = codec
         self.hasher = hasher
         self.catalog = cat
@@ -74,6 +81,7 @@ class Accounts:
         if change.outcome != "ended" or ended is None or marker is None:
             return []
         store.delete(ACCOUNTS_TABLE, key)
+        self.metrics.erasures.labels(bank=ended["bank_id"], reason=marker.reason).inc()
         emits = [self.audit(ended, self.receipt(ended, marker, now), model.ERASURE_RECEIPT)]
         if marker.reason != "TOMBSTONE":  # a tombstone leaves nobody to tell
             emits.append(self.notification(notify.for_consent_ended(ended, marker.version, now)))
@@ -130,6 +138,10 @@ class Accounts:
             kinds += ["LARGE_TRANSACTION"] if effect.large else []
             kinds += ["LOW_BALANCE"] if effect.low_balance else []
         emits += [self.notification(notify.for_transaction(k, consent, tx, now)) for k in kinds]
+        if kinds:
+            self.metrics.latency.labels(source="ingest").observe(
+                max(0.0, time.time() - record.timestamp / 1000)
+            )
         return emits
 
     def decision(
@@ -142,6 +154,9 @@ class Accounts:
         now: int,
     ) -> Emit:
         consent = held.consent
+        self.metrics.decisions.labels(
+            bank=tx["bank_id"], outcome=outcome, reason=reason or ""
+        ).inc()
         record: model.Decision = {
             "bank_id": tx["bank_id"],
             "account_hash": self.hasher.account(tx["bank_id"], tx["account_id"]),
@@ -192,6 +207,11 @@ class Accounts:
     # -- records -------------------------------------------------------------
 
     def notification(self, n: model.Notification) -> Emit:
+        self.metrics.notifications.labels(kind=n["kind"]).inc()
+        if n["kind"] in EVENT_KINDS:
+            self.metrics.latency.labels(source="event_time").observe(
+                max(0.0, time.time() - n["occurred_at"] / 1000)
+            )
         return Emit(
             catalog.NOTIFICATIONS, n["psid"].encode(), self.codec.encode(model.NOTIFICATION, n)
         )

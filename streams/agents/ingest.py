@@ -17,6 +17,7 @@ from streams.codec import Codec
 from streams.core.stage import Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.errors import CodecError
+from streams.metrics import Metrics
 from streams.rules import ingest as rules
 from streams.rules.ingest import Rejected
 
@@ -24,15 +25,22 @@ KIND_TRANSACTION = b"transaction"
 KIND_CONSENT = b"consent"
 
 
-def spec(codec: Codec, account_stream: str, consents_topic: str = catalog.CONSENTS) -> StageSpec:
+def spec(
+    codec: Codec, account_stream: str, metrics: Metrics, consents_topic: str = catalog.CONSENTS
+) -> StageSpec:
+    """Metrics count records as handled (a batch retried after an abort counts again)."""
+
     def handle(record: ConsumerRecord[bytes, bytes], _: PartitionStore) -> Sequence[Emit]:
+        bank = catalog.bank_of_topic(record.topic)
         if record.topic == consents_topic:
             routed = _consent(codec, record)
             kind = KIND_CONSENT
         else:
             routed = _transaction(codec, record)
             kind = KIND_TRANSACTION
+            metrics.events_in.labels(bank=bank or "unknown").inc()
         if isinstance(routed, Rejected):
+            metrics.dlq.labels(bank=bank or "consents", reason=routed.reason).inc()
             return [dead_letter(record, routed)]
         return [Emit(account_stream, routed, record.value, headers=_source(record, kind))]
 

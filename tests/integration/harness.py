@@ -136,3 +136,13 @@ async def caught_up(settings: Settings, group: str, topic: str) -> bool:
         last[record.partition] = max(last.get(record.partition, -1), record.offset)
     done = await group_offsets(settings, group, topic)
     return all(done.get(p, 0) > offset for p, offset in last.items())
+
+
+def metrics_text(worker: Worker) -> str:
+    """The worker's /metrics page, as Prometheus scrapes it."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:  # our own loopback port
+        text: str = response.read().decode()
+        return text

@@ -16,7 +16,7 @@ from streams.settings import Settings
 from streams.tools import checker, topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, until
+from tests.integration.harness import Worker, metrics_text, until
 
 
 async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
@@ -99,7 +99,17 @@ async def test_notifications_follow_consent_and_stop_at_revocation(
     await until(lambda: _has_subject(ours, model.ERASURE_RECEIPT), worker)
     await send(settings, bank_topic, b"ACC-A", tx(4, "ACC-A", -2_000, 3_000))
     await until(lambda: decisions(4), worker)
+    scraped = metrics_text(worker)
     assert worker.stop() == 0
+    for line in [
+        f'passerelle_events_in_total{{bank="{bank}"}} 4.0',
+        f'passerelle_decisions_total{{bank="{bank}",outcome="FORWARDED",reason=""}} 2.0',
+        f'passerelle_decisions_total{{bank="{bank}",outcome="WITHHELD",reason="NO_CONSENT"}} 1.0',
+        f'passerelle_erasures_total{{bank="{bank}",reason="REVOKED_BY_PSU"}} 1.0',
+    ]:
+        assert line in scraped, line
+    assert 'passerelle_e2e_latency_seconds_count{source="event_time"}' in scraped
+    assert psid not in scraped and "ACC-A" not in scraped and "55000" not in scraped
 
     notes = await ours(NOTIFICATIONS)
     assert [n["kind"] for n in notes] == [

@@ -146,3 +146,22 @@ def metrics_text(worker: Worker) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:  # our own loopback port
         text: str = response.read().decode()
         return text
+
+
+Record = tuple[str, bytes | None, bytes | None]
+
+
+async def produce(settings: Settings, records: list[Record]) -> None:
+    """Write (topic, key, value) records in order, each acknowledged before the next."""
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        for topic, key, value in records:
+            await producer.send_and_wait(topic, value, key)
+    finally:
+        await producer.stop()
+
+
+async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
+    """Write one record and wait for its acknowledgement."""
+    await produce(settings, [(topic, key, value)])

@@ -6,14 +6,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streams import kafka, model
+from streams import model
 from streams.catalog import CONSENTS, DLQ, Catalog
 from streams.codec import Codec
 from streams.settings import Settings
 from streams.tools import checker, topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, until
+from tests.integration.harness import Worker, produce, until
 
 
 def transaction(bank: str, account: str, n: int, **changes: Any) -> dict[str, Any]:
@@ -33,18 +33,6 @@ def consent(bank: str, account: str) -> dict[str, Any]:
         "account_id": account,
         "consent_id": f"c-{bank}-{account}",
     }
-
-
-async def produce(
-    settings: Settings, records: list[tuple[str, bytes | None, bytes | None]]
-) -> None:
-    producer = kafka.producer(settings)
-    await producer.start()
-    try:
-        for topic, key, value in records:
-            await producer.send_and_wait(topic, value, key)
-    finally:
-        await producer.stop()
 
 
 async def test_ingest_rekeys_and_rejects(

@@ -16,16 +16,7 @@ from streams.settings import Settings
 from streams.tools import checker, topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, metrics_text, until
-
-
-async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
-    producer = kafka.producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key)
-    finally:
-        await producer.stop()
+from tests.integration.harness import Worker, metrics_text, send, until
 
 
 async def test_notifications_follow_consent_and_stop_at_revocation(

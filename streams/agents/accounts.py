@@ -192,8 +192,10 @@ class Accounts:
             if consent is None or store.get(ACCOUNTS_TABLE, key) is None:
                 continue
             state = load_state(store, key)
+            days = len(state["days"])
             due = accounts.due_digests(state, consent, now)
-            save_state(store, key, state)
+            if len(state["days"]) != days:  # an ended day was released: only then a write
+                save_state(store, key, state)
             if not (consent["daily_digest"] and "SUMMARIES" in consent["permissions"]):
                 continue
             for digest in due:

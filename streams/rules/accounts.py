@@ -163,7 +163,11 @@ def _prune(state: State, now_ms: int) -> None:
 
 
 def due_digests(state: State, consent: Consent, now_ms: int) -> list[DigestData]:
-    """The digests of local days that have ended with activity, once each (state mutated)."""
+    """The digests of local days that have ended with activity, once each.
+
+    Mutates `state` only by taking ended days out of `days` (and remembering
+    the digested ones), so a caller can tell a change by the count of days.
+    """
     today = local_date(now_ms, consent["timezone"]).isoformat()
     due = []
     for day in sorted(state["days"]):

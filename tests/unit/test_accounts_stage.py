@@ -1,0 +1,68 @@
+"""The accounts stage's handler on a real partition store, without a broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from streams.agents.accounts import ACCOUNTS_TABLE, Accounts, save_held, save_state
+from streams.catalog import Catalog
+from streams.codec import Codec
+from streams.core.store import PartitionStore
+from streams.metrics import Metrics
+from streams.redact import KeyedHasher
+from streams.rules import accounts
+from streams.rules.consent import Held
+from streams.settings import Settings
+from tests import samples
+
+KEY = b"banque-alpine:FR7630006000011234567890189"
+
+
+def at(iso: str) -> int:
+    return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def stage(codec: Codec) -> Accounts:
+    return Accounts(
+        codec, KeyedHasher("k", "k0"), Catalog(Settings()), Metrics(CollectorRegistry())
+    )
+
+
+def store_with_activity(tmp_path: Path) -> PartitionStore:
+    """A committed account: a VALID consent and one purchase on 2026-11-28 (Paris)."""
+    store = PartitionStore(tmp_path / "p0")
+    consent = {
+        **samples.CONSENT,
+        "valid_until": at("2027-01-01T00:00:00+00:00"),
+        "permissions": ["TRANSACTIONS", "SUMMARIES"],
+        "daily_digest": True,
+    }
+    save_held(store, KEY, Held(consent, None))  # type: ignore[arg-type]  # a sample Consent
+    state = accounts.new_state()
+    tx = {**samples.TRANSACTION, "booked_at": at("2026-11-28T12:00:00+00:00")}
+    accounts.apply(state, tx, consent, tx["booked_at"])  # type: ignore[arg-type]  # samples
+    save_state(store, KEY, state)
+    store.commit(1)
+    return store
+
+
+class TestTick:
+    def test_a_tick_with_nothing_due_writes_nothing(self, codec: Codec, tmp_path: Path) -> None:
+        """Before the local day ends a tick changes no state: no changelog record, no output."""
+        store = store_with_activity(tmp_path)
+        emits = stage(codec).tick(store, at("2026-11-28T20:00:00+00:00"))
+        assert emits == [] and store.pending() == {}
+
+    def test_the_tick_after_local_midnight_releases_the_digest_once(
+        self, codec: Codec, tmp_path: Path
+    ) -> None:
+        """The first tick past midnight emits the digest and saves the state; the next nothing."""
+        store = store_with_activity(tmp_path)
+        first = stage(codec).tick(store, at("2026-11-28T23:30:00+00:00"))
+        assert len(first) == 1 and ACCOUNTS_TABLE.encode() + b"\x00" + KEY in store.pending()
+        store.commit(2)
+        assert stage(codec).tick(store, at("2026-11-29T00:30:00+00:00")) == []
+        assert store.pending() == {}

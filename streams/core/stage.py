@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,6 @@ class _Partition:
     tp: TopicPartition
     store: PartitionStore | None
     producer: AIOKafkaProducer | None
-    batches: int = 0
-    records: int = 0
-    opened_at: float = field(default_factory=time.monotonic)
 
 
 class Stage:
@@ -175,8 +172,6 @@ class Stage:
             await self._process_exactly_once(part, records)
         else:
             await self._process_at_least_once(part, records)
-        part.batches += 1
-        part.records += len(records)
         self.processed += len(records)
 
     def _handle(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> list[Emit]:

@@ -332,24 +332,6 @@ def status(cluster: Cluster) -> list[tuple[Node, int | None]]:
     return [(n, n.pid()) for n in cluster.nodes]
 
 
-def run_tool(
-    settings: LocalKafkaSettings, main_class: str, *args: str, timeout_s: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run one of Kafka's own CLI classes (ACLs, transactions, …) from the cached jars."""
-    libs = ensure_jars(settings)
-    command = [
-        _require_java(),
-        "-Xmx256m",
-        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-        "-Dkafka.logs.dir=/tmp",
-        "-cp",
-        f"{libs}/*",
-        main_class,
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-
-
 def _cluster_id(cluster: Cluster) -> str:
     path = cluster.dir / "cluster.id"
     if path.exists():

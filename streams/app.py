@@ -54,10 +54,16 @@ def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> 
     return app
 
 
-def main(app: PasserelleApp, loglevel: str = "info") -> None:
+def main(app: PasserelleApp, settings: Settings, loglevel: str = "info") -> None:
     """Run the worker until SIGTERM or SIGINT; exits the process with its status."""
+    from streams.logs import logging_config
     from streams.worker import quiet_client_loggers
 
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        logging_config=logging_config(settings.log_format, loglevel),
+    )
     quiet_client_loggers()
     worker.execute_from_commandline()

@@ -105,7 +105,7 @@ def _worker(args: argparse.Namespace) -> None:
     else:
         interval = 1.0 if args.tick_interval is None else args.tick_interval
         built = worker.pipeline_app(settings, interval)
-    app.main(built, args.log_level.lower())
+    app.main(built, settings, args.log_level.lower())
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -19,7 +19,18 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15
 
 # Every label name any metric may carry; a test pins that none can name a person.
 ALLOWED_LABELS = frozenset(
-    {"bank", "outcome", "reason", "kind", "source", "topic", "partition", "table", "result"}
+    {
+        "bank",
+        "outcome",
+        "reason",
+        "kind",
+        "source",
+        "topic",
+        "partition",
+        "table",
+        "result",
+        "stage",
+    }
 )
 
 
@@ -87,8 +98,21 @@ class Metrics:
         )
         self.table_keys = Gauge(
             "table_keys",
-            "Keys held in each table on this worker.",
+            "Keys held in each stage's RocksDB tables on this worker (RocksDB's estimate).",
             ["table"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.stage_ready = Gauge(
+            "stage_ready",
+            "1 when the stage has its partitions, its state restored and its consents read.",
+            ["stage"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.tick_time = Gauge(
+            "tick_time_seconds",
+            "Time carried by the newest tick applied (consent expiry and digests run on ticks).",
             namespace=NAMESPACE,
             registry=registry,
         )

@@ -18,6 +18,8 @@ Guarantee = Literal["exactly_once", "at_least_once"]
 
 _PROTOCOLS: tuple[SecurityProtocol, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _GUARANTEES: tuple[Guarantee, ...] = ("exactly_once", "at_least_once")
+LogFormat = Literal["text", "json"]
+_LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 # A development key: fine for a laptop, flagged by `hash_key_is_default` so a
 # deployment can refuse to start with it.
@@ -48,6 +50,7 @@ class Settings:
     web_port: int = 6066
     schemas_dir: Path | None = None
     request_timeout_ms: int = 30_000
+    log_format: LogFormat = "text"
 
     @property
     def hash_key_is_default(self) -> bool:
@@ -85,6 +88,7 @@ class Settings:
             request_timeout_ms=reader.integer(
                 "REQUEST_TIMEOUT_MS", cls.request_timeout_ms, minimum=1000
             ),
+            log_format=reader.choice("LOG_FORMAT", _LOG_FORMATS, "text"),
         )
         if settings.uses_sasl and not (settings.sasl_username and settings.sasl_password):
             raise SettingsError(

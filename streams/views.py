@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from streams.core.service import StageService
+from streams.core.stage import Stage
 from streams.metrics import Metrics
 
 TEXT_FORMAT = "text/plain; version=0.0.4"
@@ -22,13 +23,23 @@ def register(app: Any, stages: list[Any], metrics: Metrics) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        """Ready: every stage has its partitions assigned and their state restored."""
-        ready = {s.stage.spec.name: s.stage.ready.is_set() for s in stage_services}
-        status = 200 if ready and all(ready.values()) else 503
-        return web.json({"ready": ready}, status=status)
+        """Ready: every stage has its partitions assigned, their state restored
+        and its consents read up to where they ended at assignment."""
+        stages = {s.stage.spec.name: readiness(s.stage) for s in stage_services}
+        ready = bool(stages) and all(r["ready"] for r in stages.values())
+        return web.json({"ready": ready, "stages": stages}, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
         """Every metric of this worker, in the Prometheus text format."""
         # aiohttp refuses a charset inside content_type; the format is UTF-8 anyway.
         return web.bytes(generate_latest(metrics.registry), content_type=TEXT_FORMAT)
+
+
+def readiness(stage: Stage) -> dict[str, Any]:
+    """What a stage waits for, in offsets: changelog records to restore, input to catch up."""
+    return {
+        "ready": stage.ready.is_set(),
+        "restoring": {str(p): n for p, n in sorted(stage.restoring.items())},
+        "catching_up": {f"{tp.topic}-{tp.partition}": end for tp, end in stage.catching_up.items()},
+    }

@@ -14,6 +14,7 @@ tick's), so a replay decides exactly as the first run did.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -24,10 +25,13 @@ from streams.codec import Codec
 from streams.core.stage import Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.core.ticks import tick_time
+from streams.logs import event
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules import accounts, notify
 from streams.rules.consent import Change, Ended, Held, apply_update, expire, gate
+
+log = logging.getLogger(__name__)
 
 CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
@@ -54,11 +58,13 @@ class Accounts:
             self.handle,
             topics=(self.catalog.account_stream().name,),
             changelog=self.changelog,
+            catch_up=(self.catalog.account_stream().name,),
         )
 
     def handle(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
         now = tick_time(record)
         if now is not None:
+            self.metrics.tick_time.set(now / 1000)
             return self.tick(store, now)
         headers = {k: v for k, v in record.headers}
         if headers.get("kind") == b"consent":
@@ -82,7 +88,20 @@ class Accounts:
             return []
         store.delete(ACCOUNTS_TABLE, key)
         self.metrics.erasures.labels(bank=ended["bank_id"], reason=marker.reason).inc()
-        emits = [self.audit(ended, self.receipt(ended, marker, now), model.ERASURE_RECEIPT)]
+        receipt = self.receipt(ended, marker, now)
+        log.info(
+            "erased account %s of %s: consent ended (%s)",
+            receipt["account_hash"],
+            ended["bank_id"],
+            marker.reason,
+            extra=event(
+                "erasure",
+                bank=ended["bank_id"],
+                account_hash=receipt["account_hash"],
+                reason=marker.reason,
+            ),
+        )
+        emits = [self.audit(ended, receipt, model.ERASURE_RECEIPT)]
         if marker.reason != "TOMBSTONE":  # a tombstone leaves nobody to tell
             emits.append(self.notification(notify.for_consent_ended(ended, marker.version, now)))
         return emits

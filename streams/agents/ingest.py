@@ -8,6 +8,7 @@ goes to the DLQ with a reason code and its source coordinates.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from aiokafka.structs import ConsumerRecord
@@ -17,9 +18,12 @@ from streams.codec import Codec
 from streams.core.stage import Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.errors import CodecError
+from streams.logs import event
 from streams.metrics import Metrics
 from streams.rules import ingest as rules
 from streams.rules.ingest import Rejected
+
+log = logging.getLogger(__name__)
 
 KIND_TRANSACTION = b"transaction"
 KIND_CONSENT = b"consent"
@@ -41,11 +45,26 @@ def spec(
             metrics.events_in.labels(bank=bank or "unknown").inc()
         if isinstance(routed, Rejected):
             metrics.dlq.labels(bank=bank or "consents", reason=routed.reason).inc()
+            log.warning(
+                "dead-lettered %s-%d@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                routed.reason,
+                extra=event(
+                    "dlq",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    bank=bank,
+                    reason=routed.reason,
+                ),
+            )
             return [dead_letter(record, routed)]
         return [Emit(account_stream, routed, record.value, headers=_source(record, kind))]
 
     pattern = f"({catalog.BANK_TOPIC_PATTERN[:-1]}|^{consents_topic.replace('.', '[.]')})$"
-    return StageSpec("ingest", handle, pattern=pattern)
+    return StageSpec("ingest", handle, pattern=pattern, catch_up=(consents_topic,))
 
 
 def _transaction(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> bytes | Rejected:

@@ -24,6 +24,7 @@ and repeats them identically.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from streams import kafka
 from streams.core.store import INPUT_OFFSET_KEY, PartitionStore
 from streams.errors import PasserelleError
+from streams.logs import event
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -52,6 +55,8 @@ POLL_TIMEOUT_MS = 200
 TRANSACTION_TIMEOUT_MS = 30_000
 # Producers linger this long to fill batches; commits bound latency anyway.
 LINGER_MS = 5
+# How often the stage refreshes its gauges (lag, table keys) and readiness.
+REPORT_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class StageSpec:
     pattern: str | None = None
     changelog: str | None = None
     """The changelog topic of a stateful stage (one input topic, co-partitioned)."""
+    catch_up: tuple[str, ...] = ()
+    """Input topics whose backlog, as found at assignment, must be read before
+    the stage says it is ready (the consents, so no decision runs on old ones)."""
 
 
 class StageFailed(PasserelleError):
@@ -113,9 +121,16 @@ class Stage:
         self._consumer: AIOKafkaConsumer | None = None
         self._shared_producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()
-        """Set once partitions are assigned and their state restored."""
+        """Set once partitions are assigned, their state restored, and the
+        `catch_up` topics read up to where they ended at assignment."""
+        self.restoring: dict[int, int] = {}
+        """Changelog records left to restore, by partition, while a restore runs."""
+        self.catching_up: dict[TopicPartition, int] = {}
+        """The end offsets a `catch_up` partition must reach before the stage is ready."""
         self.processed = 0
         """Input records committed by this stage since it started."""
+        self._next_report = 0.0
+        self._assigned = False  # the group has given this stage its partitions (maybe none)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -143,6 +158,8 @@ class Stage:
                 batches = await consumer.getmany(
                     timeout_ms=POLL_TIMEOUT_MS, max_records=self.max_batch
                 )
+                if time.monotonic() >= self._next_report:
+                    await self._report()
                 if not batches:
                     continue
                 async with self._lock:
@@ -164,6 +181,45 @@ class Stage:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    # -- what the stage tells operators ----------------------------------------
+
+    async def _report(self) -> None:
+        """Refresh lag and table-size gauges, and readiness once caught up."""
+        self._next_report = time.monotonic() + REPORT_INTERVAL_S
+        consumer = self._consumer
+        assert consumer is not None
+        async with self._lock:
+            keys = 0
+            for tp, part in self._partitions.items():
+                try:
+                    position = await consumer.position(tp)
+                except IllegalStateError:  # a rebalance took it away meanwhile
+                    continue
+                end = consumer.last_stable_offset(tp)
+                if end is None or end < 0:
+                    end = consumer.highwater(tp)
+                if end is not None and end >= 0:
+                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                        max(0, end - position)
+                    )
+                if tp in self.catching_up and position >= self.catching_up[tp]:
+                    del self.catching_up[tp]
+                if part.store is not None:
+                    keys += part.store.estimated_keys()
+            if self.spec.changelog is not None:
+                self.metrics.table_keys.labels(self.spec.name).set(keys)
+            if self._assigned and not self.catching_up and not self.ready.is_set():
+                self.ready.set()
+                self.metrics.stage_ready.labels(self.spec.name).set(1)
+                log.info(
+                    "stage %s is ready", self.spec.name, extra=event("ready", stage=self.spec.name)
+                )
+
+    def _not_ready(self) -> None:
+        self._assigned = False
+        self.ready.clear()
+        self.metrics.stage_ready.labels(self.spec.name).set(0)
 
     # -- one batch ---------------------------------------------------------
 
@@ -227,6 +283,14 @@ class Stage:
                 part.tp.partition,
                 records[0].offset,
                 exc,
+                extra=event(
+                    "abort",
+                    stage=self.spec.name,
+                    topic=part.tp.topic,
+                    partition=part.tp.partition,
+                    offset=records[0].offset,
+                    records=len(records),
+                ),
             )
             await producer.abort_transaction()
             self.metrics.transactions.labels(result="abort").inc()
@@ -288,12 +352,21 @@ class Stage:
             if store.input_offset is not None:
                 self._consumer.seek(tp, store.input_offset)
         part = _Partition(tp, store, producer)
+        elapsed = time.monotonic() - started
         log.info(
-            "partition %s-%d ready in %.2fs (restored to input offset %s)",
+            "partition %s-%d opened in %.2fs (restored to input offset %s)",
             tp.topic,
             tp.partition,
-            time.monotonic() - started,
+            elapsed,
             store.input_offset if store else "-",
+            extra=event(
+                "partition_opened",
+                stage=self.spec.name,
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=store.input_offset if store else None,
+                seconds=round(elapsed, 3),
+            ),
         )
         return part
 
@@ -347,17 +420,34 @@ class Stage:
                 store, start = PartitionStore(self._store_path(tp)), 0
             reader.seek(ctp, start)
             restored = 0
-            while await reader.position(ctp) < end:
+            remaining = self.metrics.recovery_remaining.labels(self.spec.name, str(tp.partition))
+            position = start
+            while position < end:
+                self.restoring[tp.partition] = end - position
+                remaining.set(end - position)
                 fetched = await reader.getmany(ctp, timeout_ms=1000, max_records=10_000)
                 records = [(r.key, r.value) for r in fetched.get(ctp, []) if r.offset < end]
-                store.apply_changelog(records, min(await reader.position(ctp), end))
+                position = await reader.position(ctp)
+                store.apply_changelog(records, min(position, end))
                 restored += len(records)
             store.apply_changelog([], end)
+            remaining.set(0)
             if restored:
                 log.info(
-                    "restored %d changelog records for %s-%d", restored, tp.topic, tp.partition
+                    "restored %d changelog records for %s-%d",
+                    restored,
+                    tp.topic,
+                    tp.partition,
+                    extra=event(
+                        "restored",
+                        stage=self.spec.name,
+                        topic=ctp.topic,
+                        partition=tp.partition,
+                        records=restored,
+                    ),
                 )
         finally:
+            self.restoring.pop(tp.partition, None)
             await reader.stop()
         return store
 
@@ -374,15 +464,26 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
                 part = self.stage._partitions.pop(tp, None)
                 if part is not None:
                     await self.stage._close(part)
-            self.stage.ready.clear()
+                self.stage.catching_up.pop(tp, None)
+                with contextlib.suppress(KeyError):  # no lag reported for it yet
+                    self.stage.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            self.stage._not_ready()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.stage.metrics.rebalances.inc()
-        async with self.stage._lock:
+        stage = self.stage
+        stage.metrics.rebalances.inc()
+        async with stage._lock:
             for tp in assigned:
-                if tp not in self.stage._partitions:
-                    self.stage._partitions[tp] = await self.stage._open(tp)
-            self.stage.ready.set()
+                if tp not in stage._partitions:
+                    stage._partitions[tp] = await stage._open(tp)
+            backlog = [tp for tp in assigned if tp.topic in stage.spec.catch_up]
+            if backlog and stage._consumer is not None:
+                stage.catching_up.update(await stage._consumer.end_offsets(backlog))
+            stage._assigned = True
             log.info(
-                "stage %s owns %d partitions", self.stage.spec.name, len(self.stage._partitions)
+                "stage %s owns %d partitions",
+                stage.spec.name,
+                len(stage._partitions),
+                extra=event("assigned", stage=stage.spec.name, partitions=len(stage._partitions)),
             )
+        stage._next_report = 0.0  # readiness is decided on the next loop, not a second later

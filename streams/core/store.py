@@ -88,6 +88,11 @@ class PartitionStore:
             if pending is not None and stored.startswith(prefix) and stored not in seen:
                 yield stored[len(prefix) :], pending
 
+    def estimated_keys(self) -> int:
+        """RocksDB's own estimate of the keys held (every table, reserved keys too)."""
+        estimate: int | None = self._db.property_int_value("rocksdb.estimate-num-keys")
+        return estimate or 0
+
     def pending(self) -> dict[bytes, bytes | None]:
         """This batch's changes, by stored key (None: deleted)."""
         return self._pending

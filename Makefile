@@ -10,7 +10,8 @@ INSTALLED := $(VENV)/.installed
 PASSERELLE := $(BIN)/passerelle
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
-        kafka-cluster-up kafka-cluster-down topics run bench test test-unit lint format clean
+        kafka-cluster-up kafka-cluster-down topics run bench test test-unit lint format clean \
+        prometheus deploy-rules
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,11 +57,21 @@ run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minut
 bench: kafka-up ## the core's throughput against a bare aiokafka passthrough, as a ratio
 	$(PASSERELLE) bench
 
-test: install ## every test: unit, and integration on a real broker the tests start themselves
+test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves
 	$(BIN)/pytest
 
-test-unit: install ## the tests that need no broker
+test-unit: install prometheus ## the tests that need no broker (promtool checks included)
 	$(BIN)/pytest -m "not kafka"
+
+prometheus: ## install Prometheus and promtool from Debian's packages, if missing (the SRE kit's tests)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
+	  { echo "could not install Debian's prometheus package (needs root and Debian's registry)"; exit 1; }; }
+
+deploy-rules: install ## regenerate deploy/k8s/prometheusrule.yaml from deploy/prometheus/rules.yml
+	$(BIN)/python deploy/k8s/prometheusrule.py
 
 lint: install ## ruff and mypy; never rewrites a file
 	$(BIN)/ruff check .

@@ -43,7 +43,7 @@ def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> 
         settings.app_id,
         **kafka.faust_broker_options(settings),
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
     )

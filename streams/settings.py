@@ -48,6 +48,7 @@ class Settings:
     hash_key_id: str = "k0"
     data_dir: Path = Path(".run/worker")
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
     schemas_dir: Path | None = None
     request_timeout_ms: int = 30_000
     log_format: LogFormat = "text"
@@ -84,6 +85,7 @@ class Settings:
             hash_key_id=reader.text("HASH_KEY_ID", cls.hash_key_id),
             data_dir=reader.path("DATA_DIR") or cls.data_dir,
             web_port=reader.integer("WEB_PORT", cls.web_port, minimum=1, maximum=65535),
+            web_host=reader.text("WEB_HOST", cls.web_host),
             schemas_dir=reader.path("SCHEMAS_DIR"),
             request_timeout_ms=reader.integer(
                 "REQUEST_TIMEOUT_MS", cls.request_timeout_ms, minimum=1000

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -138,14 +139,88 @@ async def caught_up(settings: Settings, group: str, topic: str) -> bool:
     return all(done.get(p, 0) > offset for p, offset in last.items())
 
 
-def metrics_text(worker: Worker) -> str:
-    """The worker's /metrics page, as Prometheus scrapes it."""
+def http_get(url: str, timeout_s: float = 10.0) -> tuple[int, str]:
+    """Status and body of a GET on one of our own loopback ports; 4xx/5xx included."""
+    import urllib.error
     import urllib.request
 
-    url = f"http://127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:  # our own loopback port
-        text: str = response.read().decode()
-        return text
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def page(worker: Worker, path: str) -> tuple[int, str]:
+    """A page of the worker's web server: /healthz, /readyz, /metrics."""
+    return http_get(f"http://127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}{path}")
+
+
+def metrics_text(worker: Worker) -> str:
+    """The worker's /metrics page, as Prometheus scrapes it."""
+    status, text = page(worker, "/metrics")
+    assert status == 200, status
+    return text
+
+
+class Prometheus:
+    """A real Prometheus server (Debian's package), scraping what the config says."""
+
+    def __init__(self, config: Path, data_dir: Path) -> None:
+        import shutil
+
+        binary = shutil.which("prometheus")
+        assert binary, "prometheus not found: `make prometheus` installs Debian's package"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir / "prometheus.log"
+        self.args = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data_dir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.process.poll() is None, f"prometheus exited; see {self.log}"
+            try:
+                if http_get(f"{self.url}/-/ready", 2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"prometheus not ready; see {self.log}"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+    def api(self, path: str, **params: str) -> Any:
+        """The `data` of one HTTP API call; an error status fails the test."""
+        import json
+        import urllib.parse
+
+        query = urllib.parse.urlencode(params)
+        status, body = http_get(f"{self.url}/api/v1/{path}?{query}")
+        answer = json.loads(body)
+        assert status == 200 and answer["status"] == "success", body
+        return answer["data"]
+
+    def query(self, promql: str) -> dict[str, float]:
+        """An instant query: each series' labels (as text) and value."""
+        result = self.api("query", query=promql)["result"]
+        return {
+            ",".join(f"{k}={v}" for k, v in sorted(r["metric"].items())): float(r["value"][1])
+            for r in result
+        }
 
 
 Record = tuple[str, bytes | None, bytes | None]

@@ -1,0 +1,234 @@
+"""Operations on a live worker: a real Prometheus scrapes it through a simulated run,
+and /readyz holds back while a changelog restores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from aiokafka.partitioner import DefaultPartitioner
+
+from streams import kafka
+from streams.agents.standin import COUNTS
+from streams.catalog import Catalog
+from streams.codec import Codec
+from streams.core.store import table_key
+from streams.settings import Settings
+from streams.tools import reconcile, simulate, standin, topics
+from tests.conftest import unique_bank
+from tests.deploy import (
+    PROMETHEUS,
+    RULES,
+    alerts,
+    dashboard_queries,
+    exposed,
+    names_in,
+    recorded,
+    rule_queries,
+)
+from tests.integration.harness import Prometheus, Worker, metrics_text, page
+
+SCRAPE = "1s"
+
+
+def prometheus_config(tmp_path: Path, worker: Worker) -> Path:
+    """deploy/prometheus/prometheus.yml, scraping this worker every second."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE}
+    config["rule_files"] = [str(RULES)]
+    (job,) = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}"]}]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def eventually(
+    prometheus: Prometheus, promql: str, expected: float, timeout_s: float = 60
+) -> None:
+    """Wait until the query's single value equals `expected` (scrapes lag a little)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        values = list(prometheus.query(promql).values())
+        if values == [expected]:
+            return
+        assert time.monotonic() < deadline, f"{promql} = {values}, expected {expected}"
+        await asyncio.sleep(1)
+
+
+async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
+    settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Prometheus holds the key series with the values the topics reconcile to, its rules
+    load and evaluate, no alert fires on a healthy run, and every query of the dashboard
+    and the rules names a metric the worker exposes."""
+    app_id = f"ops-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    bank = simulate.Bank(unique_bank(), "fr-FR", "Europe/Paris", "EUR", "p1")
+    await topics.create(settings, Catalog(settings).all([bank.bank_id]), say=lambda _: None)
+    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
+    workers.append(worker)
+    worker.start()
+    prometheus = Prometheus(prometheus_config(tmp_path, worker), tmp_path / "prometheus")
+    prometheus.start()
+    try:
+        stream = Catalog(settings).account_stream().name
+
+        async def consents_in(keys: set[bytes]) -> None:
+            await simulate.until_in_stream(settings, stream, keys)
+
+        await simulate.run(
+            settings,
+            codec,
+            3000,
+            rate=0,
+            banks=[bank],
+            seed=23,
+            say=lambda _: None,
+            after_consents=consents_in,
+        )
+        counts = (await reconcile.wait_balanced(settings, codec, [bank.bank_id], 120))[bank.bank_id]
+        assert counts.balanced, counts.line(bank.bank_id)
+        print(counts.line(bank.bank_id))
+        b = f'bank="{bank.bank_id}"'
+
+        # The counters Prometheus holds are the counts the topics reconcile to.
+        await eventually(prometheus, f"sum(passerelle_events_in_total{{{b}}})", counts.ingested)
+        decided = counts.forwarded + sum(counts.withheld.values())
+        await eventually(prometheus, f"sum(passerelle_decisions_total{{{b}}})", decided)
+        await eventually(
+            prometheus,
+            f'sum(passerelle_decisions_total{{{b},outcome="FORWARDED"}})',
+            counts.forwarded,
+        )
+        await eventually(prometheus, f"sum(passerelle_dlq_total{{{b}}})", sum(counts.dlq.values()))
+        await eventually(prometheus, 'up{job="passerelle"}', 1)
+        await eventually(prometheus, "sum(passerelle_stage_ready)", 2)
+
+        found = {
+            "notifications": prometheus.query('passerelle_notifications_total{kind="TRANSACTION"}'),
+            "latency": prometheus.query('passerelle_e2e_latency_seconds_count{source="ingest"}'),
+            "erasures": prometheus.query(f"sum(passerelle_erasures_total{{{b}}})"),
+            "table keys": prometheus.query('passerelle_table_keys{table="accounts"}'),
+            "commits": prometheus.query('passerelle_transactions_total{result="commit"}'),
+            "rebalances": prometheus.query("passerelle_rebalances_total"),
+            "events rate (rule)": prometheus.query(f"passerelle:events_in:rate5m{{{b}}}"),
+            "p99 latency (rule)": prometheus.query("passerelle:e2e_latency_seconds:p99_5m"),
+        }
+        print(json.dumps(found, indent=1))
+        for what, series in found.items():
+            assert series and all(v > 0 for v in series.values()), (what, series)
+        lag = prometheus.query(f'passerelle_consumer_lag{{topic="{stream}"}}')
+        assert len(lag) == settings.partitions and all(v >= 0 for v in lag.values()), lag
+        assert prometheus.query("sum(passerelle_recovery_remaining)") == {"": 0.0}
+
+        groups = prometheus.api("rules")["groups"]
+        loaded = [r for g in groups for r in g["rules"]]
+        assert len(loaded) == len(recorded()) + len(alerts())
+        assert all(r["health"] == "ok" for r in loaded), [r for r in loaded if r["health"] != "ok"]
+        assert prometheus.query('ALERTS{alertstate="firing"}') == {}
+
+        scraped = metrics_text(worker)
+        known = exposed(scraped) | recorded()
+        for query in dashboard_queries() + rule_queries():
+            assert names_in(query) <= known, (query, names_in(query) - known)
+        assert bank.bank_id in scraped
+    finally:
+        prometheus.stop()
+        assert worker.stop() == 0
+
+
+async def fill_changelog(settings: Settings, changelog: str, keys: int) -> None:
+    """Write `keys` committed counter states straight into a stand-in changelog, each
+    in the partition its input key goes to (Kafka's default partitioner)."""
+    partitions = list(range(settings.partitions))
+    producer = kafka.producer(settings, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        state = json.dumps({"count": 1, "summarized": True}).encode()
+        futures = [
+            await producer.send(
+                changelog,
+                state,
+                table_key(COUNTS, f"key-{i}".encode()),
+                partition=DefaultPartitioner()(f"key-{i}".encode(), partitions, partitions),
+            )
+            for i in range(keys)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def test_readyz_answers_not_ready_while_a_changelog_restores_then_ready(
+    settings: Settings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """While 400 000 changelog records restore, /readyz is 503 and names what is left,
+    /healthz answers and the recovery gauge counts down; then /readyz is 200, and the
+    restored state is the one the next input builds on."""
+    prefix = f"ready-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=prefix)
+    await standin.provision(settings, prefix)
+    changelog = Catalog(settings).changelog("standin").name
+    await fill_changelog(settings, changelog, 400_000)
+    worker = Worker.standin(settings, prefix, tmp_path / "data", "exactly_once")
+    workers.append(worker)
+    worker.start()
+
+    restoring_seen: list[dict[str, int]] = []
+    remaining_seen: list[float] = []
+    deadline = time.monotonic() + 120
+    while True:
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() < deadline, f"never ready; see {worker.log}"
+        try:
+            status, body = page(worker, "/readyz")
+        except OSError:  # the web server is not up yet
+            await asyncio.sleep(0.1)
+            continue
+        if status == 200:
+            break
+        assert status == 503, (status, body)
+        restoring = json.loads(body)["stages"]["standin"]["restoring"]
+        if restoring:
+            restoring_seen.append(restoring)
+            assert page(worker, "/healthz")[0] == 200
+            remaining = re.findall(
+                r"^passerelle_recovery_remaining\{[^}]*\} (\S+)$", metrics_text(worker), re.M
+            )
+            remaining_seen += [float(v) for v in remaining]
+        await asyncio.sleep(0.05)
+
+    assert json.loads(body) == {
+        "ready": True,
+        "stages": {"standin": {"ready": True, "restoring": {}, "catching_up": {}}},
+    }
+    print(f"{len(restoring_seen)} not-ready answers while restoring; first {restoring_seen[:1]}")
+    assert restoring_seen, "never saw /readyz report a restore in progress"
+    assert max(remaining_seen) > 0
+    text = metrics_text(worker)
+    assert re.findall(r"^passerelle_recovery_remaining\{[^}]*\} (\S+)$", text, re.M) == ["0.0"] * 4
+    keys = re.search(r'^passerelle_table_keys\{table="standin"\} (\S+)$', text, re.M)
+    assert keys and float(keys.group(1)) >= 400_000 * 0.9, "RocksDB's estimate of the keys"
+
+    # The next input for a restored key continues its count.
+    await standin.produce_inputs(settings, prefix, 1, keys=1)  # id 0 → key-0
+    out = await _first_output(settings, f"{prefix}.out-a")
+    assert json.loads(out) == {"id": 0, "count": 2}
+    assert worker.stop() == 0
+
+
+async def _first_output(settings: Settings, topic: str) -> bytes:
+    consumer = kafka.consumer(settings, topic, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        record = await asyncio.wait_for(consumer.getone(), 60)
+        value: bytes = record.value
+        return value
+    finally:
+        await consumer.stop()

@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiokafka.partitioner import DefaultPartitioner
@@ -18,6 +19,7 @@ from streams.agents.standin import COUNTS
 from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.store import table_key
+from streams.core.ticks import TICK_KEY, encode_tick
 from streams.settings import Settings
 from streams.tools import reconcile, simulate, standin, topics
 from tests.conftest import unique_bank
@@ -143,6 +145,42 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
         assert worker.stop() == 0
 
 
+RECOVERY = re.compile(r"^passerelle_recovery_remaining\{[^}]*\} (\S+)$", re.M)
+LAG = re.compile(r"^passerelle_consumer_lag\{[^}]*\} (\S+)$", re.M)
+
+
+async def watch_until_ready(
+    worker: Worker, stage: str, waiting_on: str, timeout_s: float = 120
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """Poll /readyz until 200. Returns what `stage` reported on each 503 and, each
+    time it was `waiting_on` something ("restoring" or "catching_up"), the values
+    of the matching gauge (recovery remaining or consumer lag) on /metrics;
+    /healthz must answer meanwhile."""
+    gauge = RECOVERY if waiting_on == "restoring" else LAG
+    waits: list[dict[str, Any]] = []
+    gauges: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() < deadline, f"never ready; see {worker.log}"
+        try:
+            status, body = page(worker, "/readyz")
+        except OSError:  # the web server is not up yet
+            await asyncio.sleep(0.1)
+            continue
+        answer = json.loads(body)
+        if status == 200:
+            assert answer["ready"] is True
+            assert answer["stages"][stage] == {"ready": True, "restoring": {}, "catching_up": {}}
+            return waits, gauges
+        assert status == 503 and answer["ready"] is False, (status, body)
+        waits.append(answer["stages"][stage])
+        if answer["stages"][stage][waiting_on]:
+            assert page(worker, "/healthz")[0] == 200
+            gauges += [float(v) for v in gauge.findall(metrics_text(worker))]
+        await asyncio.sleep(0.05)
+
+
 async def fill_changelog(settings: Settings, changelog: str, keys: int) -> None:
     """Write `keys` committed counter states straight into a stand-in changelog, each
     in the partition its input key goes to (Kafka's default partitioner)."""
@@ -180,39 +218,13 @@ async def test_readyz_answers_not_ready_while_a_changelog_restores_then_ready(
     workers.append(worker)
     worker.start()
 
-    restoring_seen: list[dict[str, int]] = []
-    remaining_seen: list[float] = []
-    deadline = time.monotonic() + 120
-    while True:
-        assert worker.alive(), f"worker died; see {worker.log}"
-        assert time.monotonic() < deadline, f"never ready; see {worker.log}"
-        try:
-            status, body = page(worker, "/readyz")
-        except OSError:  # the web server is not up yet
-            await asyncio.sleep(0.1)
-            continue
-        if status == 200:
-            break
-        assert status == 503, (status, body)
-        restoring = json.loads(body)["stages"]["standin"]["restoring"]
-        if restoring:
-            restoring_seen.append(restoring)
-            assert page(worker, "/healthz")[0] == 200
-            remaining = re.findall(
-                r"^passerelle_recovery_remaining\{[^}]*\} (\S+)$", metrics_text(worker), re.M
-            )
-            remaining_seen += [float(v) for v in remaining]
-        await asyncio.sleep(0.05)
-
-    assert json.loads(body) == {
-        "ready": True,
-        "stages": {"standin": {"ready": True, "restoring": {}, "catching_up": {}}},
-    }
+    waits, remaining_seen = await watch_until_ready(worker, "standin", "restoring")
+    restoring_seen = [w["restoring"] for w in waits if w["restoring"]]
     print(f"{len(restoring_seen)} not-ready answers while restoring; first {restoring_seen[:1]}")
     assert restoring_seen, "never saw /readyz report a restore in progress"
-    assert max(remaining_seen) > 0
+    assert max(remaining_seen) > 0, "the recovery gauge counted while /readyz waited"
     text = metrics_text(worker)
-    assert re.findall(r"^passerelle_recovery_remaining\{[^}]*\} (\S+)$", text, re.M) == ["0.0"] * 4
+    assert RECOVERY.findall(text) == ["0.0"] * settings.partitions
     keys = re.search(r'^passerelle_table_keys\{table="standin"\} (\S+)$', text, re.M)
     assert keys and float(keys.group(1)) >= 400_000 * 0.9, "RocksDB's estimate of the keys"
 
@@ -232,3 +244,40 @@ async def _first_output(settings: Settings, topic: str) -> bytes:
         return value
     finally:
         await consumer.stop()
+
+
+async def test_readyz_waits_for_the_account_stream_backlog_found_at_start(
+    settings: Settings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A pipeline worker that starts behind 60 000 records of its account stream is not
+    ready until it has read up to where the stream ended at assignment: /readyz names
+    the partitions and their target offsets, and the lag gauge counts down."""
+    app_id = f"catchup-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    assert settings.partitions == 4
+    cat = Catalog(settings)
+    await topics.create(settings, cat.all([]), say=lambda _: None)
+    stream = cat.account_stream().name
+    producer = kafka.producer(settings, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        past = int(time.time() * 1000) - 86_400_000
+        sent = [
+            await producer.send(stream, encode_tick(past + n), TICK_KEY, partition=n % 4)
+            for n in range(60_000)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
+    workers.append(worker)
+    worker.start()
+
+    waits, lags = await watch_until_ready(worker, "accounts", "catching_up")
+    behind = [w["catching_up"] for w in waits if w["catching_up"]]
+    print(f"{len(behind)} not-ready answers while catching up; first {behind[:1]}")
+    assert behind, "never saw /readyz report a backlog being read"
+    assert set(behind[0]) <= {f"{stream}-{p}" for p in range(settings.partitions)}
+    assert all(end >= 60_000 // 4 for end in behind[0].values())
+    assert max(lags) > 0, "the lag gauge counted while /readyz waited"
+    assert worker.stop() == 0

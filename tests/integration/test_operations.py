@@ -4,6 +4,7 @@ and /readyz holds back while a changelog restores."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -14,14 +15,15 @@ from typing import Any
 import yaml
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams import kafka
+from streams import kafka, model
 from streams.agents.standin import COUNTS
-from streams.catalog import Catalog
+from streams.catalog import CONSENTS, Catalog, bank_topic_name
 from streams.codec import Codec
 from streams.core.store import table_key
 from streams.core.ticks import TICK_KEY, encode_tick
 from streams.settings import Settings
 from streams.tools import reconcile, simulate, standin, topics
+from streams.tools.checker import read_all
 from tests.conftest import unique_bank
 from tests.deploy import (
     PROMETHEUS,
@@ -74,6 +76,7 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
     bank = simulate.Bank(unique_bank(), "fr-FR", "Europe/Paris", "EUR", "p1")
     await topics.create(settings, Catalog(settings).all([bank.bank_id]), say=lambda _: None)
     worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
+    worker.env["PASSERELLE_LOG_FORMAT"] = "json"
     workers.append(worker)
     worker.start()
     prometheus = Prometheus(prometheus_config(tmp_path, worker), tmp_path / "prometheus")
@@ -143,6 +146,32 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
     finally:
         prometheus.stop()
         assert worker.stop() == 0
+    await check_event_log(settings, codec, worker, bank.bank_id)
+
+
+async def check_event_log(settings: Settings, codec: Codec, worker: Worker, bank: str) -> None:
+    """The JSON log has the DLQ and erasure events with their facts, and not one
+    account number or psid of the bank's customers."""
+    lines = worker.log.read_text().splitlines()
+    events = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    dlq = [e for e in events if e.get("event") == "dlq" and e.get("bank") == bank]
+    assert dlq and all({"topic", "partition", "offset", "reason"} <= set(e) for e in dlq)
+    erased = [e for e in events if e.get("event") == "erasure" and e.get("bank") == bank]
+    assert erased and all(re.fullmatch(r"[0-9a-f:k]+", e["account_hash"]) for e in erased)
+    accounts = {r.key.decode() for r in await read_all(settings, bank_topic_name(bank)) if r.key}
+    psids = {
+        psid
+        for r in await read_all(settings, CONSENTS)
+        if r.key and r.key.decode().startswith(f"{bank}:") and r.value
+        for psid in [codec.decode(model.CONSENT, r.value)["psid"]]
+    }
+    assert len(accounts) > 10 and len(psids) > 10
+    text = "\n".join(lines)
+    leaked = [a for a in accounts | psids if a in text]
+    assert not leaked, f"{len(leaked)} account numbers or psids in the worker's log"
 
 
 RECOVERY = re.compile(r"^passerelle_recovery_remaining\{[^}]*\} (\S+)$", re.M)

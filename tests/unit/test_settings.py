@@ -29,6 +29,8 @@ class TestSettings:
                 "PASSERELLE_PARTITIONS": "12",
                 "PASSERELLE_GUARANTEE": "at_least_once",
                 "PASSERELLE_DATA_DIR": "/var/lib/p",
+                "PASSERELLE_WEB_HOST": "0.0.0.0",
+                "PASSERELLE_LOG_FORMAT": "json",
             }
         )
         assert (s.bootstrap_servers, s.partitions, s.processing_guarantee, s.data_dir) == (
@@ -37,6 +39,7 @@ class TestSettings:
             "at_least_once",
             Path("/var/lib/p"),
         )
+        assert (s.web_host, s.log_format) == ("0.0.0.0", "json")
 
     def test_settings_are_frozen(self) -> None:
         """Nothing can change settings after start-up."""
@@ -50,6 +53,7 @@ class TestSettings:
             ({"PASSERELLE_PARTITIONS": "0"}, "PASSERELLE_PARTITIONS must be >= 1"),
             ({"PASSERELLE_WEB_PORT": "70000"}, "PASSERELLE_WEB_PORT must be from 1 to 65535"),
             ({"PASSERELLE_GUARANTEE": "maybe_once"}, "PASSERELLE_GUARANTEE must be one of"),
+            ({"PASSERELLE_LOG_FORMAT": "xml"}, "PASSERELLE_LOG_FORMAT must be one of"),
             ({"PASSERELLE_SECURITY_PROTOCOL": "SASL_SSL"}, "needs PASSERELLE_SASL_USERNAME"),
         ],
     )

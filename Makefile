@@ -58,7 +58,7 @@ bench: kafka-up ## the core's throughput against a bare aiokafka passthrough, as
 	$(PASSERELLE) bench
 
 test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=8
 
 test-unit: install prometheus ## the tests that need no broker (promtool checks included)
 	$(BIN)/pytest -m "not kafka"

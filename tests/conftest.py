@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,10 @@ def broker(local_kafka_settings: LocalKafkaSettings) -> Iterator[localkafka.Clus
     """The session's single-node broker; started if needed, stopped if we started it."""
     cluster = localkafka.Cluster.single(local_kafka_settings)
     already_running = all(pid for _, pid in localkafka.status(cluster))
+    if not already_running:
+        # A fresh broker per session: pattern-subscribed workers would otherwise
+        # read every bank topic that earlier sessions left behind.
+        shutil.rmtree(local_kafka_settings.run_dir, ignore_errors=True)
     localkafka.up(cluster, local_kafka_settings, say=lambda _: None)
     yield cluster
     if not already_running:

@@ -156,6 +156,18 @@ def page(worker: Worker, path: str) -> tuple[int, str]:
     return http_get(f"http://127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}{path}")
 
 
+async def ready(worker: Worker, timeout_s: float = 90.0) -> None:
+    """Wait until the worker's /readyz answers 200 (assigned, restored, caught up)."""
+
+    async def answers() -> bool:
+        try:
+            return page(worker, "/readyz")[0] == 200
+        except OSError:  # its web server is not up yet
+            return False
+
+    await until(answers, worker, timeout_s)
+
+
 def metrics_text(worker: Worker) -> str:
     """The worker's /metrics page, as Prometheus scrapes it."""
     status, text = page(worker, "/metrics")

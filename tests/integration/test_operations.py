@@ -65,6 +65,20 @@ async def eventually(
         await asyncio.sleep(1)
 
 
+async def all_positive(
+    prometheus: Prometheus, queries: dict[str, str], timeout_s: float = 60
+) -> dict[str, dict[str, float]]:
+    """Wait until every query has series, all positive; returns what each found."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = {what: prometheus.query(q) for what, q in queries.items()}
+        missing = {w: s for w, s in found.items() if not s or min(s.values()) <= 0}
+        if not missing:
+            return found
+        assert time.monotonic() < deadline, missing
+        await asyncio.sleep(1)
+
+
 async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
     settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
 ) -> None:
@@ -91,7 +105,7 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
             settings,
             codec,
             3000,
-            rate=0,
+            rate=500,  # over seconds, so scrapes see the counters rise and rates are not 0
             banks=[bank],
             seed=23,
             say=lambda _: None,
@@ -115,19 +129,19 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
         await eventually(prometheus, 'up{job="passerelle"}', 1)
         await eventually(prometheus, "sum(passerelle_stage_ready)", 2)
 
-        found = {
-            "notifications": prometheus.query('passerelle_notifications_total{kind="TRANSACTION"}'),
-            "latency": prometheus.query('passerelle_e2e_latency_seconds_count{source="ingest"}'),
-            "erasures": prometheus.query(f"sum(passerelle_erasures_total{{{b}}})"),
-            "table keys": prometheus.query('passerelle_table_keys{table="accounts"}'),
-            "commits": prometheus.query('passerelle_transactions_total{result="commit"}'),
-            "rebalances": prometheus.query("passerelle_rebalances_total"),
-            "events rate (rule)": prometheus.query(f"passerelle:events_in:rate5m{{{b}}}"),
-            "p99 latency (rule)": prometheus.query("passerelle:e2e_latency_seconds:p99_5m"),
+        queries = {
+            "notifications": 'passerelle_notifications_total{kind="TRANSACTION"}',
+            "latency": 'passerelle_e2e_latency_seconds_count{source="ingest"}',
+            "erasures": f"sum(passerelle_erasures_total{{{b}}})",
+            "table keys": 'passerelle_table_keys{table="accounts"}',
+            "commits": 'passerelle_transactions_total{result="commit"}',
+            "rebalances": "passerelle_rebalances_total",
+            # Recording rules: a rate needs two scrapes, then an evaluation.
+            "events rate (rule)": f"passerelle:events_in:rate5m{{{b}}}",
+            "p99 latency (rule)": "passerelle:e2e_latency_seconds:p99_5m",
         }
+        found = await all_positive(prometheus, queries)
         print(json.dumps(found, indent=1))
-        for what, series in found.items():
-            assert series and all(v > 0 for v in series.values()), (what, series)
         lag = prometheus.query(f'passerelle_consumer_lag{{topic="{stream}"}}')
         assert len(lag) == settings.partitions and all(v >= 0 for v in lag.values()), lag
         assert prometheus.query("sum(passerelle_recovery_remaining)") == {"": 0.0}

@@ -11,7 +11,7 @@ PASSERELLE := $(BIN)/passerelle
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
         kafka-cluster-up kafka-cluster-down topics run bench test test-unit lint format clean \
-        prometheus deploy-rules
+        prometheus deploy-rules kafka-up-secure kafka-down-secure
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,12 @@ kafka-status: install ## show which local Kafka nodes run
 
 kafka-logs: install ## the last broker log lines of the single node
 	$(PASSERELLE) kafka logs
+
+kafka-up-secure: install ## start the secure node (SCRAM-SHA-512, ACLs enforced; 127.0.0.1:9292)
+	$(PASSERELLE) kafka up --secure
+
+kafka-down-secure: install ## stop the secure node
+	$(PASSERELLE) kafka down --secure
 
 kafka-cluster-up: install ## start the three-node cluster (19092/19102/19112, RF 3)
 	$(PASSERELLE) kafka up --cluster

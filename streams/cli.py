@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from streams import __version__
 from streams.errors import PasserelleError
+from streams.security import DEFAULT_BANK_QUOTA
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -35,9 +36,19 @@ def _kafka(args: argparse.Namespace) -> None:
     if args.action == "fetch":
         print(f"Kafka {localkafka.kafka_version()} jars: {localkafka.ensure_jars(settings)}")
         return
-    cluster = (localkafka.Cluster.three if args.cluster else localkafka.Cluster.single)(settings)
+    if args.cluster:
+        cluster = localkafka.Cluster.three(settings)
+    elif args.secure:
+        cluster = localkafka.Cluster.secured(settings)
+    else:
+        cluster = localkafka.Cluster.single(settings)
     if args.action == "up":
         localkafka.up(cluster, settings)
+        if cluster.secure:
+            print(
+                f"users {', '.join(cluster.users)}; passwords in "
+                f"{cluster.password_file('<user>')} (PASSERELLE_SASL_PASSWORD_FILE)"
+            )
     elif args.action == "down":
         localkafka.down(cluster)
     elif args.action == "status":
@@ -70,6 +81,23 @@ def _topics(args: argparse.Namespace) -> None:
                 f"{topic.name}  partitions={topic.partitions} "
                 f"rf={topic.replication_factor} key={topic.key}  {config}"
             )
+
+
+def _acls(args: argparse.Namespace) -> None:
+    from streams import security
+    from streams.settings import Settings
+    from streams.tools import acls
+
+    settings = Settings.from_env()
+    try:
+        for bank in args.bank:
+            security.bank_principal(bank)
+    except ValueError as exc:
+        raise PasserelleError(str(exc)) from None
+    if args.action == "apply":
+        acls.apply(settings, args.bank, quota=args.quota, prune=args.prune)
+    else:
+        acls.show(settings)
 
 
 def _schemas(args: argparse.Namespace) -> None:
@@ -247,10 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = commands.add_parser("kafka", help="the project's own local Apache Kafka (no Docker)")
     kafka.add_argument("action", choices=["fetch", "up", "down", "status", "logs", "bootstrap"])
-    kafka.add_argument(
+    which = kafka.add_mutually_exclusive_group()
+    which.add_argument(
         "--cluster",
         action="store_true",
         help="the three-node cluster (RF 3, min.insync.replicas=2)",
+    )
+    which.add_argument(
+        "--secure",
+        action="store_true",
+        help="the secure node: SCRAM-SHA-512, ACLs enforced (127.0.0.1:9292)",
     )
     kafka.add_argument("--lines", type=int, default=40, help="log lines per node (logs)")
     kafka.set_defaults(run=_kafka)
@@ -265,6 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the ingest topic of this bank (repeatable)",
     )
     topics.set_defaults(run=_topics)
+
+    acl = commands.add_parser(
+        "acls", help="provision the design's ACLs and bank quotas (as an admin principal)"
+    )
+    acl.add_argument("action", choices=["apply", "show"])
+    acl.add_argument(
+        "--bank",
+        action="append",
+        default=[],
+        metavar="BANK_ID",
+        help="a bank to grant (repeatable)",
+    )
+    acl.add_argument(
+        "--quota",
+        type=int,
+        default=DEFAULT_BANK_QUOTA,
+        metavar="BYTES_PER_S",
+        help="each bank's produce quota (default 1 MiB/s)",
+    )
+    acl.add_argument("--prune", action="store_true", help="remove our principals' other ACLs")
+    acl.set_defaults(run=_acls)
 
     work = commands.add_parser("worker", help="run a stage until SIGTERM")
     work.add_argument(

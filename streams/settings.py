@@ -75,7 +75,8 @@ class Settings:
             security_protocol=reader.choice("SECURITY_PROTOCOL", _PROTOCOLS, "PLAINTEXT"),
             sasl_mechanism=reader.text("SASL_MECHANISM", cls.sasl_mechanism),
             sasl_username=reader.optional("SASL_USERNAME"),
-            sasl_password=reader.optional("SASL_PASSWORD"),
+            sasl_password=reader.optional("SASL_PASSWORD")
+            or reader.secret_file("SASL_PASSWORD_FILE"),
             ssl_cafile=reader.path("SSL_CAFILE"),
             app_id=reader.text("APP_ID", cls.app_id),
             partitions=reader.integer("PARTITIONS", cls.partitions, minimum=1),
@@ -113,6 +114,16 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return self.optional(name) or default
 
+    def secret_file(self, name: str) -> str | None:
+        """A secret read from the file a variable names (a mounted Secret, say)."""
+        path = self.path(name)
+        if path is None:
+            return None
+        try:
+            return path.read_text().strip() or None
+        except OSError as exc:
+            raise SettingsError(f"{PREFIX}{name}: cannot read {path}: {exc.strerror}") from exc
+
     def path(self, name: str) -> Path | None:
         value = self.optional(name)
         return Path(value) if value else None
@@ -149,6 +160,11 @@ class LocalKafkaSettings:
     cluster_port: int = 19092
     """The three-node cluster's first port; node N listens on this + 10 × (N - 1)."""
     cluster_run_dir: Path = Path(".run/kafka-cluster")
+    secure_port: int = 9292
+    """The secure single node (SCRAM-SHA-512, ACLs enforced)."""
+    secure_run_dir: Path = Path(".run/kafka-secure")
+    secure_banks: tuple[str, ...] = ("banque-alpine", "credit-breton", "thames-bank")
+    """Banks whose `bank-<id>` users the secure node creates when it is formatted."""
     cache_dir: Path = Path.home() / ".cache" / "passerelle"
     heap: str = "512m"
     ready_timeout_s: int = 120
@@ -167,6 +183,13 @@ class LocalKafkaSettings:
                 "KAFKA_CLUSTER_PORT", cls.cluster_port, minimum=1024, maximum=32746
             ),
             cluster_run_dir=reader.path("KAFKA_CLUSTER_DIR") or cls.cluster_run_dir,
+            secure_port=reader.integer(
+                "KAFKA_SECURE_PORT", cls.secure_port, minimum=1024, maximum=32766
+            ),
+            secure_run_dir=reader.path("KAFKA_SECURE_DIR") or cls.secure_run_dir,
+            secure_banks=tuple(
+                reader.text("KAFKA_SECURE_BANKS", " ".join(cls.secure_banks)).split()
+            ),
             cache_dir=reader.path("CACHE_DIR") or default_cache,
             heap=reader.text("KAFKA_HEAP", cls.heap),
             ready_timeout_s=reader.integer("KAFKA_READY_TIMEOUT", cls.ready_timeout_s, minimum=5),

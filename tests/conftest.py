@@ -25,6 +25,7 @@ from streams.tools import localkafka
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_BROKER_PORT = 9192
+TEST_SECURE_BROKER_PORT = 9392
 # Every receive in a test is bounded by this.
 RECEIVE_TIMEOUT_S = 30.0
 
@@ -48,19 +49,42 @@ def local_kafka_settings() -> LocalKafkaSettings:
     )
 
 
-@pytest.fixture(scope="session")
-def broker(local_kafka_settings: LocalKafkaSettings) -> Iterator[localkafka.Cluster]:
-    """The session's single-node broker; started if needed, stopped if we started it."""
-    cluster = localkafka.Cluster.single(local_kafka_settings)
+def _session_cluster(
+    cluster: localkafka.Cluster, settings: LocalKafkaSettings
+) -> Iterator[localkafka.Cluster]:
+    """Start `cluster` if needed and stop it after the session if we started it."""
     already_running = all(pid for _, pid in localkafka.status(cluster))
     if not already_running:
         # A fresh broker per session: pattern-subscribed workers would otherwise
         # read every bank topic that earlier sessions left behind.
-        shutil.rmtree(local_kafka_settings.run_dir, ignore_errors=True)
-    localkafka.up(cluster, local_kafka_settings, say=lambda _: None)
+        shutil.rmtree(cluster.dir, ignore_errors=True)
+    localkafka.up(cluster, settings, say=lambda _: None)
     yield cluster
     if not already_running:
         localkafka.down(cluster, say=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def broker(local_kafka_settings: LocalKafkaSettings) -> Iterator[localkafka.Cluster]:
+    """The session's single-node broker."""
+    yield from _session_cluster(
+        localkafka.Cluster.single(local_kafka_settings), local_kafka_settings
+    )
+
+
+SECURE_BANKS = ("alpha", "beta")
+
+
+@pytest.fixture(scope="session")
+def secure_broker(local_kafka_settings: LocalKafkaSettings) -> Iterator[localkafka.Cluster]:
+    """The session's secure node: SCRAM-SHA-512, ACLs enforced, users for two banks."""
+    settings = dataclasses.replace(
+        local_kafka_settings,
+        secure_port=TEST_SECURE_BROKER_PORT,
+        secure_run_dir=REPO / ".run" / "kafka-secure-test",
+        secure_banks=SECURE_BANKS,
+    )
+    yield from _session_cluster(localkafka.Cluster.secured(settings), settings)
 
 
 @pytest.fixture

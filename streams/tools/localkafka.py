@@ -15,6 +15,7 @@ import asyncio
 import base64
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams import security
 from streams.errors import LocalKafkaError
-from streams.settings import LocalKafkaSettings
+from streams.settings import LocalKafkaSettings, Settings
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 POM = DEPLOY_DIR / "pom.xml"
@@ -60,7 +62,7 @@ def ensure_jars(settings: LocalKafkaSettings, say: Say = print) -> Path:
     target = jars_dir(settings)
     if (target / ".complete").exists():
         return target
-    _require_java()
+    require_java()
     mvn = shutil.which("mvn")
     if mvn is None:
         raise LocalKafkaError(
@@ -93,7 +95,7 @@ def ensure_jars(settings: LocalKafkaSettings, say: Say = print) -> Path:
     return target
 
 
-def _require_java() -> str:
+def require_java() -> str:
     java = shutil.which("java")
     if java is None:
         raise LocalKafkaError(
@@ -161,6 +163,16 @@ class Cluster:
     nodes: tuple[Node, ...]
     heap: str
     ready_timeout_s: int
+    users: tuple[str, ...] = ()
+    """SCRAM-SHA-512 users created at format time; empty for a PLAINTEXT cluster."""
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.users)
+
+    @property
+    def listener(self) -> str:
+        return "SASL_PLAINTEXT" if self.secure else "PLAINTEXT"
 
     @classmethod
     def single(cls, settings: LocalKafkaSettings) -> Cluster:
@@ -178,6 +190,38 @@ class Cluster:
         )
         return cls("three-node", run, nodes, settings.heap, settings.ready_timeout_s)
 
+    @classmethod
+    def secured(cls, settings: LocalKafkaSettings) -> Cluster:
+        """One node with SCRAM-SHA-512 for clients and brokers and ACLs enforced."""
+        run = settings.secure_run_dir.resolve()
+        node = Node(1, settings.secure_port, settings.secure_port + 1, run / "node-1")
+        users = (
+            security.ADMIN,
+            *security.SERVICE_PRINCIPALS,
+            *(security.bank_principal(b) for b in settings.secure_banks),
+        )
+        return cls("secure", run, (node,), settings.heap, settings.ready_timeout_s, users)
+
+    def password_file(self, user: str) -> Path:
+        """Where a user's password is kept (mode 0600), for PASSERELLE_SASL_PASSWORD_FILE."""
+        return self.dir / "users" / f"{user}.password"
+
+    def password(self, user: str) -> str:
+        return self.password_file(user).read_text().strip()
+
+    def client_settings(self, user: str | None = None) -> Settings:
+        """Settings that reach this cluster, as `user` on a secure one (admin by default)."""
+        if not self.secure:
+            return Settings(bootstrap_servers=self.bootstrap)
+        user = user or security.ADMIN
+        return Settings(
+            bootstrap_servers=self.bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=user,
+            sasl_password=self.password(user),
+        )
+
     @property
     def bootstrap(self) -> str:
         return ",".join(f"{HOST}:{n.port}" for n in self.nodes)
@@ -194,16 +238,18 @@ class Cluster:
         """The broker configuration of one node."""
         voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in self.nodes)
         rf, isr = str(self.replication_factor), str(self.min_insync_replicas)
+        listener = self.listener
         return {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{node.port}",
+            "listeners": f"{listener}://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+            "advertised.listeners": f"{listener}://{HOST}:{node.port}",
             # Transaction markers go broker to broker, even to itself: never the controller port.
-            "inter.broker.listener.name": "PLAINTEXT",
+            "inter.broker.listener.name": listener,
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": f"CONTROLLER:{listener},{listener}:{listener}",
+            **(self._security_properties() if self.secure else {}),
             "log.dirs": str(node.dir / "data"),
             "num.partitions": "1",
             "default.replication.factor": rf,
@@ -224,6 +270,30 @@ class Cluster:
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
 
+    def _security_properties(self) -> dict[str, str]:
+        """SCRAM for clients and brokers, PLAIN on the controller listener (SCRAM's
+        credentials live in the metadata log the controller serves), ACLs enforced."""
+        admin = security.ADMIN
+        password = self.password(admin)
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+                f'{scram} required username="{admin}" password="{password}";'
+            ),
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f'{plain} required username="{admin}" password="{password}" '
+                f'user_{admin}="{password}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{admin}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
     def describe(self) -> str:
         return f"{self.name} Kafka {kafka_version()} at {self.bootstrap} ({self.dir})"
 
@@ -234,7 +304,7 @@ def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None
     Harmless when already up; brings back a node that was killed.
     """
     libs = ensure_jars(settings, say)
-    java = _require_java()
+    java = require_java()
     stopped = [n for n in cluster.nodes if n.pid() is None]
     if not stopped:
         say(f"already running: {cluster.describe()}")
@@ -249,6 +319,7 @@ def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None
                     "PASSERELLE_KAFKA_CLUSTER_PORT)"
                 )
     cluster_id = _cluster_id(cluster)
+    _ensure_passwords(cluster)
     for node in stopped:
         _write_config(cluster, node)
     _format(
@@ -256,6 +327,7 @@ def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None
         java,
         libs,
         cluster_id,
+        cluster,
     )
     for node in stopped:
         _start(node, cluster, java, libs)
@@ -306,7 +378,7 @@ def wait_ready(cluster: Cluster) -> None:
                 )
             time.sleep(0.25)
     while True:
-        brokers = asyncio.run(_broker_count(cluster.bootstrap))
+        brokers = asyncio.run(_broker_count(cluster))
         if brokers == len(cluster.nodes):
             return
         for node in cluster.nodes:
@@ -343,16 +415,35 @@ def _cluster_id(cluster: Cluster) -> str:
     return cluster_id
 
 
+def _ensure_passwords(cluster: Cluster) -> None:
+    """A random password per user of a secure cluster, kept readable by us only."""
+    for user in cluster.users:
+        path = cluster.password_file(user)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(18) + "\n")
+
+
 def _write_config(cluster: Cluster, node: Node) -> None:
     (node.dir / "logs").mkdir(parents=True, exist_ok=True)
     lines = [f"{k}={v}" for k, v in cluster.properties(node).items()]
+    node.config_path.touch(mode=0o600)  # a secure node's config holds the admin password
     node.config_path.write_text(
         "# written by passerelle kafka up; edits are overwritten\n" + "\n".join(lines) + "\n"
     )
 
 
-def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str) -> None:
-    """Format the storage of new nodes, in parallel (each is a JVM start)."""
+def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str, cluster: Cluster) -> None:
+    """Format the storage of new nodes, in parallel (each is a JVM start); a secure
+    cluster's SCRAM users are written into the metadata log here, before any start."""
+    scram = [
+        arg
+        for user in cluster.users
+        for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={cluster.password(user)}]")
+    ]
     running = [
         (
             node,
@@ -370,6 +461,7 @@ def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str) -> None:
                     cluster_id,
                     "-c",
                     str(node.config_path),
+                    *scram,
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -439,15 +531,19 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-async def _broker_count(bootstrap: str) -> int:
+async def _broker_count(cluster: Cluster) -> int:
     """How many brokers a metadata call sees (0 when the call fails)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    from streams.kafka import connection_options
+
+    options = connection_options(cluster.client_settings())
+    options["request_timeout_ms"] = 5000
+    client = AIOKafkaAdminClient(**options)
     try:
         await client.start()
-        cluster = await client.describe_cluster()
-        return len(cluster["brokers"])
+        described = await client.describe_cluster()
+        return len(described["brokers"])
     except Exception:  # not ready yet: any failure means "ask again"
         return 0
     finally:

@@ -1,0 +1,145 @@
+"""Who may do what on the brokers: the design's principals and their ACLs.
+
+Pure data and rules: `desired` says which ACLs a deployment needs, `parse_listing`
+reads what Kafka's AclCommand lists, and `add_commands` groups the missing ones
+into as few AclCommand calls as possible. `streams.tools.acls` runs them.
+
+Least privilege, by principal (Kafka `User:<name>`):
+
+- `bank-<id>`: write (and describe) its own ingest topic; nothing else.
+- `consent-authority`: write `consents.v1`.
+- `passerelle`: read every ingest topic and the consents; write the
+  notifications, the audit trail and the DLQ; read and write its own internal
+  topics (the account stream and the changelog); its consumer groups and
+  transactional ids, by the app id's prefix.
+- `messenger-worker`: read the notifications, in groups named `messenger-…`.
+- `sre`: read the DLQ and the audit trail, in groups named `sre-…`.
+
+The broker's own `admin` is a super user and needs no ACL.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from streams import catalog
+
+ADMIN = "admin"
+PASSERELLE = "passerelle"
+CONSENT_AUTHORITY = "consent-authority"
+MESSENGER = "messenger-worker"
+SRE = "sre"
+SERVICE_PRINCIPALS = (PASSERELLE, CONSENT_AUTHORITY, MESSENGER, SRE)
+MESSENGER_GROUP_PREFIX = "messenger-"
+SRE_GROUP_PREFIX = "sre-"
+# Kafka's ingest topics all start so; each bank's own topic is granted literally.
+INGEST_PREFIX = "bank."
+
+# A bank may produce this many bytes per second before the broker throttles it,
+# so one bank's burst cannot starve the others (design: Security).
+DEFAULT_BANK_QUOTA = 1024 * 1024
+
+LITERAL = "LITERAL"
+PREFIXED = "PREFIXED"
+
+
+def bank_principal(bank_id: str) -> str:
+    catalog.bank_topic_name(bank_id)  # refuses an id that is not a valid topic part
+    return f"bank-{bank_id}"
+
+
+@dataclass(frozen=True, order=True)
+class Acl:
+    """One ALLOW binding: principal may do operation on the resource pattern (any host)."""
+
+    principal: str
+    resource: str  # TOPIC, GROUP, TRANSACTIONAL_ID
+    name: str
+    pattern: str  # LITERAL or PREFIXED
+    operation: str  # READ, WRITE, DESCRIBE
+
+    def __str__(self) -> str:
+        star = "*" if self.pattern == PREFIXED else ""
+        return f"{self.principal}: {self.operation} {self.resource.lower()} {self.name}{star}"
+
+
+def _grant(
+    principal: str, resource: str, names: Iterable[str], pattern: str, operations: Iterable[str]
+) -> set[Acl]:
+    return {Acl(principal, resource, n, pattern, op) for n in names for op in operations}
+
+
+def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
+    """Every ACL the deployment needs for these banks (see the module docstring)."""
+    app = cat.settings.app_id
+    write, read = ("WRITE", "DESCRIBE"), ("READ", "DESCRIBE")
+    acls: set[Acl] = set()
+    for bank in banks:
+        acls |= _grant(
+            bank_principal(bank), "TOPIC", [catalog.bank_topic_name(bank)], LITERAL, write
+        )
+    acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.CONSENTS], LITERAL, write)
+    acls |= _grant(PASSERELLE, "TOPIC", [INGEST_PREFIX], PREFIXED, read)
+    acls |= _grant(PASSERELLE, "TOPIC", [catalog.CONSENTS], LITERAL, read)
+    outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ]
+    acls |= _grant(PASSERELLE, "TOPIC", outputs, LITERAL, write)
+    internal = [t.name for t in cat.internal()]
+    acls |= _grant(PASSERELLE, "TOPIC", internal, LITERAL, ("READ", "WRITE", "DESCRIBE"))
+    acls |= _grant(PASSERELLE, "GROUP", [f"{app}-"], PREFIXED, ["READ"])
+    acls |= _grant(PASSERELLE, "TRANSACTIONAL_ID", [f"{app}-"], PREFIXED, write)
+    acls |= _grant(MESSENGER, "TOPIC", [catalog.NOTIFICATIONS], LITERAL, read)
+    acls |= _grant(MESSENGER, "GROUP", [MESSENGER_GROUP_PREFIX], PREFIXED, ["READ"])
+    acls |= _grant(SRE, "TOPIC", [catalog.DLQ, catalog.AUDIT], LITERAL, read)
+    acls |= _grant(SRE, "GROUP", [SRE_GROUP_PREFIX], PREFIXED, ["READ"])
+    return {Acl(f"User:{a.principal}", a.resource, a.name, a.pattern, a.operation) for a in acls}
+
+
+_RESOURCE_LINE = "Current ACLs for resource `ResourcePattern(resourceType="
+
+
+def parse_listing(text: str) -> set[Acl]:
+    """The ALLOW bindings in `AclCommand --list` output (DENY bindings are not ours)."""
+    import re
+
+    found: set[Acl] = set()
+    resource: tuple[str, str, str] | None = None
+    for line in text.splitlines():
+        head = re.search(r"resourceType=(\w+), name=([^,]+), patternType=(\w+)\)", line)
+        if line.startswith(_RESOURCE_LINE) and head:
+            resource = (head.group(1), head.group(2), head.group(3))
+            continue
+        entry = re.search(
+            r"\(principal=([^,]+), host=\*, operation=(\w+), permissionType=ALLOW\)", line
+        )
+        if entry and resource is not None:
+            found.add(Acl(entry.group(1), resource[0], resource[1], resource[2], entry.group(2)))
+    return found
+
+
+_RESOURCE_OPTION = {
+    "TOPIC": "--topic",
+    "GROUP": "--group",
+    "TRANSACTIONAL_ID": "--transactional-id",
+}
+
+
+def add_commands(missing: Iterable[Acl]) -> list[list[str]]:
+    """AclCommand arguments adding `missing`, one call per principal, pattern and
+    resource type with the same operations (AclCommand crosses them all)."""
+    by_resource: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+    for acl in missing:
+        by_resource[(acl.principal, acl.resource, acl.pattern, acl.name)].add(acl.operation)
+    calls: dict[tuple[str, str, str, tuple[str, ...]], list[str]] = defaultdict(list)
+    for (principal, resource, pattern, name), ops in by_resource.items():
+        calls[(principal, resource, pattern, tuple(sorted(ops)))].append(name)
+    commands = []
+    for (principal, resource, pattern, operations), names in sorted(calls.items()):
+        args = ["--add", "--allow-principal", principal, "--resource-pattern-type", pattern]
+        for name in sorted(names):
+            args += [_RESOURCE_OPTION[resource], name]
+        for operation in operations:
+            args += ["--operation", operation]
+        commands.append(args)
+    return commands

@@ -1,0 +1,92 @@
+"""Kafka's own command-line tools (AclCommand, ConfigCommand, TransactionsCommand),
+run from the cached jars: aiokafka has no API for ACLs, quotas or transactions.
+
+The connection comes from `Settings`, written to a client properties file that
+only we can read and that is deleted after the call, so no password is ever on
+a command line or in a log.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from streams.errors import PasserelleError
+from streams.settings import LocalKafkaSettings, Settings
+from streams.tools import localkafka
+
+ACL_COMMAND = "org.apache.kafka.tools.AclCommand"
+CONFIG_COMMAND = "kafka.admin.ConfigCommand"
+TRANSACTIONS_COMMAND = "org.apache.kafka.tools.TransactionsCommand"
+
+
+class KafkaToolError(PasserelleError):
+    """A Kafka tool exited with an error."""
+
+
+def client_properties(settings: Settings) -> str:
+    """The Java client configuration equivalent to our client factory's."""
+    lines = [
+        f"security.protocol={settings.security_protocol}",
+        f"request.timeout.ms={settings.request_timeout_ms}",
+    ]
+    if settings.uses_sasl:
+        module = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule"
+            if settings.sasl_mechanism == "PLAIN"
+            else "org.apache.kafka.common.security.scram.ScramLoginModule"
+        )
+        user = _quoted(settings.sasl_username or "")
+        password = _quoted(settings.sasl_password or "")
+        lines += [
+            f"sasl.mechanism={settings.sasl_mechanism}",
+            f'sasl.jaas.config={module} required username="{user}" password="{password}";',
+        ]
+    if settings.uses_tls and settings.ssl_cafile:
+        lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={settings.ssl_cafile}"]
+    return "\n".join(lines) + "\n"
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def run(settings: Settings, main_class: str, *args: str, timeout_s: float = 120) -> str:
+    """Run one tool against the brokers of `settings`; its stdout, or KafkaToolError."""
+    local = LocalKafkaSettings.from_env()
+    libs = localkafka.ensure_jars(local)
+    java = localkafka.require_java()
+    with tempfile.TemporaryDirectory(prefix="passerelle-kafka-cli-") as folder:
+        config = Path(folder) / "client.properties"
+        config.touch(mode=0o600)
+        config.write_text(client_properties(settings))
+        command = [
+            java,
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",  # short-lived: start fast rather than run fast
+            f"-Dlog4j2.configurationFile={localkafka.LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={folder}",  # the tool's own log, gone with the folder
+            "-cp",
+            f"{libs}/*",
+            main_class,
+            "--bootstrap-server",
+            settings.bootstrap_servers,
+            "--command-config",
+            str(config),
+            *args,
+        ]
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env={**os.environ, "KAFKA_HEAP_OPTS": ""},
+            check=False,
+        )
+    if result.returncode != 0:
+        lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
+        tool = main_class.rsplit(".", 1)[-1]
+        raise KafkaToolError(f"{tool} failed (exit {result.returncode}): {' | '.join(lines[-3:])}")
+    return result.stdout

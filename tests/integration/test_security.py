@@ -1,0 +1,331 @@
+"""On the secure broker (SCRAM-SHA-512, StandardAuthorizer, no ACL means no access):
+the design's ACLs, applied by `passerelle acls apply`, allow what each principal
+needs and nothing else, and the pipeline runs end to end as `passerelle`."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, for_code
+
+from streams import catalog, kafka, model, security
+from streams.catalog import Catalog
+from streams.codec import Codec
+from streams.settings import Settings
+from streams.tools import acls, localkafka, topics
+from streams.tools.checker import read_all
+from tests import samples
+from tests.conftest import SECURE_BANKS
+from tests.integration.harness import Worker, send, until
+
+ALPHA, BETA = SECURE_BANKS
+OK = "ok"
+APP_ID = "secure-app"
+PARTITIONS = 4
+NOTES = catalog.NOTIFICATIONS
+
+
+def as_user(cluster: localkafka.Cluster, user: str) -> Settings:
+    return dataclasses.replace(
+        cluster.client_settings(user), app_id=APP_ID, request_timeout_ms=10_000
+    )
+
+
+@pytest.fixture(scope="module")
+def provisioned(secure_broker: localkafka.Cluster) -> localkafka.Cluster:
+    """The catalog's topics and the design's ACLs, applied as admin; twice, the second
+    changing nothing."""
+    admin = as_user(secure_broker, security.ADMIN)
+    every = Catalog(admin).all(list(SECURE_BANKS))
+    asyncio.run(topics.create(admin, every, say=lambda _: None))
+    # A probe in every partition of the topics the matrix reads, so a read proves itself.
+    internal = Catalog(admin).internal()
+    asyncio.run(_probe_every_partition(admin, [t.name for t in every if t not in internal]))
+    acls.apply(admin, SECURE_BANKS, say=lambda _: None)
+    assert acls.apply(admin, SECURE_BANKS, say=lambda _: None).none
+    return secure_broker
+
+
+async def write(settings: Settings, topic: str) -> str:
+    """Produce one record; "ok" or the error's class name."""
+    producer = kafka.producer(settings)
+    try:
+        await producer.start()
+        await producer.send_and_wait(topic, b"probe", b"probe")
+        return OK
+    except KafkaError as exc:
+        return type(exc).__name__
+    finally:
+        await producer.stop()
+
+
+async def read(settings: Settings, topic: str, group: str | None = None) -> str:
+    """Read a probe record of a topic (in a consumer group if given): "ok" once one
+    arrives, else the broker's refusal. aiokafka only logs a topic its metadata may
+    not show, so the metadata answer for this user comes first."""
+    refused = await metadata_refusal(settings, topic)
+    if refused:
+        return refused
+    consumer = kafka.consumer(settings, group_id=group, auto_offset_reset="earliest")
+    try:
+        await consumer.start()
+        if group:
+            consumer.subscribe([topic])
+        else:
+            consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if await consumer.getmany(timeout_ms=1000):
+                return OK
+        return "no record read"
+    except KafkaError as exc:
+        return type(exc).__name__
+    finally:
+        await consumer.stop()
+
+
+async def metadata_refusal(settings: Settings, topic: str) -> str | None:
+    """The error the broker answers this user's metadata request for the topic with."""
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        (described,) = await client.describe_topics([topic])
+    finally:
+        await client.close()
+    code = described["error_code"]
+    return for_code(code).__name__ if code else None
+
+
+async def _probe_every_partition(settings: Settings, names: list[str]) -> None:
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        for name in names:
+            for p in range(PARTITIONS):
+                await producer.send_and_wait(name, b"probe", b"probe", partition=p)
+    finally:
+        await producer.stop()
+
+
+DENIED_TOPIC = "TopicAuthorizationFailedError"
+DENIED_GROUP = "GroupAuthorizationFailedError"
+# A principal with no WRITE anywhere cannot start an idempotent producer (our
+# client factory's only kind): InitProducerId needs IDEMPOTENT_WRITE on the cluster.
+DENIED_PRODUCER = "ClusterAuthorizationFailedError"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    who: str
+    action: str  # read or write
+    topic: str
+    expected: str
+    group: str | None = None
+
+    def row(self, observed: str) -> str:
+        action = f"{self.action} (group {self.group})" if self.group else self.action
+        return f"| {self.who} | {action} | {self.topic} | {self.expected} | {observed} |"
+
+
+def matrix() -> list[Cell]:
+    alpha, beta = security.bank_principal(ALPHA), security.bank_principal(BETA)
+    bank_a, bank_b = catalog.bank_topic_name(ALPHA), catalog.bank_topic_name(BETA)
+    notes, consents, dlq, audit = (
+        catalog.NOTIFICATIONS,
+        catalog.CONSENTS,
+        catalog.DLQ,
+        catalog.AUDIT,
+    )
+    authority, messenger, sre = security.CONSENT_AUTHORITY, security.MESSENGER, security.SRE
+    app = security.PASSERELLE
+    return [
+        Cell(alpha, "write", bank_a, OK),
+        Cell(alpha, "write", bank_b, DENIED_TOPIC),
+        Cell(beta, "write", bank_b, OK),
+        Cell(beta, "write", bank_a, DENIED_TOPIC),
+        Cell(alpha, "read", bank_a, DENIED_TOPIC),
+        Cell(alpha, "read", consents, DENIED_TOPIC),
+        Cell(alpha, "write", consents, DENIED_TOPIC),
+        Cell(alpha, "read", notes, DENIED_TOPIC),
+        Cell(alpha, "read", dlq, DENIED_TOPIC),
+        Cell(alpha, "read", audit, DENIED_TOPIC),
+        Cell(authority, "write", consents, OK),
+        Cell(authority, "read", consents, DENIED_TOPIC),
+        Cell(authority, "read", notes, DENIED_TOPIC),
+        Cell(authority, "write", bank_a, DENIED_TOPIC),
+        Cell(messenger, "read", notes, OK, "messenger-t"),
+        Cell(messenger, "read", notes, DENIED_GROUP, "another-group"),
+        Cell(messenger, "read", bank_a, DENIED_TOPIC),
+        Cell(messenger, "read", consents, DENIED_TOPIC),
+        Cell(messenger, "read", audit, DENIED_TOPIC),
+        Cell(messenger, "write", notes, DENIED_PRODUCER),
+        Cell(sre, "read", dlq, OK),
+        Cell(sre, "read", audit, OK),
+        Cell(sre, "read", notes, DENIED_TOPIC),
+        Cell(sre, "read", consents, DENIED_TOPIC),
+        Cell(sre, "write", dlq, DENIED_PRODUCER),
+        Cell(app, "read", consents, OK),
+        Cell(app, "read", bank_a, OK),
+        Cell(app, "read", bank_b, OK),
+        Cell(app, "write", dlq, OK),  # its internal topics: the end-to-end test below
+        Cell(app, "write", notes, OK),
+        Cell(app, "write", bank_a, DENIED_TOPIC),
+        Cell(app, "write", consents, DENIED_TOPIC),
+        Cell(app, "read", notes, DENIED_TOPIC),
+        Cell(app, "read", audit, DENIED_TOPIC),
+    ]
+
+
+async def test_each_principal_can_do_what_the_design_allows_and_nothing_else(
+    provisioned: localkafka.Cluster,
+) -> None:
+    """Every cell is a real client call with the exact outcome expected; every
+    principal succeeds at least once, so a broker that denies all fails this test."""
+    cells = matrix()
+    observed = []
+    for cell in cells:
+        settings = as_user(provisioned, cell.who)
+        if cell.action == "write":
+            observed.append(await write(settings, cell.topic))
+        else:
+            observed.append(await read(settings, cell.topic, cell.group))
+    table = "\n".join(c.row(o) for c, o in zip(cells, observed, strict=True))
+    print("\n| principal | action | topic | expected | observed |\n|---|---|---|---|---|\n" + table)
+    assert observed == [c.expected for c in cells], table
+    for who in {c.who for c in cells}:
+        assert OK in (o for c, o in zip(cells, observed, strict=True) if c.who == who), who
+
+
+async def test_an_unauthenticated_client_and_a_wrong_password_are_refused(
+    provisioned: localkafka.Cluster,
+) -> None:
+    """A client without SASL and one with a wrong password cannot even connect; the
+    broker says why (its log names the failed SCRAM authentication)."""
+    plain = Settings(bootstrap_servers=provisioned.bootstrap, request_timeout_ms=5_000)
+    wrong = dataclasses.replace(as_user(provisioned, security.SRE), sasl_password="not-it")
+    (node,) = provisioned.nodes
+
+    def refusals() -> int:
+        return node.log_path.read_text().count("invalid credentials with SASL mechanism SCRAM")
+
+    before = refusals()
+    assert await connect(plain) == "KafkaConnectionError"
+    assert await connect(wrong) == "KafkaConnectionError"
+    assert refusals() > before
+    assert await connect(as_user(provisioned, security.SRE)) == OK  # the right password
+
+
+async def connect(settings: Settings) -> str:
+    """Open an admin connection: "ok" or the error's class name."""
+    client = kafka.admin(settings)
+    try:
+        await client.start()
+        await client.describe_cluster()
+        return OK
+    except KafkaError as exc:
+        return type(exc).__name__
+    finally:
+        await client.close()
+
+
+async def test_the_pipeline_runs_as_passerelle_with_only_its_acls(
+    provisioned: localkafka.Cluster, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Consents from the consent authority and transactions from a bank reach the
+    messenger worker as notifications; a payload on bank alpha's topic that claims
+    bank beta, or whose key is not its account, goes to the DLQ, never to a customer."""
+    passerelle = as_user(provisioned, security.PASSERELLE)
+    worker = Worker(passerelle, APP_ID, tmp_path / "data", "exactly_once", ["pipeline"])
+    worker.env.update(
+        {
+            "PASSERELLE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "PASSERELLE_SASL_USERNAME": security.PASSERELLE,
+            "PASSERELLE_SASL_PASSWORD_FILE": str(provisioned.password_file(security.PASSERELLE)),
+        }
+    )
+    workers.append(worker)
+    worker.start()
+
+    run = uuid.uuid4().hex[:8]
+    account = f"FR76{run.upper()}"
+    now = int(time.time() * 1000)
+    consent: model.Consent = {
+        **samples.CONSENT,
+        "bank_id": ALPHA,
+        "account_id": account,
+        "consent_id": f"cns-{run}",
+        "psid": str(int(run, 16)),
+        "updated_at": now - 60_000,
+        "valid_until": now + 86_400_000,
+    }
+    authority = as_user(provisioned, security.CONSENT_AUTHORITY)
+    await send(
+        authority,
+        catalog.CONSENTS,
+        f"{ALPHA}:{account}".encode(),
+        codec.encode(model.CONSENT, consent),
+    )
+
+    def tx(n: int, **changes: object) -> bytes:
+        record = {
+            **samples.TRANSACTION,
+            "bank_id": ALPHA,
+            "account_id": account,
+            "transaction_id": f"tx-{run}-{n}",
+            "pending_transaction_id": None,
+            "amount_minor": -1_234,
+            "booked_at": now,
+            **changes,
+        }
+        return codec.encode(model.TRANSACTION, record)
+
+    stream = Catalog(passerelle).account_stream().name
+    await until(lambda: _in_stream(passerelle, stream, f"{ALPHA}:{account}"), worker)
+    bank = as_user(provisioned, security.bank_principal(ALPHA))
+    topic = catalog.bank_topic_name(ALPHA)
+    await send(bank, topic, account.encode(), tx(1))
+    await send(bank, topic, account.encode(), tx(2, bank_id=BETA))  # claims another bank
+    await send(bank, topic, account.encode(), tx(3, account_id=f"OTHER{run}"))  # not its key
+
+    messenger = as_user(provisioned, security.MESSENGER)
+    sre = as_user(provisioned, security.SRE)
+
+    async def notified() -> bool:
+        found = await _read_all(messenger, NOTES, codec, model.NOTIFICATION, consent["psid"])
+        return bool(found)
+
+    async def dead_lettered() -> bool:
+        return len(await _dlq_reasons(sre, account)) >= 2
+
+    await until(notified, worker, 120)
+    await until(dead_lettered, worker, 60)
+    notes = await _read_all(messenger, NOTES, codec, model.NOTIFICATION, consent["psid"])
+    assert [n["kind"] for n in notes] == ["TRANSACTION"], notes
+    assert sorted(await _dlq_reasons(sre, account)) == ["BANK_MISMATCH", "KEY_MISMATCH"]
+    assert worker.stop() == 0
+
+
+async def _read_all(
+    settings: Settings, topic: str, codec: Codec, subject: str, key: str
+) -> list[Any]:
+    records = await read_all(settings, topic)
+    return [codec.decode(subject, r.value) for r in records if r.key == key.encode()]
+
+
+async def _dlq_reasons(settings: Settings, key: str) -> list[str]:
+    return [
+        dict(r.headers)["reason"].decode()
+        for r in await read_all(settings, catalog.DLQ)
+        if r.key == key.encode()
+    ]
+
+
+async def _in_stream(settings: Settings, stream: str, key: str) -> bool:
+    return any(r.key == key.encode() for r in await read_all(settings, stream))

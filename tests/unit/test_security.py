@@ -1,0 +1,94 @@
+"""The design's ACLs as data: least privilege per principal, Kafka's own listing
+read back exactly, and the fewest AclCommand calls to add what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams import catalog
+from streams.catalog import Catalog
+from streams.security import Acl, add_commands, bank_principal, desired, parse_listing
+from streams.settings import Settings
+from streams.tools.kafkacli import client_properties
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+CAT = Catalog(Settings())
+WANT = desired(CAT, ["banque-alpine", "thames-bank"])
+
+
+def of(principal: str) -> set[Acl]:
+    return {a for a in WANT if a.principal == f"User:{principal}"}
+
+
+def test_a_bank_may_only_write_and_describe_its_own_topic() -> None:
+    assert {(a.resource, a.name, a.pattern, a.operation) for a in of("bank-banque-alpine")} == {
+        ("TOPIC", "bank.banque-alpine.transactions.v1", "LITERAL", "WRITE"),
+        ("TOPIC", "bank.banque-alpine.transactions.v1", "LITERAL", "DESCRIBE"),
+    }
+
+
+def test_only_passerelle_reads_ingest_and_consents_and_nobody_else_writes_outputs() -> None:
+    readers = {a.principal for a in WANT if a.operation == "READ" and a.resource == "TOPIC"}
+    ingest = {a.principal for a in WANT if a.operation == "READ" and a.name.startswith("bank.")}
+    consents = {a.principal for a in WANT if a.operation == "READ" and a.name == catalog.CONSENTS}
+    outputs = {catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ}
+    writers = {a.principal for a in WANT if a.operation == "WRITE" and a.name in outputs}
+    assert ingest == consents == writers == {"User:passerelle"}
+    assert readers == {"User:passerelle", "User:messenger-worker", "User:sre"}
+
+
+def test_messenger_and_sre_read_only_their_topics() -> None:
+    assert {a.name for a in of("messenger-worker") if a.resource == "TOPIC"} == {
+        catalog.NOTIFICATIONS
+    }
+    assert {a.name for a in of("sre") if a.resource == "TOPIC"} == {catalog.DLQ, catalog.AUDIT}
+    assert not {a for a in of("messenger-worker") | of("sre") if a.operation == "WRITE"}
+
+
+def test_passerelle_groups_and_transactional_ids_are_its_app_ids_prefix() -> None:
+    prefixed = {(a.resource, a.name) for a in of("passerelle") if a.pattern == "PREFIXED"}
+    assert prefixed == {
+        ("GROUP", "passerelle-"),
+        ("TRANSACTIONAL_ID", "passerelle-"),
+        ("TOPIC", "bank."),
+    }
+
+
+def test_a_bank_id_that_is_not_a_topic_part_is_refused() -> None:
+    with pytest.raises(ValueError):
+        bank_principal("Bank A")
+
+
+def test_kafkas_listing_reads_back_as_the_acls_it_shows() -> None:
+    """Golden output of AclCommand --list from Kafka 4.1.1."""
+    listed = parse_listing((FIXTURES / "acl-list.txt").read_text())
+    assert of("bank-banque-alpine") <= listed
+    assert Acl("User:passerelle", "GROUP", "passerelle-", "PREFIXED", "READ") in listed
+    assert {a.principal for a in listed} == {"User:bank-banque-alpine", "User:passerelle"}
+    assert listed == {
+        a for a in WANT if a.principal in {"User:bank-banque-alpine", "User:passerelle"}
+    }
+
+
+def test_missing_acls_become_one_call_per_principal_resource_type_and_operations() -> None:
+    calls = add_commands(of("sre"))
+    assert calls == [
+        ["--add", "--allow-principal", "User:sre", "--resource-pattern-type", "PREFIXED",
+         "--group", "sre-", "--operation", "READ"],
+        ["--add", "--allow-principal", "User:sre", "--resource-pattern-type", "LITERAL",
+         "--topic", catalog.AUDIT, "--topic", catalog.DLQ,
+         "--operation", "DESCRIBE", "--operation", "READ"],
+    ]  # fmt: skip
+    assert add_commands([]) == []
+
+
+def test_the_tools_client_config_carries_the_credentials_quoted() -> None:
+    settings = Settings(
+        security_protocol="SASL_PLAINTEXT", sasl_username="admin", sasl_password='p"w\\x'
+    )
+    text = client_properties(settings)
+    assert "security.protocol=SASL_PLAINTEXT" in text
+    assert "sasl.mechanism=SCRAM-SHA-512" in text
+    assert 'ScramLoginModule required username="admin" password="p\\"w\\\\x";' in text

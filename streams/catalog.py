@@ -36,6 +36,10 @@ COMPACTED_SEGMENT_MS = HOUR_MS
 DELETE_RETENTION_MS = HOUR_MS
 # "delete, long" in the design: the audit trail is kept for a year.
 AUDIT_RETENTION_MS = 365 * DAY_MS
+# The largest record a bank or the consent authority may write (the broker
+# refuses more), and the DLQ's, which must hold any of them plus our headers.
+MAX_INPUT_BYTES = 1024 * 1024
+MAX_DLQ_BYTES = 2 * MAX_INPUT_BYTES
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class Catalog:
             bank_topic_name(bank_id),
             "account_id",
             (model.TRANSACTION,),
-            deleting(7 * DAY_MS),
+            {**deleting(7 * DAY_MS), "max.message.bytes": str(MAX_INPUT_BYTES)},
             writers=f"bank-{bank_id}",
             readers="passerelle",
         )
@@ -136,7 +140,7 @@ class Catalog:
             CONSENTS,
             "<bank_id>:<account_id>",
             (model.CONSENT,),
-            compacting(),
+            {**compacting(), "max.message.bytes": str(MAX_INPUT_BYTES)},
             writers="consent-authority",
             readers="passerelle",
         )
@@ -156,7 +160,7 @@ class Catalog:
             DLQ,
             "source key",
             (),
-            deleting(14 * DAY_MS),
+            {**deleting(14 * DAY_MS), "max.message.bytes": str(MAX_DLQ_BYTES)},
             writers="passerelle",
             readers="sre",
         )

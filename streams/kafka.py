@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams import catalog
 from streams.settings import Settings
 
 
@@ -39,7 +40,13 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A producer; idempotent by default, as every writer of ours should be."""
-    options = {"enable_idempotence": True, "acks": "all", **connection_options(settings)}
+    options = {
+        "enable_idempotence": True,
+        "acks": "all",
+        # Room for a dead letter: the largest input plus its headers.
+        "max_request_size": catalog.MAX_DLQ_BYTES,
+        **connection_options(settings),
+    }
     options.update(overrides)
     return AIOKafkaProducer(**options)
 

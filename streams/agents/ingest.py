@@ -71,6 +71,9 @@ def _transaction(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> bytes | 
     bank = catalog.bank_of_topic(record.topic)
     if bank is None:
         return Rejected("UNKNOWN_TOPIC", "not an ingest topic")
+    unfit = rules.check_frame(record.value)
+    if unfit:
+        return unfit
     try:
         tx: model.Transaction = codec.decode(model.TRANSACTION, record.value)  # type: ignore[assignment]  # the codec returns the schema's dict
     except CodecError as exc:
@@ -85,6 +88,9 @@ def _consent(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> bytes | Reje
         return split
     if record.value is None:  # a tombstone: erase, whatever is held
         return rules.account_key(*split)
+    unfit = rules.check_frame(record.value)
+    if unfit:
+        return unfit
     try:
         consent: model.Consent = codec.decode(model.CONSENT, record.value)  # type: ignore[assignment]  # the codec returns the schema's dict
     except CodecError as exc:

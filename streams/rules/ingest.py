@@ -20,6 +20,29 @@ BAD_KEY = "BAD_KEY"
 BAD_CURRENCY = "BAD_CURRENCY"
 BAD_AMOUNT = "BAD_AMOUNT"
 BAD_TIMESTAMP = "BAD_TIMESTAMP"
+NO_VALUE = "NO_VALUE"
+TOO_LARGE = "TOO_LARGE"
+FIELD_TOO_LONG = "FIELD_TOO_LONG"
+
+# A transaction or consent frame is a few hundred bytes; anything this large is
+# not one, and is dead-lettered before any decoding.
+MAX_FRAME_BYTES = 64 * 1024
+# The longest text each field may hold; a bank sending more has a bug, and a
+# chat message has no room for it anyway.
+MAX_TEXT = {
+    "transaction_id": 128,
+    "account_id": 64,
+    "pending_transaction_id": 128,
+    "reversed_transaction_id": 128,
+    "merchant_name": 256,
+    "description": 512,
+    "mcc": 8,
+    "consent_id": 128,
+    "psid": 64,
+    "page_id": 64,
+    "locale": 35,
+    "timezone": 64,
+}
 
 # No retail transaction moves more than this (10^12 minor units: ten billion
 # euros); anything larger is a unit or encoding error at the bank.
@@ -41,10 +64,30 @@ def account_key(bank_id: str, account_id: str) -> bytes:
     return f"{bank_id}:{account_id}".encode()
 
 
+def check_frame(value: bytes | None) -> Rejected | None:
+    """Why a record's value cannot be a frame of ours, before decoding it."""
+    if value is None:
+        return Rejected(NO_VALUE, "a record without a value (tombstone) on an ingest topic")
+    if len(value) > MAX_FRAME_BYTES:
+        return Rejected(TOO_LARGE, f"value of {len(value)} bytes exceeds {MAX_FRAME_BYTES}")
+    return None
+
+
+def check_lengths(record: Transaction | Consent) -> Rejected | None:
+    for name, limit in MAX_TEXT.items():
+        value = record.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            return Rejected(FIELD_TOO_LONG, f"{name} is longer than {limit} characters")
+    return None
+
+
 def check_transaction(
     topic_bank: str, key: bytes | None, tx: Transaction, arrived_ms: int
 ) -> Rejected | None:
     """Why a decoded transaction must not enter the pipeline, or None."""
+    too_long = check_lengths(tx)
+    if too_long:
+        return too_long
     if tx["bank_id"] != topic_bank:
         return Rejected(BANK_MISMATCH, "bank_id differs from the bank its topic names")
     if key is None or key.decode(errors="replace") != tx["account_id"]:
@@ -68,6 +111,9 @@ def split_consent_key(key: bytes | None) -> tuple[str, str] | Rejected:
 
 
 def check_consent(bank_id: str, account_id: str, consent: Consent) -> Rejected | None:
+    too_long = check_lengths(consent)
+    if too_long:
+        return too_long
     if (consent["bank_id"], consent["account_id"]) != (bank_id, account_id):
         return Rejected(KEY_MISMATCH, "consent names another account than its key")
     return None

@@ -48,3 +48,21 @@ class TestConsentKey:
     def test_a_malformed_consent_key_is_refused(self, key: bytes | None) -> None:
         """A consent key must be <bank_id>:<account_id>, both non-empty."""
         assert not isinstance(split_consent_key(key), tuple)
+
+
+class TestFrameAndLengths:
+    def test_a_tombstone_or_an_oversized_value_is_refused_before_decoding(self) -> None:
+        """No value, or more bytes than any frame of ours: dead-lettered undecoded."""
+        from streams.rules.ingest import MAX_FRAME_BYTES, check_frame
+
+        assert check_frame(None).reason == "NO_VALUE"  # type: ignore[union-attr]  # refused
+        assert check_frame(b"\x00" * (MAX_FRAME_BYTES + 1)).reason == "TOO_LARGE"  # type: ignore[union-attr]  # refused
+        assert check_frame(b"\x00" * MAX_FRAME_BYTES) is None
+
+    @pytest.mark.parametrize(("field", "limit"), [("merchant_name", 256), ("transaction_id", 128)])
+    def test_a_text_field_past_its_limit_is_refused(self, field: str, limit: int) -> None:
+        """A field longer than any real one is a bank's bug: FIELD_TOO_LONG, naming the field."""
+        assert check_transaction("banque-alpine", KEY, tx(**{field: "x" * limit}), ARRIVED) is None
+        refused = check_transaction("banque-alpine", KEY, tx(**{field: "x" * (limit + 1)}), ARRIVED)
+        assert refused is not None and refused.reason == "FIELD_TOO_LONG"
+        assert field in refused.detail

@@ -15,6 +15,7 @@ from streams import kafka, model
 from streams.catalog import CONSENTS
 from streams.codec import Codec
 from streams.errors import PasserelleError
+from streams.redact import mask_account
 from streams.settings import Settings
 from streams.tools.checker import read_all
 
@@ -94,7 +95,12 @@ def revoked(consent: model.Consent) -> model.Consent:
 
 
 def shown(consent: model.Consent | None) -> str:
-    """The consent as JSON, the psid masked (it is the customer's Messenger identity)."""
+    """The consent as JSON, the psid and the account masked as a customer sees them."""
     if consent is None:
         return "no consent"
-    return json.dumps({**consent, "psid": "…" + consent["psid"][-4:]}, ensure_ascii=False)
+    masked = {
+        **consent,
+        "psid": "…" + consent["psid"][-4:],
+        "account_id": mask_account(consent["account_id"]),
+    }
+    return json.dumps(masked, ensure_ascii=False)

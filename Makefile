@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PASSERELLE := $(BIN)/passerelle
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
-        kafka-cluster-up kafka-cluster-down topics run bench test test-unit lint format clean \
+        kafka-cluster-up kafka-cluster-down topics run bench bench-full test test-unit lint format clean \
         prometheus deploy-rules kafka-up-secure kafka-down-secure
 
 help: ## list the targets
@@ -60,8 +60,11 @@ run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minut
 	$(PASSERELLE) topics create $(foreach b,$(DEMO_BANKS),--bank $(b))
 	$(PASSERELLE) demo --seconds 60 --rate 100
 
-bench: kafka-up ## the core's throughput against a bare aiokafka passthrough, as a ratio
+bench: install ## the pipeline against bare aiokafka: throughput ratio, latency, state (minutes)
 	$(PASSERELLE) bench
+
+bench-full: install ## make bench plus the state at 1 000 000 accounts (long)
+	$(PASSERELLE) bench --full
 
 test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves
 	$(BIN)/pytest --durations=8

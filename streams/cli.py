@@ -143,8 +143,15 @@ def _bench(args: argparse.Namespace) -> None:
 
     if args.records < 1000:
         raise PasserelleError("--records must be at least 1000 for a meaningful rate")
+    if args.full and args.quick:
+        raise PasserelleError("--full and --quick exclude each other")
     worker.quiet_client_loggers()
-    asyncio.run(bench.run(Settings.from_env(), args.records))
+    sizes: tuple[int, ...] = (10_000, 100_000)
+    if args.full:
+        sizes += (1_000_000,)
+    if args.quick:
+        sizes = (2_000,)
+    asyncio.run(bench.run(Settings.from_env(), args.records, sizes=sizes))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -338,8 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     work.set_defaults(run=_worker)
 
-    bench = commands.add_parser("bench", help="the core against a bare aiokafka passthrough")
-    bench.add_argument("--records", type=int, default=100_000, help="inputs (default 100000)")
+    bench = commands.add_parser(
+        "bench", help="the pipeline against a bare aiokafka passthrough: throughput, latency, state"
+    )
+    bench.add_argument(
+        "--records", type=int, default=50_000, help="transactions for throughput (default 50000)"
+    )
+    bench.add_argument(
+        "--full", action="store_true", help="also the state at 1 000 000 accounts (long)"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="small sizes only: a check that the bench runs"
+    )
     bench.set_defaults(run=_bench)
 
     prod = commands.add_parser("produce", help="send JSON-lines transactions as a bank would")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from mode import ServiceT
 from prometheus_client import CollectorRegistry
@@ -41,20 +42,39 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
     return create_app(settings, [StageService(stage, ticker)], metrics)
 
 
-def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> PasserelleApp:
-    """The pipeline's worker: ingest re-keys every bank's records into the account stream;
-    accounts gates them on consent and writes notifications and the audit trail."""
-    metrics = Metrics(CollectorRegistry())
+@dataclass(frozen=True)
+class Pipeline:
+    """The pipeline's two stages and the ticker of the second, not yet running."""
+
+    ingest: Stage
+    accounts: Stage
+    ticker: Ticker | None
+
+
+def pipeline(settings: Settings, metrics: Metrics, tick_interval_s: float = 1.0) -> Pipeline:
+    """Ingest re-keys every bank's records into the account stream; accounts gates them
+    on consent and writes notifications and the audit trail."""
     codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
     cat = Catalog(settings)
     stream = cat.account_stream().name
     hasher = KeyedHasher(settings.hash_key, settings.hash_key_id)
-    ingest_stage = Stage(ingest.spec(codec, stream, metrics), settings, metrics=metrics)
-    accounts_stage = Stage(Accounts(codec, hasher, cat, metrics).spec(), settings, metrics=metrics)
-    ticker = (
-        Ticker(settings, stream, settings.partitions, tick_interval_s)
-        if tick_interval_s > 0
-        else None
+    return Pipeline(
+        ingest=Stage(ingest.spec(codec, stream, metrics), settings, metrics=metrics),
+        accounts=Stage(Accounts(codec, hasher, cat, metrics).spec(), settings, metrics=metrics),
+        ticker=(
+            Ticker(settings, stream, settings.partitions, tick_interval_s)
+            if tick_interval_s > 0
+            else None
+        ),
     )
-    services: list[ServiceT] = [StageService(ingest_stage), StageService(accounts_stage, ticker)]
+
+
+def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> PasserelleApp:
+    """The pipeline's worker: its two stages as services of the faust App."""
+    metrics = Metrics(CollectorRegistry())
+    built = pipeline(settings, metrics, tick_interval_s)
+    services: list[ServiceT] = [
+        StageService(built.ingest),
+        StageService(built.accounts, built.ticker),
+    ]
     return create_app(settings, services, metrics)

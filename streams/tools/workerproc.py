@@ -1,0 +1,91 @@
+"""A Passerelle worker as a subprocess: started, stopped, killed, and asked how it is.
+
+The bench runs the pipeline this way (its own process, as deployed), and so do
+the integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Worker:
+    """`passerelle worker …` as a subprocess, restartable on the same data folder."""
+
+    def __init__(
+        self, settings: Settings, app_id: str, data_dir: Path, guarantee: str, workload: list[str]
+    ) -> None:
+        self.args = [sys.executable, "-m", "streams", "worker", *workload]
+        self.env = {
+            **os.environ,
+            "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,
+            "PASSERELLE_APP_ID": app_id,
+            "PASSERELLE_DATA_DIR": str(data_dir),
+            "PASSERELLE_GUARANTEE": guarantee,
+            "PASSERELLE_PARTITIONS": str(settings.partitions),
+            "PASSERELLE_WEB_PORT": str(free_port()),
+        }
+        self.log = data_dir.parent / f"{app_id}.worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def standin(
+        cls,
+        settings: Settings,
+        prefix: str,
+        data_dir: Path,
+        guarantee: str,
+        tick_interval: float = 0.0,
+    ) -> Worker:
+        workload = ["standin", "--prefix", prefix, "--tick-interval", str(tick_interval)]
+        return cls(settings, prefix, data_dir, guarantee, workload)
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(60)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def http_get(url: str, timeout_s: float = 10.0) -> tuple[int, str]:
+    """Status and body of a GET on one of our own loopback ports; 4xx/5xx included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def page(worker: Worker, path: str) -> tuple[int, str]:
+    """A page of the worker's web server: /healthz, /readyz, /metrics."""
+    return http_get(f"http://127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}{path}")

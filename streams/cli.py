@@ -149,9 +149,10 @@ def _bench(args: argparse.Namespace) -> None:
     sizes: tuple[int, ...] = (10_000, 100_000)
     if args.full:
         sizes += (1_000_000,)
+    rounds = 3
     if args.quick:
-        sizes = (2_000,)
-    asyncio.run(bench.run(Settings.from_env(), args.records, sizes=sizes))
+        sizes, rounds = (2_000,), 1
+    asyncio.run(bench.run(Settings.from_env(), args.records, sizes=sizes, rounds=rounds))
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ partition is re-opened from what Kafka committed. A commit that fails is
 never followed by an abort (KAFKA-17754): the stage stops and the worker
 exits, and the next owner's producer resolves the transaction.
 
-With `at_least_once` one idempotent producer serves every partition; a batch's
+With `at_least_once` each partition has an idempotent producer; a batch's
 outputs are acknowledged before its changelog records, which carry the next
 input offset, so a replay starts from the state that produced the outputs
 and repeats them identically.
@@ -55,6 +55,8 @@ POLL_TIMEOUT_MS = 200
 TRANSACTION_TIMEOUT_MS = 30_000
 # Producers linger this long to fill batches; commits bound latency anyway.
 LINGER_MS = 5
+# How long the broker may hold a fetch that has nothing new.
+FETCH_MAX_WAIT_MS = 10
 # How often the stage refreshes its gauges (lag, table keys) and readiness.
 REPORT_INTERVAL_S = 1.0
 
@@ -119,7 +121,6 @@ class Stage:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
-        self._shared_producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()
         """Set once partitions are assigned, their state restored, and the
         `catch_up` topics read up to where they ended at assignment."""
@@ -142,6 +143,7 @@ class Stage:
             auto_offset_reset="earliest",
             metadata_max_age_ms=5_000,
             max_poll_interval_ms=300_000,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._consumer = consumer
         listener = _Listener(self)
@@ -149,9 +151,6 @@ class Stage:
             consumer.subscribe(pattern=self.spec.pattern, listener=listener)
         else:
             consumer.subscribe(topics=list(self.spec.topics), listener=listener)
-        if not self.exactly_once:
-            self._shared_producer = kafka.producer(self.settings, linger_ms=LINGER_MS)
-            await self._shared_producer.start()
         await consumer.start()
         try:
             while not self._stopping.is_set():
@@ -176,8 +175,6 @@ class Stage:
                     await self._close(part)
                 self._partitions.clear()
             await consumer.stop()
-            if self._shared_producer is not None:
-                await self._shared_producer.stop()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -318,7 +315,7 @@ class Stage:
     async def _process_at_least_once(
         self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
-        producer = self._shared_producer
+        producer = part.producer
         assert producer is not None and self._consumer is not None
         next_input = records[-1].offset + 1
         await self._send_all(producer, self._handle(part, records))
@@ -333,7 +330,6 @@ class Stage:
 
     async def _open(self, tp: TopicPartition) -> _Partition:
         started = time.monotonic()
-        producer = None
         if self.exactly_once:
             # Starting a producer with this transactional id fences any older
             # owner of the partition and ends its open transaction, so the
@@ -344,7 +340,12 @@ class Stage:
                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
                 linger_ms=LINGER_MS,
             )
-            await producer.start()
+        else:
+            # One idempotent producer per partition too: aiokafka keeps one
+            # request in flight per producer and broker, so a shared producer
+            # would serialise every partition's sends.
+            producer = kafka.producer(self.settings, linger_ms=LINGER_MS)
+        await producer.start()
         store = None
         if self.spec.changelog is not None:
             store = await self._restore(tp)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streams.agents.accounts import ACCOUNTS_TABLE, Accounts, save_held, save_state
+from streams.agents.accounts import (
+    ACCOUNTS_TABLE,
+    LAST_SCAN,
+    META_TABLE,
+    Accounts,
+    save_held,
+    save_state,
+)
 from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.store import PartitionStore
@@ -31,12 +38,15 @@ def stage(codec: Codec) -> Accounts:
     )
 
 
-def store_with_activity(tmp_path: Path) -> PartitionStore:
+SCAN_KEY = META_TABLE.encode() + b"\x00" + LAST_SCAN
+
+
+def store_with_activity(tmp_path: Path, valid_until: int | None = None) -> PartitionStore:
     """A committed account: a VALID consent and one purchase on 2026-11-28 (Paris)."""
     store = PartitionStore(tmp_path / "p0")
     consent = {
         **samples.CONSENT,
-        "valid_until": at("2027-01-01T00:00:00+00:00"),
+        "valid_until": valid_until or at("2027-01-01T00:00:00+00:00"),
         "permissions": ["TRANSACTIONS", "SUMMARIES"],
         "daily_digest": True,
     }
@@ -50,11 +60,27 @@ def store_with_activity(tmp_path: Path) -> PartitionStore:
 
 
 class TestTick:
-    def test_a_tick_with_nothing_due_writes_nothing(self, codec: Codec, tmp_path: Path) -> None:
-        """Before the local day ends a tick changes no state: no changelog record, no output."""
+    def test_a_tick_with_nothing_due_writes_only_the_minute_it_scanned(
+        self, codec: Codec, tmp_path: Path
+    ) -> None:
+        """Before the local day ends a tick changes no account: no output, and the only
+        changelog record is the minute of the scan."""
         store = store_with_activity(tmp_path)
         emits = stage(codec).tick(store, at("2026-11-28T20:00:00+00:00"))
-        assert emits == [] and store.pending() == {}
+        assert emits == [] and set(store.pending()) == {SCAN_KEY}
+
+    def test_a_second_tick_in_the_same_minute_does_not_scan(
+        self, codec: Codec, tmp_path: Path
+    ) -> None:
+        """Ticks come every second; accounts are scanned once per minute of tick time,
+        so a consent that expires mid-minute is ended by the next minute's first tick."""
+        store = store_with_activity(tmp_path, valid_until=at("2026-11-28T20:00:30+00:00"))
+        assert stage(codec).tick(store, at("2026-11-28T20:00:10+00:00")) == []
+        store.commit(2)
+        assert stage(codec).tick(store, at("2026-11-28T20:00:40+00:00")) == []
+        assert store.pending() == {}
+        ended = stage(codec).tick(store, at("2026-11-28T20:01:00+00:00"))
+        assert len(ended) == 2  # the erasure receipt and CONSENT_ENDED
 
     def test_the_tick_after_local_midnight_releases_the_digest_once(
         self, codec: Codec, tmp_path: Path
@@ -65,4 +91,4 @@ class TestTick:
         assert len(first) == 1 and ACCOUNTS_TABLE.encode() + b"\x00" + KEY in store.pending()
         store.commit(2)
         assert stage(codec).tick(store, at("2026-11-29T00:30:00+00:00")) == []
-        assert store.pending() == {}
+        assert set(store.pending()) == {SCAN_KEY}

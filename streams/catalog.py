@@ -7,6 +7,7 @@ retention, cleanup and compaction lag are the contract's and live here.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -92,8 +93,10 @@ def bank_topic_name(bank_id: str) -> str:
     return f"bank.{bank_id}.transactions.v1"
 
 
+@functools.lru_cache(maxsize=4096)
 def bank_of_topic(topic: str) -> str | None:
-    """The bank id an ingest topic speaks for, or None if it is not an ingest topic."""
+    """The bank id an ingest topic speaks for, or None if it is not an ingest topic.
+    Cached: ingest asks for every record, of a handful of topics."""
     if not _BANK_TOPIC.match(topic):
         return None
     return topic.split(".")[1]

@@ -602,6 +602,7 @@ def chart(report: Report, path: Path) -> None:
     )
     left.axhline(0.25, color="#3b7dd8", linestyle=":", label="goal at_least_once 0.25×")
     left.axhline(0.15, color="#d8663b", linestyle=":", label="goal exactly_once 0.15×")
+    left.set_ylim(0, 1.25)
     left.set_ylabel("throughput / bare aiokafka")
     left.set_title("Throughput, same broker, same run")
     left.legend(fontsize=8)

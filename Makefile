@@ -11,7 +11,7 @@ PASSERELLE := $(BIN)/passerelle
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
         kafka-cluster-up kafka-cluster-down topics run bench bench-full test test-unit lint format clean \
-        prometheus deploy-rules kafka-up-secure kafka-down-secure
+        prometheus deploy-rules kafka-up-secure kafka-down-secure test-faults
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ bench-full: install ## make bench plus the state at 1 000 000 accounts (long)
 
 test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves
 	$(BIN)/pytest --durations=8
+
+test-faults: install ## the fault suite on three brokers, two workers (long; not in make test)
+	$(BIN)/pytest tests/faults --durations=8 -s
 
 test-unit: install prometheus ## the tests that need no broker (promtool checks included)
 	$(BIN)/pytest -m "not kafka"

@@ -103,6 +103,8 @@ class _Partition:
     tp: TopicPartition
     store: PartitionStore | None
     producer: AIOKafkaProducer | None
+    next_offset: int
+    """The next input offset this owner processes: records before it are stale."""
 
 
 class Stage:
@@ -221,10 +223,17 @@ class Stage:
     # -- one batch ---------------------------------------------------------
 
     async def _process(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        # A batch fetched before a rebalance may reach a partition opened since, at
+        # another offset (another worker may have processed those records meanwhile).
+        records = [r for r in records if r.offset >= part.next_offset]
+        if not records:
+            return
         if self.exactly_once:
             await self._process_exactly_once(part, records)
         else:
             await self._process_at_least_once(part, records)
+        if self._partitions.get(part.tp) is part:  # not re-opened after an abort
+            part.next_offset = records[-1].offset + 1
         self.processed += len(records)
 
     def _handle(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> list[Emit]:
@@ -349,10 +358,7 @@ class Stage:
         store = None
         if self.spec.changelog is not None:
             store = await self._restore(tp)
-            assert self._consumer is not None
-            if store.input_offset is not None:
-                self._consumer.seek(tp, store.input_offset)
-        part = _Partition(tp, store, producer)
+        part = _Partition(tp, store, producer, await self._seek_start(tp, store))
         elapsed = time.monotonic() - started
         log.info(
             "partition %s-%d opened in %.2fs (restored to input offset %s)",
@@ -371,17 +377,24 @@ class Stage:
         )
         return part
 
+    async def _seek_start(self, tp: TopicPartition, store: PartitionStore | None) -> int:
+        """Seek to where this owner resumes, and return it: the input offset its restored
+        state was built to, else the group's committed offset, read only now that our
+        producer has fenced the previous owner (its last commit is settled)."""
+        assert self._consumer is not None
+        if store is not None and store.input_offset is not None:
+            start = store.input_offset
+        else:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                committed = (await self._consumer.beginning_offsets([tp]))[tp]
+            start = committed
+        self._consumer.seek(tp, start)
+        return start
+
     async def _reopen(self, part: _Partition) -> None:
         await self._close(part)
-        assert self._consumer is not None
-        reopened = await self._open(part.tp)
-        if reopened.store is None or reopened.store.input_offset is None:
-            committed = await self._consumer.committed(part.tp)
-            if committed is not None:
-                self._consumer.seek(part.tp, committed)
-            else:
-                await self._consumer.seek_to_beginning(part.tp)
-        self._partitions[part.tp] = reopened
+        self._partitions[part.tp] = await self._open(part.tp)
 
     async def _close(self, part: _Partition) -> None:
         if part.producer is not None:

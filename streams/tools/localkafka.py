@@ -124,6 +124,11 @@ class Node:
         return self.dir / "server.properties"
 
     @property
+    def tls_port(self) -> int:
+        """The SASL_SSL listener of a secure node."""
+        return self.port + 2
+
+    @property
     def pid_path(self) -> Path:
         return self.dir / "kafka.pid"
 
@@ -202,6 +207,19 @@ class Cluster:
         )
         return cls("secure", run, (node,), settings.heap, settings.ready_timeout_s, users)
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The local CA's certificate: PASSERELLE_SSL_CAFILE for the SASL_SSL listener."""
+        return self.tls_dir / "ca.crt"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        return ",".join(f"{HOST}:{n.tls_port}" for n in self.nodes)
+
     def password_file(self, user: str) -> Path:
         """Where a user's password is kept (mode 0600), for PASSERELLE_SASL_PASSWORD_FILE."""
         return self.dir / "users" / f"{user}.password"
@@ -243,12 +261,19 @@ class Cluster:
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
             "controller.quorum.voters": voters,
-            "listeners": f"{listener}://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-            "advertised.listeners": f"{listener}://{HOST}:{node.port}",
+            "listeners": ",".join(
+                [f"{listener}://{HOST}:{node.port}", f"CONTROLLER://{HOST}:{node.controller_port}"]
+                + ([f"SASL_SSL://{HOST}:{node.tls_port}"] if self.secure else [])
+            ),
+            "advertised.listeners": ",".join(
+                [f"{listener}://{HOST}:{node.port}"]
+                + ([f"SASL_SSL://{HOST}:{node.tls_port}"] if self.secure else [])
+            ),
             # Transaction markers go broker to broker, even to itself: never the controller port.
             "inter.broker.listener.name": listener,
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": f"CONTROLLER:{listener},{listener}:{listener}",
+            "listener.security.protocol.map": f"CONTROLLER:{listener},{listener}:{listener}"
+            + (",SASL_SSL:SASL_SSL" if self.secure else ""),
             **(self._security_properties() if self.secure else {}),
             "log.dirs": str(node.dir / "data"),
             "num.partitions": "1",
@@ -283,6 +308,12 @@ class Cluster:
             "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
                 f'{scram} required username="{admin}" password="{password}";'
             ),
+            # The same users over TLS, with a certificate from the node's own local CA.
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                f'{scram} required username="{admin}" password="{password}";'
+            ),
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.location": str(self.tls_dir / "broker.pem"),
             "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
             "sasl.mechanism.controller.protocol": "PLAIN",
             "listener.name.controller.plain.sasl.jaas.config": (
@@ -320,6 +351,8 @@ def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None
                 )
     cluster_id = _cluster_id(cluster)
     _ensure_passwords(cluster)
+    if cluster.secure:
+        _ensure_certificate(cluster)
     for node in stopped:
         _write_config(cluster, node)
     _format(
@@ -425,6 +458,36 @@ def _ensure_passwords(cluster: Cluster) -> None:
         path.parent.chmod(0o700)
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(18) + "\n")
+
+
+def _ensure_certificate(cluster: Cluster) -> None:
+    """A local CA and a broker certificate for 127.0.0.1, made once with openssl."""
+    if (cluster.tls_dir / "broker.pem").exists():
+        return
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise LocalKafkaError(
+            "openssl is needed for the secure node's TLS: apt-get install openssl"
+        )
+    tls = cluster.tls_dir
+    tls.mkdir(parents=True, exist_ok=True)
+    tls.chmod(0o700)
+    (tls / "san.ext").write_text(f"subjectAltName=IP:{HOST}\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+         "-days", "365", "-subj", "/CN=passerelle local CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+         "-subj", f"/CN={HOST}"],
+        ["x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "broker.crt", "-days", "365", "-extfile", "san.ext"],
+    ]  # fmt: skip
+    for step in steps:
+        done = subprocess.run([openssl, *step], cwd=tls, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise LocalKafkaError(f"openssl {step[0]} failed: {done.stderr.strip()[-200:]}")
+    broker = tls / "broker.pem"
+    broker.touch(mode=0o600)
+    broker.write_text((tls / "broker.key").read_text() + (tls / "broker.crt").read_text())
 
 
 def _write_config(cluster: Cluster, node: Node) -> None:

@@ -329,3 +329,20 @@ async def _dlq_reasons(settings: Settings, key: str) -> list[str]:
 
 async def _in_stream(settings: Settings, stream: str, key: str) -> bool:
     return any(r.key == key.encode() for r in await read_all(settings, stream))
+
+
+async def test_the_same_users_connect_over_tls_trusting_only_the_local_ca(
+    provisioned: localkafka.Cluster,
+) -> None:
+    """SASL_SSL with the node's CA file works, with the same ACLs; a client that does
+    not trust that CA (the system's CAs only) cannot connect."""
+    bank = dataclasses.replace(
+        as_user(provisioned, security.bank_principal(ALPHA)),
+        bootstrap_servers=provisioned.tls_bootstrap,
+        security_protocol="SASL_SSL",
+        ssl_cafile=provisioned.ca_file,
+    )
+    assert await write(bank, catalog.bank_topic_name(ALPHA)) == OK
+    assert await write(bank, catalog.bank_topic_name(BETA)) == DENIED_TOPIC
+    untrusting = dataclasses.replace(bank, ssl_cafile=None)
+    assert await connect(untrusting) == "KafkaConnectionError"

@@ -131,6 +131,19 @@ def unique_bank() -> str:
     return f"bank-{uuid.uuid4().hex[:10]}"
 
 
+async def fresh_app(settings: Settings, prefix: str, banks: list[str]) -> Settings:
+    """Settings for a new app id on the session broker, with the catalog's topics
+    (these banks' ingest topics, the shared ones, the app's internal ones) created."""
+    from streams.catalog import Catalog
+    from streams.tools import topics
+
+    app = Settings(
+        bootstrap_servers=settings.bootstrap_servers, app_id=f"{prefix}-{uuid.uuid4().hex[:8]}"
+    )
+    await topics.create(app, Catalog(app).all(banks), say=lambda _: None)
+    return app
+
+
 async def bounded(awaitable: Awaitable[_T], timeout: float = RECEIVE_TIMEOUT_S) -> _T:
     return await asyncio.wait_for(awaitable, timeout)
 

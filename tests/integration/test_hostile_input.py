@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from streams import catalog, kafka, model
-from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.settings import Settings
-from streams.tools import reconcile, topics
+from streams.tools import reconcile
 from streams.tools.checker import read_all
 from tests import samples
-from tests.conftest import unique_bank
+from tests.conftest import fresh_app, unique_bank
 from tests.integration.harness import Worker, metrics_text, page
 
 PAYLOADS = 5_000
@@ -102,9 +100,8 @@ async def test_five_thousand_hostile_payloads_all_land_in_the_dlq_with_their_rea
     settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
 ) -> None:
     bank = unique_bank()
-    app_id = f"fuzz-{uuid.uuid4().hex[:8]}"
-    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
-    await topics.create(settings, Catalog(settings).all([bank]), say=lambda _: None)
+    settings = await fresh_app(settings, "fuzz", [bank])
+    app_id = settings.app_id
     topic = catalog.bank_topic_name(bank)
     worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
     workers.append(worker)

@@ -22,9 +22,9 @@ from streams.codec import Codec
 from streams.core.store import table_key
 from streams.core.ticks import TICK_KEY, encode_tick
 from streams.settings import Settings
-from streams.tools import reconcile, simulate, standin, topics
+from streams.tools import reconcile, simulate, standin
 from streams.tools.checker import read_all
-from tests.conftest import unique_bank
+from tests.conftest import fresh_app, unique_bank
 from tests.deploy import (
     PROMETHEUS,
     RULES,
@@ -85,10 +85,9 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
     """Prometheus holds the key series with the values the topics reconcile to, its rules
     load and evaluate, no alert fires on a healthy run, and every query of the dashboard
     and the rules names a metric the worker exposes."""
-    app_id = f"ops-{uuid.uuid4().hex[:8]}"
-    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
     bank = simulate.Bank(unique_bank(), "fr-FR", "Europe/Paris", "EUR", "p1")
-    await topics.create(settings, Catalog(settings).all([bank.bank_id]), say=lambda _: None)
+    settings = await fresh_app(settings, "ops", [bank.bank_id])
+    app_id = settings.app_id
     worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
     worker.env["PASSERELLE_LOG_FORMAT"] = "json"
     workers.append(worker)
@@ -295,12 +294,10 @@ async def test_readyz_waits_for_the_account_stream_backlog_found_at_start(
     """A pipeline worker that starts behind 60 000 records of its account stream is not
     ready until it has read up to where the stream ended at assignment: /readyz names
     the partitions and their target offsets, and the lag gauge counts down."""
-    app_id = f"catchup-{uuid.uuid4().hex[:8]}"
-    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    settings = await fresh_app(settings, "catchup", [])
+    app_id = settings.app_id
     assert settings.partitions == 4
-    cat = Catalog(settings)
-    await topics.create(settings, cat.all([]), say=lambda _: None)
-    stream = cat.account_stream().name
+    stream = Catalog(settings).account_stream().name
     producer = kafka.producer(settings, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:

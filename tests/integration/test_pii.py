@@ -23,9 +23,9 @@ from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.rules.money import format_money
 from streams.settings import Settings
-from streams.tools import simulate, topics
+from streams.tools import simulate
 from streams.tools.checker import read_all
-from tests.conftest import unique_bank
+from tests.conftest import fresh_app, unique_bank
 from tests.integration.harness import Worker, metrics_text, until
 
 LOCALES = ("fr-FR", "en-GB")
@@ -71,10 +71,9 @@ async def test_no_planted_account_psid_or_amount_reaches_a_log_or_the_metrics(
     settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
 ) -> None:
     bank = unique_bank()
-    app_id = f"pii-{uuid.uuid4().hex[:8]}"
-    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    settings = await fresh_app(settings, "pii", [bank])
+    app_id = settings.app_id
     cat = Catalog(settings)
-    await topics.create(settings, cat.all([bank]), say=lambda _: None)
     worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
     workers.append(worker)
     worker.start()

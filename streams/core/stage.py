@@ -234,7 +234,7 @@ class Stage:
             await self._process_at_least_once(part, records)
         if self._partitions.get(part.tp) is part:  # not re-opened after an abort
             part.next_offset = records[-1].offset + 1
-        self.processed += len(records)
+            self.processed += len(records)
 
     def _handle(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> list[Emit]:
         emits: list[Emit] = []

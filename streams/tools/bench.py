@@ -43,7 +43,7 @@ from streams.codec import Codec, EmbeddedRegistry
 from streams.errors import PasserelleError
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import localkafka, simulate, topics
-from streams.tools.workerproc import Worker, page
+from streams.tools.workerproc import Worker, page, until_ready
 
 Say = Callable[[str], None]
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -270,22 +270,6 @@ def rss_mib(worker: Worker) -> float:
     return kib / 1024
 
 
-async def until_ready(worker: Worker, timeout_s: float = 300) -> float:
-    """Seconds until /readyz answers 200."""
-    started = time.monotonic()
-    while True:
-        if not worker.alive():
-            raise PasserelleError(f"the worker exited; see {worker.log}")
-        try:
-            if page(worker, "/readyz")[0] == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        if time.monotonic() - started > timeout_s:
-            raise PasserelleError(f"the worker was not ready in {timeout_s}s; see {worker.log}")
-        await asyncio.sleep(0.05)
-
-
 async def first_decision(worker: Worker) -> tuple[float, float]:
     """When the worker's first decisions appear, and how many there are then: the
     pipeline is timed from its first decision to its last, so start-up (joins,
@@ -409,7 +393,7 @@ async def measure_latency(
     await send_consents(run.settings, run.codec, pop)
     worker = run.worker(app_id, guarantee)
     worker.start()
-    await until_ready(worker)
+    await until_ready(worker, timeout_s=300)
     # A messaging worker tuned for latency: a fetch returns as soon as there is data.
     reader = kafka.consumer(
         run.settings, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
@@ -429,7 +413,7 @@ async def measure_latency(
             expected = sum(
                 pop.accounts[(n + i) % len(pop.accounts)].consent is not None for i in range(count)
             )
-            reading = asyncio.create_task(collect(reader, bank, expected))
+            reading = asyncio.create_task(collect(reader, run.codec, bank, expected))
             seconds = await offer(run, producer, pop, n, count, rate)
             n += count
             out.append(_latency(guarantee, rate, count / seconds, await reading))
@@ -461,9 +445,10 @@ async def offer(
     return time.monotonic() - started
 
 
-async def collect(reader: Any, bank: str, expected: int, timeout_s: float = 120) -> list[float]:
+async def collect(
+    reader: Any, codec: Codec, bank: str, expected: int, timeout_s: float = 120
+) -> list[float]:
     """End-to-end latencies (ms) of this bank's TRANSACTION notifications, as they arrive."""
-    codec = Codec(EmbeddedRegistry.load())
     latencies: list[float] = []
     deadline = time.monotonic() + timeout_s
     while len(latencies) < expected and time.monotonic() < deadline:

@@ -6,13 +6,16 @@ the integration tests.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from streams.errors import PasserelleError
 from streams.settings import Settings
 
 
@@ -89,3 +92,20 @@ def http_get(url: str, timeout_s: float = 10.0) -> tuple[int, str]:
 def page(worker: Worker, path: str) -> tuple[int, str]:
     """A page of the worker's web server: /healthz, /readyz, /metrics."""
     return http_get(f"http://127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}{path}")
+
+
+async def until_ready(worker: Worker, timeout_s: float = 120) -> float:
+    """Seconds until the worker's /readyz answers 200 (assigned, restored, caught up);
+    PasserelleError if it exits or is not ready in time."""
+    started = time.monotonic()
+    while True:
+        if not worker.alive():
+            raise PasserelleError(f"the worker exited; see {worker.log}")
+        try:
+            if page(worker, "/readyz")[0] == 200:
+                return time.monotonic() - started
+        except OSError:  # its web server is not up yet
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise PasserelleError(f"the worker was not ready in {timeout_s}s; see {worker.log}")
+        await asyncio.sleep(0.05)

@@ -29,7 +29,7 @@ from streams.codec import Codec
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import checker, kafkacli, localkafka, reconcile, simulate, topics
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, caught_up, end_offsets, group_offsets, page
+from tests.integration.harness import Worker, caught_up, end_offsets, group_offsets, until_ready
 
 EVENTS = 60_000
 GUARANTEE = "exactly_once"
@@ -103,20 +103,6 @@ async def start(
     return run
 
 
-async def ready_in(worker: Worker, timeout_s: float = 120) -> float:
-    """Seconds until the worker's /readyz answers 200."""
-    started = time.monotonic()
-    while True:
-        assert worker.alive(), f"worker died; see {worker.log}"
-        assert time.monotonic() - started < timeout_s, f"not ready; see {worker.log}"
-        try:
-            if page(worker, "/readyz")[0] == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        await asyncio.sleep(0.05)
-
-
 async def quiesce_and_check(run: Run) -> None:
     """The pass rule, after every event is accounted for."""
     counts = await reconcile.wait_balanced(run.settings, run.codec, run.banks, 300)
@@ -171,7 +157,7 @@ async def test_a_worker_killed_three_times_loses_and_repeats_nothing(
         print(f"kill -9 at {at:.0%}")
         assert 0.2 <= at <= 0.8
         victim.start()  # at once: the next kill may come before it is back
-    print(f"last crash → ready in {await ready_in(victim):.1f}s")
+    print(f"last crash → ready in {await until_ready(victim):.1f}s")
     await quiesce_and_check(run)
 
 
@@ -185,7 +171,7 @@ async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(
         assert worker.stop() == 0, f"unclean stop; see {worker.log}"
         print(f"SIGTERM at {at:.0%}")
         worker.start()
-        print(f"restart → ready in {await ready_in(worker):.1f}s")
+        print(f"restart → ready in {await until_ready(worker):.1f}s")
     await quiesce_and_check(run)
 
 

@@ -14,9 +14,9 @@ from aiokafka.errors import KafkaError
 
 from streams import kafka
 from streams.settings import Settings
-from streams.tools.workerproc import Worker, free_port, http_get, page
+from streams.tools.workerproc import Worker, free_port, http_get, page, until_ready
 
-__all__ = ["Worker", "free_port", "http_get", "page"]  # re-exported for the tests
+__all__ = ["Worker", "free_port", "http_get", "page", "until_ready"]  # re-exported for the tests
 
 
 async def group_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
@@ -78,18 +78,6 @@ async def caught_up(settings: Settings, group: str, topic: str) -> bool:
         last[record.partition] = max(last.get(record.partition, -1), record.offset)
     done = await group_offsets(settings, group, topic)
     return all(done.get(p, 0) > offset for p, offset in last.items())
-
-
-async def ready(worker: Worker, timeout_s: float = 90.0) -> None:
-    """Wait until the worker's /readyz answers 200 (assigned, restored, caught up)."""
-
-    async def answers() -> bool:
-        try:
-            return page(worker, "/readyz")[0] == 200
-        except OSError:  # its web server is not up yet
-            return False
-
-    await until(answers, worker, timeout_s)
 
 
 def metrics_text(worker: Worker) -> str:

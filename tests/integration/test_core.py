@@ -12,7 +12,7 @@ import pytest
 
 from streams.settings import Settings
 from streams.tools import checker, standin
-from tests.integration.harness import Worker, committed, end_offsets, ready
+from tests.integration.harness import Worker, committed, end_offsets, until_ready
 
 INPUTS = 60_000
 KEYS = 500
@@ -106,7 +106,7 @@ async def test_a_tick_emits_once_with_no_further_input_across_a_restart(
         await asyncio.sleep(0.2)
     worker.kill()
     worker.start()
-    await ready(worker)  # restored; a SIGTERM before its handlers exist would kill it
+    await until_ready(worker)  # restored; a SIGTERM before its handlers exist would kill it
     await asyncio.sleep(1.0)  # let the restarted ticker write more ticks
     await wait_for(settings, group, topic, await end_offsets(settings, topic), worker)
     assert worker.stop() == 0

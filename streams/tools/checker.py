@@ -183,6 +183,7 @@ def compare(
 STALE_MS = 2 * 86_400_000
 ENDING = {"REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"}
 USES = {"TRANSACTIONS", "ALERTS", "SUMMARIES"}
+SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
 
 
 @dataclass
@@ -196,11 +197,19 @@ class PipelineReport:
     missing: int = 0
     duplicates: int = 0
     leaks: int = 0
+    repeated_inputs: int = 0
+    """Account-stream records whose source record (topic, partition, offset) was
+    already forwarded: ingest passed one bank or consent record on twice."""
 
     @property
     def exact(self) -> bool:
         return (
-            self.decision_mismatches == self.missing == self.duplicates == self.leaks == 0
+            self.decision_mismatches
+            == self.missing
+            == self.duplicates
+            == self.leaks
+            == self.repeated_inputs
+            == 0
             and self.decisions_seen == self.decisions_expected > 0
         )
 
@@ -314,7 +323,19 @@ async def check_pipeline(
         )
         if n["bank_id"] in banks
     ]
-    return compare_pipeline(expected_from_stream(codec, stream), decided, notes)
+    report = compare_pipeline(expected_from_stream(codec, stream), decided, notes)
+    report.repeated_inputs = repeated_sources(stream)
+    return report
+
+
+def repeated_sources(stream: list[Any]) -> int:
+    """How many account-stream records repeat a source record already forwarded."""
+    sources: Counter[tuple[bytes, ...]] = Counter()
+    for record in stream:
+        if record.key != TICK_KEY:
+            headers = dict(record.headers)
+            sources[tuple(headers.get(h, b"") for h in SOURCE_HEADERS)] += 1
+    return sum(n - 1 for n in sources.values())
 
 
 def compare_pipeline(

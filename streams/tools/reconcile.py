@@ -90,10 +90,14 @@ async def reconcile(settings: Settings, codec: Codec, banks: list[str]) -> dict[
 async def wait_balanced(
     settings: Settings, codec: Codec, banks: list[str], timeout_s: float
 ) -> dict[str, BankCounts]:
-    """Reconcile until every bank balances or `timeout_s` passes; the last counts either way."""
+    """Reconcile until every bank balances or `timeout_s` passes; the last counts either way.
+
+    A bank with more outcomes than records will never balance: that returns at once."""
     deadline = time.monotonic() + timeout_s
     while True:
         counts = await reconcile(settings, codec, banks)
-        if all(c.balanced for c in counts.values()) or time.monotonic() > deadline:
+        done = all(c.balanced for c in counts.values())
+        over = any(c.accounted > c.ingested for c in counts.values())
+        if done or over or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(1.0)

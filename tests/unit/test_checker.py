@@ -201,3 +201,19 @@ class TestRetriedSource:
             "notification_id": _notification_id("TRANSACTION", "banque-alpine", tx_id),
         }
         assert compare_pipeline(expected, decided, [note]).exact
+
+
+class TestRepeatedSources:
+    def test_a_source_record_forwarded_twice_is_counted_once_per_repeat(self) -> None:
+        """Two stream records naming the same bank record are one repeat; ticks and distinct
+        sources are none."""
+        from streams.tools.checker import TICK_KEY, repeated_sources
+
+        def forwarded(offset: int, source_offset: int) -> _Stream:
+            source = [("source-topic", b"bank.a"), ("source-partition", b"0")]
+            headers = [("kind", b"transaction"), *source, ("source-offset", b"%d" % source_offset)]
+            return _Stream(b"a:1", b"", 0, offset, 0, headers)
+
+        tick = _Stream(TICK_KEY, b"{}", 0, 9, 0, [])
+        assert repeated_sources([forwarded(0, 7), forwarded(1, 8), tick, tick]) == 0
+        assert repeated_sources([forwarded(0, 7), forwarded(1, 7), forwarded(2, 7)]) == 2

@@ -37,7 +37,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from streams import kafka
-from streams.core.store import INPUT_OFFSET_KEY, PartitionStore
+from streams.core.store import PartitionStore
 from streams.errors import PasserelleError
 from streams.logs import event
 from streams.metrics import Metrics
@@ -246,14 +246,11 @@ class Stage:
     def _changelog_emits(self, part: _Partition, next_input: int) -> list[Emit]:
         if self.spec.changelog is None or part.store is None:
             return []
+        part.store.set_input_offset(next_input)  # last: the batch's final changelog record
         p = part.tp.partition
-        emits = [
+        return [
             Emit(self.spec.changelog, k, v, partition=p) for k, v in part.store.pending().items()
         ]
-        emits.append(
-            Emit(self.spec.changelog, INPUT_OFFSET_KEY, str(next_input).encode(), partition=p)
-        )
-        return emits
 
     async def _send_all(self, producer: AIOKafkaProducer, emits: list[Emit]) -> list[Any]:
         futures = [

@@ -97,6 +97,14 @@ class PartitionStore:
         """This batch's changes, by stored key (None: deleted)."""
         return self._pending
 
+    def set_input_offset(self, offset: int) -> None:
+        """Record, with this batch's changes, the next input offset they bring the state to.
+
+        It goes to the changelog and, once committed, to RocksDB like any change:
+        a store whose checkpoint is at the changelog's end needs no restore, so
+        its own input offset must be as new as its checkpoint."""
+        self._pending[INPUT_OFFSET_KEY] = str(offset).encode()
+
     def discard(self) -> None:
         """Forget this batch's changes (its transaction aborted)."""
         self._pending = {}

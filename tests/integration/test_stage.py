@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
@@ -70,3 +71,74 @@ async def test_a_handler_failure_aborts_the_batch_and_stops_the_stage(
         )
         == 1
     )
+
+
+async def test_a_store_at_the_changelog_end_resumes_where_it_committed(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """A store that restored once (an input offset from the changelog), then committed
+    batches itself, resumes at its last commit when reopened with nothing to restore: each
+    input counted once (the fault suite found a stale input offset replaying old input)."""
+    source, sink, changelog = await new_topic("in"), await new_topic("out"), await new_topic("cl")
+    app_id = f"t-{uuid.uuid4().hex[:8]}"
+
+    def count(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
+        n = int(store.get("counts", record.key) or b"0") + 1
+        store.put("counts", record.key, str(n).encode())
+        return [Emit(sink, record.key, b"%s:%d" % (record.value, n))]
+
+    async def produce(first: int) -> None:
+        producer = kafka.producer(settings)
+        await producer.start()
+        try:
+            await asyncio.gather(
+                *[
+                    await producer.send(source, str(i).encode(), b"k")
+                    for i in range(first, first + 5)
+                ]
+            )
+        finally:
+            await producer.stop()
+
+    async def run_until(data_dir: Path, records: int) -> None:
+        stage = Stage(
+            StageSpec("counting", count, topics=(source,), changelog=changelog),
+            Settings(
+                bootstrap_servers=settings.bootstrap_servers, app_id=app_id, data_dir=data_dir
+            ),
+            metrics=Metrics(CollectorRegistry()),
+        )
+        task = asyncio.create_task(stage.run())
+        while stage.processed < records:
+            assert not task.done(), task
+            await asyncio.sleep(0.05)
+        stage.stop()
+        await bounded(task, 60)
+
+    def input_offset(data_dir: Path) -> int | None:
+        store = PartitionStore(data_dir / app_id / "counting" / f"{source}-0")
+        try:
+            return store.input_offset
+        finally:
+            store.close()
+
+    await produce(0)
+    await run_until(tmp_path / "first-owner", 5)
+    await produce(5)
+    await run_until(tmp_path / "second-owner", 5)  # restores the first owner's changelog
+    assert input_offset(tmp_path / "second-owner") == 10  # as of its own commit, not the restore
+    await produce(10)
+    await run_until(tmp_path / "second-owner", 5)  # its store is at the changelog end
+    assert input_offset(tmp_path / "second-owner") == 15
+
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(sink, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        fetched = await bounded(consumer.getmany(tp, timeout_ms=2000))
+        counted = [r.value.decode() for r in fetched[tp]]
+    finally:
+        await consumer.stop()
+    assert counted == [f"{i}:{i + 1}" for i in range(15)]

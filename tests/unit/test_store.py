@@ -58,3 +58,16 @@ class TestPartitionStore:
         store = PartitionStore(tmp_path / "p0")
         store.apply_changelog([(b"t\x00a", b"1"), (b"t\x00b", b"2"), (b"t\x00a", None)], 3)
         assert (store.get("t", b"a"), store.get("t", b"b"), store.checkpoint) == (None, b"2", 3)
+
+    def test_the_input_offset_is_committed_with_the_batch(self, tmp_path: Path) -> None:
+        """A batch's input offset reaches disk with its changes, and not if it is discarded."""
+        store = PartitionStore(tmp_path / "p0")
+        store.set_input_offset(10)
+        store.discard()
+        assert store.input_offset is None
+        store.put("t", b"k", b"1")
+        store.set_input_offset(11)
+        assert list(store.pending())[-1] == b"\x00input-offset"
+        store.commit(5)
+        store.close()
+        assert PartitionStore(tmp_path / "p0").input_offset == 11

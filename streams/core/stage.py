@@ -86,8 +86,9 @@ class StageSpec:
     changelog: str | None = None
     """The changelog topic of a stateful stage (one input topic, co-partitioned)."""
     catch_up: tuple[str, ...] = ()
-    """Input topics whose backlog, as found at assignment, must be read before
-    the stage says it is ready (the consents, so no decision runs on old ones)."""
+    """Input topics whose backlog, as found at assignment, is read before the
+    stage's other partitions (paused meanwhile) and before it says it is ready:
+    the consents, so no transaction overtakes a consent that was waiting."""
 
 
 class StageFailed(PasserelleError):
@@ -130,6 +131,8 @@ class Stage:
         """Changelog records left to restore, by partition, while a restore runs."""
         self.catching_up: dict[TopicPartition, int] = {}
         """The end offsets a `catch_up` partition must reach before the stage is ready."""
+        self.held: set[TopicPartition] = set()
+        """Other partitions, paused until the `catch_up` ones reach those offsets."""
         self.processed = 0
         """Input records committed by this stage since it started."""
         self._next_report = 0.0
@@ -164,6 +167,11 @@ class Stage:
                 if not batches:
                     continue
                 async with self._lock:
+                    # aiokafka hands out records of a new assignment while our listener
+                    # still opens it: one held back since is read again once resumed.
+                    for tp in self.held.intersection(batches):
+                        if batches[tp]:
+                            consumer.seek(tp, batches.pop(tp)[0].offset)
                     await asyncio.gather(
                         *(
                             self._process(self._partitions[tp], records)
@@ -171,6 +179,8 @@ class Stage:
                             if tp in self._partitions and records
                         )
                     )
+                    if self.held:
+                        await self._catch_up_progress()
         finally:
             async with self._lock:
                 for part in list(self._partitions.values()):
@@ -189,6 +199,7 @@ class Stage:
         consumer = self._consumer
         assert consumer is not None
         async with self._lock:
+            await self._catch_up_progress()
             keys = 0
             for tp, part in self._partitions.items():
                 try:
@@ -202,8 +213,6 @@ class Stage:
                     self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                         max(0, end - position)
                     )
-                if tp in self.catching_up and position >= self.catching_up[tp]:
-                    del self.catching_up[tp]
                 if part.store is not None:
                     keys += part.store.estimated_keys()
             if self.spec.changelog is not None:
@@ -214,6 +223,21 @@ class Stage:
                 log.info(
                     "stage %s is ready", self.spec.name, extra=event("ready", stage=self.spec.name)
                 )
+
+    async def _catch_up_progress(self) -> None:
+        """Forget `catch_up` partitions that reached their target; once none is left,
+        resume the partitions held back (so no transaction overtakes the consents
+        that were already waiting when the stage got its partitions)."""
+        assert self._consumer is not None
+        for tp, target in list(self.catching_up.items()):
+            try:
+                if await self._consumer.position(tp) >= target:
+                    del self.catching_up[tp]
+            except IllegalStateError:  # a rebalance took it away meanwhile
+                del self.catching_up[tp]
+        if not self.catching_up and self.held:
+            self._consumer.resume(*self.held)
+            self.held.clear()
 
     def _not_ready(self) -> None:
         self._assigned = False
@@ -476,6 +500,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
                 if part is not None:
                     await self.stage._close(part)
                 self.stage.catching_up.pop(tp, None)
+                self.stage.held.discard(tp)
                 with contextlib.suppress(KeyError):  # no lag reported for it yet
                     self.stage.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             self.stage._not_ready()
@@ -490,6 +515,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
             backlog = [tp for tp in assigned if tp.topic in stage.spec.catch_up]
             if backlog and stage._consumer is not None:
                 stage.catching_up.update(await stage._consumer.end_offsets(backlog))
+                await stage._catch_up_progress()
+                if stage.catching_up:
+                    stage.held = {tp for tp in assigned if tp.topic not in stage.spec.catch_up}
+                    stage._consumer.pause(*stage.held)
             stage._assigned = True
             log.info(
                 "stage %s owns %d partitions",

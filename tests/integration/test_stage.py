@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -142,3 +142,44 @@ async def test_a_store_at_the_changelog_end_resumes_where_it_committed(
     finally:
         await consumer.stop()
     assert counted == [f"{i}:{i + 1}" for i in range(15)]
+
+
+async def test_a_catch_up_backlog_is_read_before_any_other_partition(
+    settings: Settings, new_topic: NewTopicFactory
+) -> None:
+    """Records waiting on a `catch_up` topic at assignment are all handled before the first
+    record of the stage's other topics (which are paused meanwhile), however many there are."""
+    consents, bank = await new_topic("c"), await new_topic("b")
+    producer = kafka.producer(settings, linger_ms=20)
+    await producer.start()
+    try:
+        sends = [await producer.send(bank, b"tx", b"k") for _ in range(2000)]
+        sends += [await producer.send(consents, b"consent", b"k") for _ in range(5000)]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    seen: list[str] = []
+
+    def handle(record: ConsumerRecord[bytes, bytes], _: PartitionStore) -> Sequence[Emit]:
+        seen.append(record.topic)
+        return []
+
+    stage = Stage(
+        StageSpec("gate", handle, topics=(bank, consents), catch_up=(consents,)),
+        Settings(bootstrap_servers=settings.bootstrap_servers, app_id=f"t-{uuid.uuid4().hex[:8]}"),
+        metrics=Metrics(CollectorRegistry()),
+        max_batch=500,
+    )
+    task = asyncio.create_task(stage.run())
+    try:
+        await bounded(_until(lambda: stage.processed >= 7000, task), 60)
+    finally:
+        stage.stop()
+        await bounded(task, 60)
+    assert seen == [consents] * 5000 + [bank] * 2000
+
+
+async def _until(done: Callable[[], bool], task: asyncio.Task[None]) -> None:
+    while not done():
+        assert not task.done(), task
+        await asyncio.sleep(0.05)

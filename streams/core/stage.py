@@ -304,24 +304,8 @@ class Stage:
         except _ProduceFailed as exc:
             # Nothing of this batch is committed yet: abort it and start the
             # partition again from what Kafka holds.
-            log.warning(
-                "batch aborted on %s-%d at offset %d: %s",
-                part.tp.topic,
-                part.tp.partition,
-                records[0].offset,
-                exc,
-                extra=event(
-                    "abort",
-                    stage=self.spec.name,
-                    topic=part.tp.topic,
-                    partition=part.tp.partition,
-                    offset=records[0].offset,
-                    records=len(records),
-                ),
-            )
             await producer.abort_transaction()
-            self.metrics.transactions.labels(result="abort").inc()
-            await self._reopen(part)
+            await self._redo(part, records, exc)
             return
         except Exception as exc:
             # A handler that raises would raise again on the same records:
@@ -348,13 +332,42 @@ class Stage:
         producer = part.producer
         assert producer is not None and self._consumer is not None
         next_input = records[-1].offset + 1
-        await self._send_all(producer, self._handle(part, records))
-        changelog = self._changelog_emits(part, next_input)
-        if changelog:
-            results = await self._send_all(producer, changelog)
-            assert part.store is not None
-            part.store.commit(results[-1].offset + 1)
+        try:
+            await self._send_all(producer, self._handle(part, records))
+            changelog = self._changelog_emits(part, next_input)
+            if changelog:
+                results = await self._send_all(producer, changelog)
+                assert part.store is not None
+                part.store.commit(results[-1].offset + 1)
+        except _ProduceFailed as exc:
+            # What was acknowledged stays (at-least-once); the batch is done again
+            # from the state and offset the changelog holds, so it repeats identically.
+            await self._redo(part, records, exc)
+            return
         await self._consumer.commit({part.tp: next_input})
+        self.metrics.transactions.labels(result="commit").inc()
+
+    async def _redo(
+        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]], exc: Exception
+    ) -> None:
+        """A batch whose sends failed: log it, count it, and re-open the partition."""
+        log.warning(
+            "batch aborted on %s-%d at offset %d: %s",
+            part.tp.topic,
+            part.tp.partition,
+            records[0].offset,
+            exc,
+            extra=event(
+                "abort",
+                stage=self.spec.name,
+                topic=part.tp.topic,
+                partition=part.tp.partition,
+                offset=records[0].offset,
+                records=len(records),
+            ),
+        )
+        self.metrics.transactions.labels(result="abort").inc()
+        await self._reopen(part)
 
     # -- assignment ----------------------------------------------------------
 

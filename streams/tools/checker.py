@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -200,6 +201,11 @@ class PipelineReport:
     repeated_inputs: int = 0
     """Account-stream records whose source record (topic, partition, offset) was
     already forwarded: ingest passed one bank or consent record on twice."""
+    repeats: int = 0
+    """Identical copies of a decision or notification, removed before comparing
+    (only when repeats are allowed: at-least-once)."""
+    conflicting: int = 0
+    """Copies that share an identity but not their content (never allowed)."""
 
     @property
     def exact(self) -> bool:
@@ -210,6 +216,14 @@ class PipelineReport:
             == self.leaks
             == self.repeated_inputs
             == 0
+            and self.decisions_seen == self.decisions_expected > 0
+        )
+
+    @property
+    def at_least_once(self) -> bool:
+        """Once identical repeats are set aside: nothing lost, invented or different."""
+        return (
+            self.decision_mismatches == self.missing == self.leaks == self.conflicting == 0
             and self.decisions_seen == self.decisions_expected > 0
         )
 
@@ -299,9 +313,13 @@ def expected_from_stream(
 
 
 async def check_pipeline(
-    settings: Settings, codec: Any, app_id: str, banks: list[str]
+    settings: Settings, codec: Any, app_id: str, banks: list[str], repeats_allowed: bool = False
 ) -> PipelineReport:
-    """Check a pipeline run of `app_id` over `banks` against the reference model."""
+    """Check a pipeline run of `app_id` over `banks` against the reference model.
+
+    With `repeats_allowed` (at-least-once), identical copies of a decision (same
+    source record, same decision time) or of a notification (same id) are set
+    aside first and counted as `repeats`; copies that differ are `conflicting`."""
     ours = tuple(f"{b}:".encode() for b in banks)
     stream = [
         r
@@ -323,9 +341,42 @@ async def check_pipeline(
         )
         if n["bank_id"] in banks
     ]
+    repeats = conflicting = 0
+    if repeats_allowed:
+        decided, repeats, conflicting = without_repeats(decided, _decision_identity)
+        notes, more_repeats, more_conflicting = without_repeats(
+            notes, lambda n: n["notification_id"]
+        )
+        repeats, conflicting = repeats + more_repeats, conflicting + more_conflicting
     report = compare_pipeline(expected_from_stream(codec, stream), decided, notes)
     report.repeated_inputs = repeated_sources(stream)
+    report.repeats, report.conflicting = repeats, conflicting
     return report
+
+
+def _decision_identity(decision: dict[str, Any]) -> tuple[Any, ...]:
+    source = ("source_topic", "source_partition", "source_offset", "decided_at")
+    return tuple(decision[k] for k in source)
+
+
+def without_repeats(
+    outputs: list[dict[str, Any]], identity: Callable[[dict[str, Any]], Any]
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The outputs with later copies of an identity removed: (kept, identical copies,
+    copies whose content differs from the first)."""
+    first: dict[Any, dict[str, Any]] = {}
+    kept: list[dict[str, Any]] = []
+    repeats = conflicting = 0
+    for output in outputs:
+        key = identity(output)
+        if key not in first:
+            first[key] = output
+            kept.append(output)
+        elif first[key] == output:
+            repeats += 1
+        else:
+            conflicting += 1
+    return kept, repeats, conflicting
 
 
 def repeated_sources(stream: list[Any]) -> int:

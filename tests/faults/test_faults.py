@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import signal
 import time
 import uuid
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.admin import ConfigResource, ConfigResourceType
 
 from streams import catalog, kafka
 from streams.catalog import Catalog
@@ -29,10 +31,17 @@ from streams.codec import Codec
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import checker, kafkacli, localkafka, reconcile, simulate, topics
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, caught_up, end_offsets, group_offsets, until_ready
+from tests.integration.harness import (
+    Worker,
+    caught_up,
+    end_offsets,
+    group_offsets,
+    page,
+    until_ready,
+)
 
 EVENTS = 60_000
-GUARANTEE = "exactly_once"
+GUARANTEES = pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 
 
 @dataclass
@@ -43,10 +52,50 @@ class Run:
     banks: list[str]
     total: int
     workers: list[Worker]
+    tmp_path: Path
+    guarantee: str
+    started: list[Worker]
+    """Every worker process of the test (the fixture stops them all at the end)."""
+
+    def add_worker(self) -> Worker:
+        n = len(self.workers) + 1
+        worker = Worker(
+            self.settings, self.app_id, self.tmp_path / f"w{n}", self.guarantee, ["pipeline"]
+        )
+        worker.env["PASSERELLE_REPLICATION"] = "3"
+        worker.log = self.tmp_path / f"w{n}.log"
+        self.started.append(worker)
+        self.workers.append(worker)
+        worker.start()
+        return worker
+
+    async def members(self, stage: str) -> int:
+        """How many members the stage's consumer group has now."""
+        client = kafka.admin(self.settings)
+        await client.start()
+        try:
+            described = await client.describe_consumer_groups([f"{self.app_id}-{stage}"])
+            return len(described[0].groups[0][5])
+        finally:
+            await client.close()
 
     @property
     def app_id(self) -> str:
         return self.settings.app_id
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == "exactly_once"
+
+    async def quiet(self) -> bool:
+        """Has ingest committed past every bank record, then accounts past every
+        account-stream record (ticks included) there is now?"""
+        for bank in self.banks:
+            topic = catalog.bank_topic_name(bank)
+            if not await caught_up(self.settings, f"{self.app_id}-ingest", topic):
+                return False
+        stream = Catalog(self.settings).account_stream().name
+        return await caught_up(self.settings, f"{self.app_id}-accounts", stream)
 
     async def progress(self) -> float:
         """The share of the work done: the slower of ingest (bank records committed)
@@ -73,7 +122,13 @@ class Run:
 
 
 async def start(
-    cluster: localkafka.Cluster, codec: Codec, tmp_path: Path, workers: list[Worker], seed: int
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    seed: int,
+    guarantee: str,
+    count: int = 2,
 ) -> Run:
     settings = dataclasses.replace(
         cluster.client_settings(),
@@ -92,36 +147,35 @@ async def start(
         progress=False,
     )  # fmt: skip
     total = sum(feed.sent.values())
-    run = Run(cluster, settings, codec, ids, total, [])
-    for n in (1, 2):
-        worker = Worker(settings, settings.app_id, tmp_path / f"w{n}", GUARANTEE, ["pipeline"])
-        worker.env["PASSERELLE_REPLICATION"] = "3"
-        worker.log = tmp_path / f"w{n}.log"
-        workers.append(worker)
-        run.workers.append(worker)
-        worker.start()
+    run = Run(cluster, settings, codec, ids, total, [], tmp_path, guarantee, workers)
+    for _ in range(count):
+        run.add_worker()
     return run
 
 
 async def quiesce_and_check(run: Run) -> None:
-    """The pass rule, after every event is accounted for."""
-    counts = await reconcile.wait_balanced(run.settings, run.codec, run.banks, 300)
+    """The pass rule, once both groups have committed past everything there is to read."""
     stream = Catalog(run.settings).account_stream().name
-    deadline = time.monotonic() + 120
-    while not await caught_up(run.settings, f"{run.app_id}-accounts", stream):
-        assert time.monotonic() < deadline, "the accounts group never caught up"
+    deadline = time.monotonic() + 300
+    while not await run.quiet():
+        assert time.monotonic() < deadline, "the pipeline never caught up"
         await asyncio.sleep(0.5)
     for worker in run.workers:
         assert worker.stop() == 0, f"unclean stop; see {worker.log}"
-    for bank in run.banks:
-        assert await caught_up(run.settings, f"{run.app_id}-ingest", catalog.bank_topic_name(bank))
 
-    report = await checker.check_pipeline(run.settings, run.codec, run.app_id, run.banks)
+    counts = await reconcile.reconcile(run.settings, run.codec, run.banks)
+    report = await checker.check_pipeline(
+        run.settings, run.codec, run.app_id, run.banks, repeats_allowed=not run.exactly_once
+    )
     print(report.table())
     for bank, c in counts.items():
         print(c.line(bank))
-    assert all(c.balanced for c in counts.values())
-    assert report.exact, report.table()
+    if run.exactly_once:
+        assert all(c.balanced for c in counts.values())
+        assert report.exact, report.table()
+    else:  # repeats, never losses: each bank's records all have an outcome
+        assert all(c.accounted >= c.ingested for c in counts.values())
+        assert report.at_least_once, report.table()
     assert report.notifications_seen > 0
 
     for node in run.cluster.nodes:
@@ -147,10 +201,15 @@ async def quiesce_and_check(run: Run) -> None:
 
 
 @pytest.mark.timeout(900)
+@GUARANTEES
 async def test_a_worker_killed_three_times_loses_and_repeats_nothing(
-    cluster: localkafka.Cluster, codec: Codec, tmp_path: Path, workers: list[Worker]
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    guarantee: str,
 ) -> None:
-    run = await start(cluster, codec, tmp_path, workers, seed=51)
+    run = await start(cluster, codec, tmp_path, workers, seed=51, guarantee=guarantee)
     victim = run.workers[0]
     for share in (0.25, 0.45, 0.65):
         at = await run.until_progress(share)
@@ -163,10 +222,15 @@ async def test_a_worker_killed_three_times_loses_and_repeats_nothing(
 
 
 @pytest.mark.timeout(900)
+@GUARANTEES
 async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(
-    cluster: localkafka.Cluster, codec: Codec, tmp_path: Path, workers: list[Worker]
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    guarantee: str,
 ) -> None:
-    run = await start(cluster, codec, tmp_path, workers, seed=52)
+    run = await start(cluster, codec, tmp_path, workers, seed=52, guarantee=guarantee)
     for worker, share in zip(run.workers, (0.3, 0.6), strict=True):
         at = await run.until_progress(share)
         assert worker.stop() == 0, f"unclean stop; see {worker.log}"
@@ -177,19 +241,21 @@ async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(
 
 
 @pytest.mark.timeout(900)
+@GUARANTEES
 async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
     cluster: localkafka.Cluster,
     cluster_settings: LocalKafkaSettings,
     codec: Codec,
     tmp_path: Path,
     workers: list[Worker],
+    guarantee: str,
 ) -> None:
-    run = await start(cluster, codec, tmp_path, workers, seed=53)
+    run = await start(cluster, codec, tmp_path, workers, seed=53, guarantee=guarantee)
     at = await run.until_progress(0.3)
     victim = cluster.nodes[1]
     localkafka.kill(victim, signal.SIGKILL)
-    print(f"kill -9 broker {victim.node_id} at {at:.0%}")
-    await asyncio.sleep(5)
+    down = await run.until_progress(at + 0.05)  # two brokers of three carry on
+    print(f"kill -9 broker {victim.node_id} at {at:.0%}; without it to {down:.0%}")
     await asyncio.to_thread(localkafka.up, cluster, cluster_settings, lambda _: None)
     at = await run.until_progress(0.5)
     print(f"broker {victim.node_id} back; bouncing each broker from {at:.0%}")
@@ -199,3 +265,138 @@ async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
             await asyncio.sleep(0.2)
         await asyncio.to_thread(localkafka.up, cluster, cluster_settings, lambda _: None)
     await quiesce_and_check(run)
+
+
+@pytest.mark.timeout(900)
+@GUARANTEES
+async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    guarantee: str,
+) -> None:
+    run = await start(cluster, codec, tmp_path, workers, seed=54, guarantee=guarantee, count=1)
+    at = await run.until_progress(0.3)
+    second = run.add_worker()
+    print(f"scale 1 → 2 at {at:.0%}; the second is ready in {await until_ready(second):.1f}s")
+    at = await run.until_progress(0.6)
+    assert second.stop() == 0, f"unclean stop; see {second.log}"
+    print(f"scale 2 → 1 at {at:.0%}")
+    await quiesce_and_check(run)
+
+
+@pytest.mark.timeout(900)
+@GUARANTEES
+async def test_a_worker_that_lost_its_disk_restores_from_the_changelogs(
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    guarantee: str,
+) -> None:
+    """No standby replicas: a worker whose RocksDB folder is gone rebuilds it from the
+    changelogs before it says it is ready."""
+    run = await start(cluster, codec, tmp_path, workers, seed=55, guarantee=guarantee)
+    victim = run.workers[0]
+    at = await run.until_progress(0.4)
+    victim.kill()
+    shutil.rmtree(victim.env["PASSERELLE_DATA_DIR"])
+    victim.start()
+    print(f"disk lost at {at:.0%}; restored and ready in {await until_ready(victim):.1f}s")
+    await quiesce_and_check(run)
+
+
+@pytest.mark.timeout(900)
+@GUARANTEES
+async def test_a_zombie_worker_is_fenced_and_its_writes_never_seen(
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    guarantee: str,
+) -> None:
+    """SIGSTOP past the session timeout: the group gives its partitions to the other
+    worker, whose producers fence the zombie's; after SIGCONT the zombie's open
+    transactions must never become visible. If it exits, it is restarted, as a
+    supervisor would."""
+    run = await start(cluster, codec, tmp_path, workers, seed=56, guarantee=guarantee)
+    zombie = run.workers[0]
+    at = await run.until_progress(0.3)
+    assert zombie.process is not None
+    zombie.process.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    while await run.members("accounts") > 1 or await run.members("ingest") > 1:
+        assert time.monotonic() - stopped < 120, "the group never dropped the stopped worker"
+        await asyncio.sleep(0.5)
+    moved = await run.until_progress(at + 0.1)
+    print(f"SIGSTOP at {at:.0%}; dropped after {time.monotonic() - stopped:.1f}s; "
+          f"the other went on to {moved:.0%}")  # fmt: skip
+    zombie.process.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 120
+    while True:
+        if not zombie.alive():
+            print(f"the zombie exited with {zombie.process.returncode}; restarted")
+            zombie.start()
+        elif page_status(zombie, "/readyz") == 200:
+            break
+        assert time.monotonic() < deadline, f"the zombie never came back; see {zombie.log}"
+        await asyncio.sleep(0.5)
+    await quiesce_and_check(run)
+
+
+@pytest.mark.timeout(900)
+@GUARANTEES
+async def test_a_produce_failure_inside_a_batch_never_commits(
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    guarantee: str,
+) -> None:
+    """The notifications topic refuses every record for a while (max.message.bytes=64):
+    each batch that notifies fails one send while its other sends succeed; it must abort,
+    and the batch must be done again once the topic accepts records."""
+    run = await start(cluster, codec, tmp_path, workers, seed=57, guarantee=guarantee)
+    notifications = Catalog(run.settings).notifications()
+    at = await run.until_progress(0.3)
+    before = sum(aborts(w) for w in run.workers)
+    await alter_topic(run.settings, notifications.name, {**notifications.config,
+                                                         "max.message.bytes": "64"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while sum(aborts(w) for w in run.workers) < before + 5:
+            assert time.monotonic() < deadline, "no batch aborted"
+            await asyncio.sleep(0.2)
+    finally:
+        await alter_topic(run.settings, notifications.name, notifications.config)
+    failed = sum(aborts(w) for w in run.workers) - before
+    print(f"notifications refused from {at:.0%}: {failed} batches aborted")
+    await quiesce_and_check(run)
+
+
+def page_status(worker: Worker, path: str) -> int:
+    try:
+        return page(worker, path)[0]
+    except OSError:  # its web server is not up (yet)
+        return 0
+
+
+def aborts(worker: Worker) -> float:
+    """The worker's aborted transactions so far (0 if it cannot answer)."""
+    try:
+        text = page(worker, "/metrics")[1]
+    except OSError:
+        return 0
+    wanted = 'passerelle_transactions_total{result="abort"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted))
+
+
+async def alter_topic(settings: Settings, topic: str, config: dict[str, str]) -> None:
+    """Replace the topic's configuration overrides (AlterConfigs sets them all at once)."""
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        await client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+    finally:
+        await client.close()

@@ -217,3 +217,16 @@ class TestRepeatedSources:
         tick = _Stream(TICK_KEY, b"{}", 0, 9, 0, [])
         assert repeated_sources([forwarded(0, 7), forwarded(1, 8), tick, tick]) == 0
         assert repeated_sources([forwarded(0, 7), forwarded(1, 7), forwarded(2, 7)]) == 2
+
+
+class TestRepeats:
+    def test_identical_copies_are_repeats_and_different_ones_conflict(self) -> None:
+        """At-least-once: a second identical copy is set aside as a repeat; a copy with the
+        same identity and other content is conflicting; distinct identities are kept."""
+        from streams.tools.checker import without_repeats
+
+        a, b = {"id": "a", "kind": "X"}, {"id": "b", "kind": "X"}
+        kept, repeats, conflicting = without_repeats(
+            [a, b, dict(a), {"id": "a", "kind": "Y"}], lambda o: o["id"]
+        )
+        assert (kept, repeats, conflicting) == ([a, b], 1, 1)

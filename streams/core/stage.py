@@ -12,8 +12,9 @@ restored from the changelog. For every batch of one partition:
 so everything one input causes is committed together with its offset, or not
 at all. A send that fails aborts the batch (nothing of it is visible) and the
 partition is re-opened from what Kafka committed. A commit that fails is
-never followed by an abort (KAFKA-17754): the stage stops and the worker
-exits, and the next owner's producer resolves the transaction.
+never followed by an abort (KAFKA-17754): the partition is re-opened, and its
+new producer (same transactional id) makes the broker finish the transaction
+one way or the other before the state and offset are read back.
 
 With `at_least_once` each partition has an idempotent producer; a batch's
 outputs are acknowledged before its changelog records, which carry the next
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from streams import kafka
@@ -92,7 +93,7 @@ class StageSpec:
 
 
 class StageFailed(PasserelleError):
-    """The stage cannot go on safely (fenced, or a commit whose outcome is unknown)."""
+    """The stage cannot go on safely: a handler failed on its input (it would again)."""
 
 
 class _ProduceFailed(PasserelleError):
@@ -299,14 +300,6 @@ class Stage:
         try:
             emits = self._handle(part, records)
             changelog = self._changelog_emits(part, next_input)
-            results = await self._send_all(producer, emits + changelog)
-            await producer.send_offsets_to_transaction({part.tp: next_input}, self.group_id)
-        except _ProduceFailed as exc:
-            # Nothing of this batch is committed yet: abort it and start the
-            # partition again from what Kafka holds.
-            await producer.abort_transaction()
-            await self._redo(part, records, exc)
-            return
         except Exception as exc:
             # A handler that raises would raise again on the same records:
             # abort (nothing is committed) and stop, rather than loop unseen.
@@ -317,11 +310,22 @@ class Stage:
                 f"at offsets {records[0].offset}-{records[-1].offset}: {type(exc).__name__}"
             ) from exc
         try:
+            results = await self._send_all(producer, emits + changelog)
+            await producer.send_offsets_to_transaction({part.tp: next_input}, self.group_id)
+        except (_ProduceFailed, KafkaError) as exc:
+            # Nothing of this batch is committed yet: abort it and start the
+            # partition again from what Kafka holds.
+            await _abort(producer)
+            await self._redo(part, records, exc)
+            return
+        try:
             await producer.commit_transaction()
-        except Exception as exc:
-            raise StageFailed(
-                f"commit on {part.tp.topic}-{part.tp.partition} failed, outcome unknown: {exc!r}"
-            ) from exc
+        except KafkaError as exc:
+            # The outcome is unknown, and an abort now could be wrong (KAFKA-17754):
+            # the re-opened partition's new producer makes the broker finish the
+            # transaction either way, then its state and offset say which it was.
+            await self._redo(part, records, exc)
+            return
         self.metrics.transactions.labels(result="commit").inc()
         if part.store is not None and changelog:
             part.store.commit(results[-1].offset + 1)
@@ -339,7 +343,7 @@ class Stage:
                 results = await self._send_all(producer, changelog)
                 assert part.store is not None
                 part.store.commit(results[-1].offset + 1)
-        except _ProduceFailed as exc:
+        except (_ProduceFailed, KafkaError) as exc:
             # What was acknowledged stays (at-least-once); the batch is done again
             # from the state and offset the changelog holds, so it repeats identically.
             await self._redo(part, records, exc)
@@ -498,6 +502,19 @@ class Stage:
             self.restoring.pop(tp.partition, None)
             await reader.stop()
         return store
+
+
+async def _abort(producer: AIOKafkaProducer) -> None:
+    """Abort the open transaction if the producer still can.
+
+    aiokafka turns some connection errors of its sender (a coordinator lookup
+    while a broker restarts) into a fatal state in which abort is refused. The
+    partition is re-opened anyway, and the new producer, with the same
+    transactional id, makes the broker abort what this one left open."""
+    try:
+        await producer.abort_transaction()
+    except Exception as exc:  # the re-open settles the transaction
+        log.warning("abort refused (%r); the re-opened partition's producer settles it", exc)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's base is untyped

@@ -38,6 +38,12 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
+# A stage writes a few thousand records per partition and transaction: record
+# batches this large make that one or two batches per partition (aiokafka
+# sends one batch per partition per request, one request at a time per broker).
+BATCH_BYTES = 512 * 1024
+
+
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A producer; idempotent by default, as every writer of ours should be."""
     options = {

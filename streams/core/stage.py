@@ -31,13 +31,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from streams import kafka
+from streams.core.batches import BatchWriter, SendFailed
 from streams.core.store import PartitionStore
 from streams.errors import PasserelleError
 from streams.logs import event
@@ -96,15 +96,12 @@ class StageFailed(PasserelleError):
     """The stage cannot go on safely: a handler failed on its input (it would again)."""
 
 
-class _ProduceFailed(PasserelleError):
-    retriable = True
-
-
 @dataclass
 class _Partition:
     tp: TopicPartition
     store: PartitionStore | None
     producer: AIOKafkaProducer | None
+    writer: BatchWriter
     next_offset: int
     """The next input offset this owner processes: records before it are stale."""
 
@@ -277,18 +274,10 @@ class Stage:
             Emit(self.spec.changelog, k, v, partition=p) for k, v in part.store.pending().items()
         ]
 
-    async def _send_all(self, producer: AIOKafkaProducer, emits: list[Emit]) -> list[Any]:
-        futures = [
-            await producer.send(
-                e.topic, e.value, e.key, partition=e.partition, headers=list(e.headers) or None
-            )
-            for e in emits
-        ]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise _ProduceFailed(f"{len(failed)} of {len(futures)} sends failed: {failed[0]!r}")
-        return results
+    def _changelog_end(self, part: _Partition, acked: dict[TopicPartition, int]) -> int:
+        """The changelog offset after the batch's last changelog record."""
+        assert self.spec.changelog is not None
+        return acked[TopicPartition(self.spec.changelog, part.tp.partition)] + 1
 
     async def _process_exactly_once(
         self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
@@ -310,9 +299,9 @@ class Stage:
                 f"at offsets {records[0].offset}-{records[-1].offset}: {type(exc).__name__}"
             ) from exc
         try:
-            results = await self._send_all(producer, emits + changelog)
+            acked = await part.writer.send(emits + changelog)
             await producer.send_offsets_to_transaction({part.tp: next_input}, self.group_id)
-        except (_ProduceFailed, KafkaError) as exc:
+        except (SendFailed, KafkaError) as exc:
             # Nothing of this batch is committed yet: abort it and start the
             # partition again from what Kafka holds.
             await _abort(producer)
@@ -328,7 +317,7 @@ class Stage:
             return
         self.metrics.transactions.labels(result="commit").inc()
         if part.store is not None and changelog:
-            part.store.commit(results[-1].offset + 1)
+            part.store.commit(self._changelog_end(part, acked))
 
     async def _process_at_least_once(
         self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
@@ -337,13 +326,13 @@ class Stage:
         assert producer is not None and self._consumer is not None
         next_input = records[-1].offset + 1
         try:
-            await self._send_all(producer, self._handle(part, records))
+            await part.writer.send(self._handle(part, records))
             changelog = self._changelog_emits(part, next_input)
             if changelog:
-                results = await self._send_all(producer, changelog)
+                acked = await part.writer.send(changelog)
                 assert part.store is not None
-                part.store.commit(results[-1].offset + 1)
-        except (_ProduceFailed, KafkaError) as exc:
+                part.store.commit(self._changelog_end(part, acked))
+        except (SendFailed, KafkaError) as exc:
             # What was acknowledged stays (at-least-once); the batch is done again
             # from the state and offset the changelog holds, so it repeats identically.
             await self._redo(part, records, exc)
@@ -386,17 +375,21 @@ class Stage:
                 transactional_id=f"{self.group_id}-{tp.topic}-{tp.partition}",
                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
                 linger_ms=LINGER_MS,
+                max_batch_size=kafka.BATCH_BYTES,
             )
         else:
             # One idempotent producer per partition too: aiokafka keeps one
             # request in flight per producer and broker, so a shared producer
             # would serialise every partition's sends.
-            producer = kafka.producer(self.settings, linger_ms=LINGER_MS)
+            producer = kafka.producer(
+                self.settings, linger_ms=LINGER_MS, max_batch_size=kafka.BATCH_BYTES
+            )
         await producer.start()
         store = None
         if self.spec.changelog is not None:
             store = await self._restore(tp)
-        part = _Partition(tp, store, producer, await self._seek_start(tp, store))
+        start = await self._seek_start(tp, store)
+        part = _Partition(tp, store, producer, BatchWriter(producer), start)
         elapsed = time.monotonic() - started
         log.info(
             "partition %s-%d opened in %.2fs (restored to input offset %s)",

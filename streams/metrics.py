@@ -7,7 +7,10 @@ their own on a fresh registry so they never share state.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 NAMESPACE = "passerelle"
 
@@ -39,6 +42,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.events_in = Counter(
             "events_in",
             "Records read from the ingest topics.",
@@ -129,3 +133,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """`metric.labels(*values)` (in label-name order), made once per label values:
+        `labels()` costs microseconds per call and the hot path calls it per record.
+        Label values are bank ids and enums, so there are few children."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child

@@ -163,7 +163,7 @@ class Accounts:
             kinds += ["LOW_BALANCE"] if effect.low_balance else []
         emits += [self.notification(notify.for_transaction(k, consent, tx, now)) for k in kinds]
         if kinds:
-            self.metrics.latency.labels(source="ingest").observe(
+            self.metrics.child(self.metrics.latency, "ingest").observe(
                 max(0.0, time.time() - record.timestamp / 1000)
             )
         return emits
@@ -178,9 +178,7 @@ class Accounts:
         now: int,
     ) -> Emit:
         consent = held.consent
-        self.metrics.decisions.labels(
-            bank=tx["bank_id"], outcome=outcome, reason=reason or ""
-        ).inc()
+        self.metrics.child(self.metrics.decisions, tx["bank_id"], outcome, reason or "").inc()
         record: model.Decision = {
             "bank_id": tx["bank_id"],
             "account_hash": self.hasher.account(tx["bank_id"], tx["account_id"]),
@@ -242,9 +240,9 @@ class Accounts:
     # -- records -------------------------------------------------------------
 
     def notification(self, n: model.Notification) -> Emit:
-        self.metrics.notifications.labels(kind=n["kind"]).inc()
+        self.metrics.child(self.metrics.notifications, n["kind"]).inc()
         if n["kind"] in EVENT_KINDS:
-            self.metrics.latency.labels(source="event_time").observe(
+            self.metrics.child(self.metrics.latency, "event_time").observe(
                 max(0.0, time.time() - n["occurred_at"] / 1000)
             )
         return Emit(

@@ -42,9 +42,9 @@ def spec(
         else:
             routed = _transaction(codec, record)
             kind = KIND_TRANSACTION
-            metrics.events_in.labels(bank=bank or "unknown").inc()
+            metrics.child(metrics.events_in, bank or "unknown").inc()
         if isinstance(routed, Rejected):
-            metrics.dlq.labels(bank=bank or "consents", reason=routed.reason).inc()
+            metrics.child(metrics.dlq, bank or "consents", routed.reason).inc()
             log.warning(
                 "dead-lettered %s-%d@%d: %s",
                 record.topic,

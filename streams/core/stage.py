@@ -315,7 +315,7 @@ class Stage:
             # transaction either way, then its state and offset say which it was.
             await self._redo(part, records, exc)
             return
-        self.metrics.transactions.labels(result="commit").inc()
+        self.metrics.child(self.metrics.transactions, "commit").inc()
         if part.store is not None and changelog:
             part.store.commit(self._changelog_end(part, acked))
 
@@ -338,7 +338,7 @@ class Stage:
             await self._redo(part, records, exc)
             return
         await self._consumer.commit({part.tp: next_input})
-        self.metrics.transactions.labels(result="commit").inc()
+        self.metrics.child(self.metrics.transactions, "commit").inc()
 
     async def _redo(
         self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]], exc: Exception

@@ -93,3 +93,23 @@ class TestLocalKafkaConfig:
             settings = LocalKafkaSettings(port=port, run_dir=tmp_path / "k")
             with pytest.raises(LocalKafkaError, match=f"port {port} is in use"):
                 localkafka.up(localkafka.Cluster.single(settings), settings, say=lambda _: None)
+
+
+def test_a_metric_child_is_made_once_and_counts_like_labels() -> None:
+    """Metrics.child gives the same child for the same label values, and what it counts is
+    what `labels()` would have counted."""
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    first = metrics.child(metrics.decisions, "bank-a", "FORWARDED", "")
+    assert metrics.child(metrics.decisions, "bank-a", "FORWARDED", "") is first
+    first.inc()
+    metrics.child(metrics.decisions, "bank-a", "WITHHELD", "NO_CONSENT").inc(2)
+    sample = metrics.registry.get_sample_value
+    labels = {"bank": "bank-a", "outcome": "WITHHELD", "reason": "NO_CONSENT"}
+    assert sample("passerelle_decisions_total", labels) == 2
+    assert (
+        sample("passerelle_decisions_total", {**labels, "outcome": "FORWARDED", "reason": ""}) == 1
+    )

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import IllegalOperation, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from streams import kafka
@@ -301,7 +301,9 @@ class Stage:
         try:
             acked = await part.writer.send(emits + changelog)
             await producer.send_offsets_to_transaction({part.tp: next_input}, self.group_id)
-        except (SendFailed, KafkaError) as exc:
+        except (SendFailed, KafkaError, IllegalOperation) as exc:
+            # (IllegalOperation, not a KafkaError: a fenced producer's transaction
+            # ended under the batch, and aiokafka refuses its next send.)
             # Nothing of this batch is committed yet: abort it and start the
             # partition again from what Kafka holds.
             await _abort(producer)
@@ -332,7 +334,7 @@ class Stage:
                 acked = await part.writer.send(changelog)
                 assert part.store is not None
                 part.store.commit(self._changelog_end(part, acked))
-        except (SendFailed, KafkaError) as exc:
+        except (SendFailed, KafkaError, IllegalOperation) as exc:
             # What was acknowledged stays (at-least-once); the batch is done again
             # from the state and offset the changelog holds, so it repeats identically.
             await self._redo(part, records, exc)

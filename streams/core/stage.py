@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalOperation, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalOperation, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from streams import kafka
@@ -339,7 +339,18 @@ class Stage:
             # from the state and offset the changelog holds, so it repeats identically.
             await self._redo(part, records, exc)
             return
-        await self._consumer.commit({part.tp: next_input})
+        try:
+            await self._consumer.commit({part.tp: next_input})
+        except CommitFailedError as exc:
+            # The group gave the partition to another member meanwhile: it resumes
+            # from the offset committed before (repeating this batch, identically).
+            log.warning(
+                "offsets of %s-%d not committed, the group moved on: %s",
+                part.tp.topic,
+                part.tp.partition,
+                type(exc).__name__,
+            )
+            return
         self.metrics.child(self.metrics.transactions, "commit").inc()
 
     async def _redo(

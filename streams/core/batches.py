@@ -100,6 +100,7 @@ class BatchWriter:
         self, builder: Any, tp: TopicPartition
     ) -> tuple[TopicPartition, int, asyncio.Future[Any]]:
         count = builder.record_count()
+        builder.close()  # complete: the producer sends it without lingering for more
         future = await self.producer.send_batch(builder, tp.topic, partition=tp.partition)
         return tp, count, future
 

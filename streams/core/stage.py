@@ -54,8 +54,6 @@ MAX_BATCH = 2000
 POLL_TIMEOUT_MS = 200
 # The broker aborts a transaction left open this long (a crashed owner's).
 TRANSACTION_TIMEOUT_MS = 30_000
-# Producers linger this long to fill batches; commits bound latency anyway.
-LINGER_MS = 5
 # How long the broker may hold a fetch that has nothing new.
 FETCH_MAX_WAIT_MS = 10
 # How often the stage refreshes its gauges (lag, table keys) and readiness.
@@ -387,16 +385,13 @@ class Stage:
                 self.settings,
                 transactional_id=f"{self.group_id}-{tp.topic}-{tp.partition}",
                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-                linger_ms=LINGER_MS,
                 max_batch_size=kafka.BATCH_BYTES,
             )
         else:
             # One idempotent producer per partition too: aiokafka keeps one
             # request in flight per producer and broker, so a shared producer
             # would serialise every partition's sends.
-            producer = kafka.producer(
-                self.settings, linger_ms=LINGER_MS, max_batch_size=kafka.BATCH_BYTES
-            )
+            producer = kafka.producer(self.settings, max_batch_size=kafka.BATCH_BYTES)
         await producer.start()
         store = None
         if self.spec.changelog is not None:

@@ -224,7 +224,7 @@ async def passthrough(
     consumer = kafka.consumer(
         settings, source, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    producer = kafka.producer(settings, linger_ms=5, max_batch_size=kafka.BATCH_BYTES)
+    producer = kafka.producer(settings, linger_ms=0, max_batch_size=kafka.BATCH_BYTES)
     await producer.start()
     await consumer.start()
     done, started = 0, 0.0

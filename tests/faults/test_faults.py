@@ -40,7 +40,7 @@ from tests.integration.harness import (
     until_ready,
 )
 
-EVENTS = 60_000
+EVENTS = 30_000
 GUARANTEES = pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 
 

@@ -156,7 +156,9 @@ class Stage:
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.max_batch
+                    # about max_batch per partition (a poll drains partitions in turn)
+                    timeout_ms=POLL_TIMEOUT_MS,
+                    max_records=self.max_batch * max(1, len(self._partitions)),
                 )
                 if time.monotonic() >= self._next_report:
                     await self._report()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import shutil
 import signal
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.admin import RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams import catalog, kafka
@@ -141,6 +143,7 @@ async def start(
         simulate.Bank(unique_bank(), "en-GB", "Europe/London", "GBP", "p3"),
     ]
     ids = [b.bank_id for b in banks]
+    await forget_earlier_scenarios(settings)
     await topics.create(settings, Catalog(settings).all(ids), say=lambda _: None)
     feed = await simulate.run(
         settings, codec, EVENTS, rate=0, banks=banks, seed=seed, say=lambda _: None,
@@ -400,3 +403,33 @@ async def alter_topic(settings: Settings, topic: str, config: dict[str, str]) ->
         await client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
     finally:
         await client.close()
+
+
+async def forget_earlier_scenarios(settings: Settings) -> None:
+    """Delete earlier scenarios' bank topics and empty the shared topics (consents, audit,
+    notifications, DLQ), so a scenario's workers read only what it wrote: ingest's pattern
+    matches every bank topic and a new group reads from the beginning."""
+    shared = [catalog.CONSENTS, catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ]
+    client = kafka.admin(settings)
+    await client.start()
+    try:
+        banks = [t for t in await client.list_topics() if re.match(catalog.BANK_TOPIC_PATTERN, t)]
+        if banks:
+            await client.delete_topics(banks)
+        ends = await end_offsets_of(settings, shared)
+        if any(ends.values()):
+            await client.delete_records(
+                {tp: RecordsToDelete(end) for tp, end in ends.items() if end}
+            )
+    finally:
+        await client.close()
+
+
+async def end_offsets_of(settings: Settings, names: list[str]) -> dict[TopicPartition, int]:
+    consumer = kafka.consumer(settings, group_id=None, isolation_level="read_uncommitted")
+    await consumer.start()
+    try:
+        tps = [tp for name in names for tp in await checker.partitions_of(consumer, name)]
+        return await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()

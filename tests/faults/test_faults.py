@@ -406,10 +406,11 @@ async def alter_topic(settings: Settings, topic: str, config: dict[str, str]) ->
 
 
 async def forget_earlier_scenarios(settings: Settings) -> None:
-    """Delete earlier scenarios' bank topics and empty the shared topics (consents, audit,
-    notifications, DLQ), so a scenario's workers read only what it wrote: ingest's pattern
-    matches every bank topic and a new group reads from the beginning."""
-    shared = [catalog.CONSENTS, catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ]
+    """Delete earlier scenarios' bank topics and empty the shared output topics (audit,
+    notifications, DLQ), so a scenario's workers and checker read little else than what it
+    wrote: ingest's pattern matches every bank topic and a new group reads from the
+    beginning. (The consents topic is compacted: Kafka refuses to delete its records.)"""
+    shared = [catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ]
     client = kafka.admin(settings)
     await client.start()
     try:

@@ -1,24 +1,30 @@
 """Guarantees under faults, on three brokers (RF 3, min.insync.replicas 2), with two
 pipeline workers as separate processes (`make test-faults`; not in `make test`).
 
-Each scenario: 30 000 seeded events of three banks (about 80 % of accounts
-consenting, revocations mid-stream) written before the workers start; faults
-injected at measured progress (the ingest group's committed share of the bank
-records); then, after quiesce, the pass rule: the independent checker finds no
-missing, duplicate or leaked output and agrees with every decision; every bank
-reconciles; no hanging transaction on any broker; last stable offset = high
-watermark on every output partition; every group committed past its input.
+Each scenario: 25 000 seeded events of three banks (about 80 % of accounts
+consenting, revocations mid-stream) written before the workers start, then
+50 000 more written at 2 500 a second while they run (the first fault comes
+after at least 20 % of the whole, so after more than 20 000 transactions);
+faults injected at measured progress, between 20 and 80 % (the slower of
+ingest's committed share of the planned bank records and accounts' share of
+the account stream written so far); then, after quiesce, the pass rule: the
+independent checker finds no missing, duplicate or leaked output and agrees
+with every decision; every bank reconciles; no hanging transaction on any
+broker; last stable offset = high watermark on every output partition; every
+group committed past its input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
 import shutil
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +48,9 @@ from tests.integration.harness import (
     until_ready,
 )
 
-EVENTS = 30_000
+SEEDED_EVENTS = 25_000  # written before the workers start
+LIVE_EVENTS = 50_000  # written while they run...
+LIVE_RATE = 2_500  # ...at this many a second
 GUARANTEES = pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 
 
@@ -52,7 +60,10 @@ class Run:
     settings: Settings
     codec: Codec
     banks: list[str]
-    total: int
+    planned: float
+    """Bank records the run will have written (the live feed's part estimated from
+    the seeded part's records per event)."""
+    live: asyncio.Task[simulate.Feed]
     workers: list[Worker]
     tmp_path: Path
     guarantee: str
@@ -113,7 +124,7 @@ class Run:
             (await group_offsets(self.settings, f"{self.app_id}-accounts", stream)).values()
         )
         written = await end_offsets(self.settings, stream)
-        return min(ingested / self.total, decided / max(written, 1))
+        return min(ingested / self.planned, decided / max(written, 1), 1.0)
 
     async def until_progress(self, share: float, timeout_s: float = 180) -> float:
         deadline = time.monotonic() + timeout_s
@@ -121,6 +132,13 @@ class Run:
             assert time.monotonic() < deadline, f"stuck at {now:.0%}"
             await asyncio.sleep(0.05)
         return now
+
+    async def fault_at(self, share: float) -> float:
+        """Wait for `share` of the work; the share reached, which must leave work on
+        both sides of the fault (20–80 %)."""
+        at = await self.until_progress(share)
+        assert 0.2 <= at <= 0.8, f"a fault meant for {share:.0%} would come at {at:.0%}"
+        return at
 
 
 async def start(
@@ -145,20 +163,48 @@ async def start(
     ids = [b.bank_id for b in banks]
     await forget_earlier_scenarios(settings)
     await topics.create(settings, Catalog(settings).all(ids), say=lambda _: None)
-    feed = await simulate.run(
-        settings, codec, EVENTS, rate=0, banks=banks, seed=seed, say=lambda _: None,
+    seeded = await simulate.run(
+        settings, codec, SEEDED_EVENTS, rate=0, banks=banks, seed=seed, say=lambda _: None,
         progress=False,
     )  # fmt: skip
-    total = sum(feed.sent.values())
-    run = Run(cluster, settings, codec, ids, total, [], tmp_path, guarantee, workers)
+    records = sum(seeded.sent.values())
+    planned = records + LIVE_EVENTS * records / SEEDED_EVENTS
+    live = asyncio.create_task(
+        simulate.run(
+            settings,
+            codec,
+            LIVE_EVENTS,
+            rate=LIVE_RATE,
+            banks=banks,
+            seed=seed + 1000,
+            say=lambda _: None,
+            progress=False,
+        )
+    )
+    LIVE_FEEDS.append(live)
+    run = Run(cluster, settings, codec, ids, planned, live, [], tmp_path, guarantee, workers)
     for _ in range(count):
         run.add_worker()
     return run
 
 
+LIVE_FEEDS: list[asyncio.Task[simulate.Feed]] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_feed_outlives_its_scenario() -> AsyncIterator[None]:
+    yield
+    while LIVE_FEEDS:
+        task = LIVE_FEEDS.pop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 async def quiesce_and_check(run: Run) -> None:
     """The pass rule, once both groups have committed past everything there is to read."""
     stream = Catalog(run.settings).account_stream().name
+    await asyncio.wait_for(asyncio.shield(run.live), 300)  # the live feed has ended
     deadline = time.monotonic() + 300
     while not await run.quiet():
         assert time.monotonic() < deadline, "the pipeline never caught up"
@@ -215,10 +261,9 @@ async def test_a_worker_killed_three_times_loses_and_repeats_nothing(
     run = await start(cluster, codec, tmp_path, workers, seed=51, guarantee=guarantee)
     victim = run.workers[0]
     for share in (0.25, 0.45, 0.65):
-        at = await run.until_progress(share)
+        at = await run.fault_at(share)
         victim.kill()
         print(f"kill -9 at {at:.0%}")
-        assert 0.2 <= at <= 0.8
         victim.start()  # at once: the next kill may come before it is back
     print(f"last crash → ready in {await until_ready(victim):.1f}s")
     await quiesce_and_check(run)
@@ -235,7 +280,7 @@ async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(
 ) -> None:
     run = await start(cluster, codec, tmp_path, workers, seed=52, guarantee=guarantee)
     for worker, share in zip(run.workers, (0.3, 0.6), strict=True):
-        at = await run.until_progress(share)
+        at = await run.fault_at(share)
         assert worker.stop() == 0, f"unclean stop; see {worker.log}"
         print(f"SIGTERM at {at:.0%}")
         worker.start()
@@ -254,13 +299,13 @@ async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
     guarantee: str,
 ) -> None:
     run = await start(cluster, codec, tmp_path, workers, seed=53, guarantee=guarantee)
-    at = await run.until_progress(0.3)
+    at = await run.fault_at(0.3)
     victim = cluster.nodes[1]
     localkafka.kill(victim, signal.SIGKILL)
     down = await run.until_progress(at + 0.05)  # two brokers of three carry on
     print(f"kill -9 broker {victim.node_id} at {at:.0%}; without it to {down:.0%}")
     await asyncio.to_thread(localkafka.up, cluster, cluster_settings, lambda _: None)
-    at = await run.until_progress(0.5)
+    at = await run.fault_at(0.5)
     print(f"broker {victim.node_id} back; bouncing each broker from {at:.0%}")
     for node in cluster.nodes:
         pid = localkafka.kill(node, signal.SIGTERM)
@@ -280,10 +325,10 @@ async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(
     guarantee: str,
 ) -> None:
     run = await start(cluster, codec, tmp_path, workers, seed=54, guarantee=guarantee, count=1)
-    at = await run.until_progress(0.3)
+    at = await run.fault_at(0.3)
     second = run.add_worker()
     print(f"scale 1 → 2 at {at:.0%}; the second is ready in {await until_ready(second):.1f}s")
-    at = await run.until_progress(0.6)
+    at = await run.fault_at(0.6)
     assert second.stop() == 0, f"unclean stop; see {second.log}"
     print(f"scale 2 → 1 at {at:.0%}")
     await quiesce_and_check(run)
@@ -302,7 +347,7 @@ async def test_a_worker_that_lost_its_disk_restores_from_the_changelogs(
     changelogs before it says it is ready."""
     run = await start(cluster, codec, tmp_path, workers, seed=55, guarantee=guarantee)
     victim = run.workers[0]
-    at = await run.until_progress(0.4)
+    at = await run.fault_at(0.4)
     victim.kill()
     shutil.rmtree(victim.env["PASSERELLE_DATA_DIR"])
     victim.start()
@@ -325,7 +370,7 @@ async def test_a_zombie_worker_is_fenced_and_its_writes_never_seen(
     supervisor would."""
     run = await start(cluster, codec, tmp_path, workers, seed=56, guarantee=guarantee)
     zombie = run.workers[0]
-    at = await run.until_progress(0.3)
+    at = await run.fault_at(0.3)
     assert zombie.process is not None
     zombie.process.send_signal(signal.SIGSTOP)
     stopped = time.monotonic()
@@ -362,7 +407,7 @@ async def test_a_produce_failure_inside_a_batch_never_commits(
     and the batch must be done again once the topic accepts records."""
     run = await start(cluster, codec, tmp_path, workers, seed=57, guarantee=guarantee)
     notifications = Catalog(run.settings).notifications()
-    at = await run.until_progress(0.3)
+    at = await run.fault_at(0.3)
     before = sum(aborts(w) for w in run.workers)
     await alter_topic(run.settings, notifications.name, {**notifications.config,
                                                          "max.message.bytes": "64"})  # fmt: skip

@@ -3,7 +3,7 @@ pipeline workers as separate processes (`make test-faults`; not in `make test`).
 
 Each scenario: 25 000 seeded events of three banks (about 80 % of accounts
 consenting, revocations mid-stream) written before the workers start, then
-50 000 more written at 2 500 a second while they run (the first fault comes
+100 000 more written at 2 000 a second while they run (the first fault comes
 after at least 20 % of the whole, so after more than 20 000 transactions);
 faults injected at measured progress, between 20 and 80 % (the slower of
 ingest's committed share of the planned bank records and accounts' share of
@@ -49,8 +49,8 @@ from tests.integration.harness import (
 )
 
 SEEDED_EVENTS = 25_000  # written before the workers start
-LIVE_EVENTS = 50_000  # written while they run...
-LIVE_RATE = 2_500  # ...at this many a second
+LIVE_EVENTS = 100_000  # written while they run...
+LIVE_RATE = 2_000  # ...at this many a second: a restart (up to ~20 s) leaves work after it
 GUARANTEES = pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 
 

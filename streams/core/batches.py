@@ -60,9 +60,11 @@ class BatchWriter:
     async def send(self, records: Sequence[Record]) -> dict[TopicPartition, int]:
         """Send every record and wait for every acknowledgement; the offset of the
         last record written to each topic-partition. SendFailed if any failed."""
+        for topic in {r.topic for r in records if r.partition is None} - self._partitions.keys():
+            self._partitions[topic] = len(await self.producer.partitions_for(topic))
         grouped: dict[TopicPartition, list[Record]] = defaultdict(list)
         for record in records:
-            grouped[await self._place(record)].append(record)
+            grouped[self._place(record)].append(record)
         sent: list[tuple[TopicPartition, int, asyncio.Future[Any]]] = []
         for tp, group in grouped.items():
             builder = self.producer.create_batch()
@@ -84,14 +86,11 @@ class BatchWriter:
             raise SendFailed(f"{len(failed)} of {len(acks)} record batches failed: {failed[0]!r}")
         return last
 
-    async def _place(self, record: Record) -> TopicPartition:
+    def _place(self, record: Record) -> TopicPartition:
+        """Where a record goes (its topic's partition count is known by now)."""
         if record.partition is not None:
             return TopicPartition(record.topic, record.partition)
-        count = self._partitions.get(record.topic)
-        if count is None:
-            count = self._partitions[record.topic] = len(
-                await self.producer.partitions_for(record.topic)
-            )
+        count = self._partitions[record.topic]
         if record.key is None:
             return TopicPartition(record.topic, random.randrange(count))
         return TopicPartition(record.topic, partition_of(record.key, count))

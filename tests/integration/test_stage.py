@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -108,12 +108,7 @@ async def test_a_store_at_the_changelog_end_resumes_where_it_committed(
             ),
             metrics=Metrics(CollectorRegistry()),
         )
-        task = asyncio.create_task(stage.run())
-        while stage.processed < records:
-            assert not task.done(), task
-            await asyncio.sleep(0.05)
-        stage.stop()
-        await bounded(task, 60)
+        await run_until_processed(stage, records)
 
     def input_offset(data_dir: Path) -> int | None:
         store = PartitionStore(data_dir / app_id / "counting" / f"{source}-0")
@@ -170,16 +165,21 @@ async def test_a_catch_up_backlog_is_read_before_any_other_partition(
         metrics=Metrics(CollectorRegistry()),
         max_batch=500,
     )
-    task = asyncio.create_task(stage.run())
-    try:
-        await bounded(_until(lambda: stage.processed >= 7000, task), 60)
-    finally:
-        stage.stop()
-        await bounded(task, 60)
+    await run_until_processed(stage, 7000)
     assert seen == [consents] * 5000 + [bank] * 2000
 
 
-async def _until(done: Callable[[], bool], task: asyncio.Task[None]) -> None:
-    while not done():
-        assert not task.done(), task
-        await asyncio.sleep(0.05)
+async def run_until_processed(stage: Stage, records: int, timeout_s: float = 60) -> None:
+    """Run the stage in-process until it has committed `records` input records, then stop it."""
+    task = asyncio.create_task(stage.run())
+
+    async def processed() -> None:
+        while stage.processed < records:
+            assert not task.done(), task  # it stopped (and raises) before getting there
+            await asyncio.sleep(0.05)
+
+    try:
+        await bounded(processed(), timeout_s)
+    finally:
+        stage.stop()
+        await bounded(task, 60)

@@ -24,7 +24,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +52,7 @@ SEEDED_EVENTS = 25_000  # written before the workers start
 LIVE_EVENTS = 60_000  # written while they run...
 LIVE_RATE = 1_200  # ...at this many a second, 50 s: a restart to ready (20-30 s under
 # this load) leaves work after it
-GUARANTEES = pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+pytestmark = pytest.mark.timeout(900)
 
 
 @dataclass
@@ -189,6 +189,30 @@ async def start(
     return run
 
 
+Begin = Callable[..., Awaitable[Run]]
+"""`await begin(seed, count=2)`: a scenario's Run, its workers started."""
+
+
+@pytest.fixture(params=["exactly_once", "at_least_once"])
+def guarantee(request: pytest.FixtureRequest) -> str:
+    """Every scenario runs under both guarantees."""
+    return str(request.param)
+
+
+@pytest.fixture
+def begin(
+    cluster: localkafka.Cluster,
+    codec: Codec,
+    tmp_path: Path,
+    workers: list[Worker],
+    guarantee: str,
+) -> Begin:
+    async def begin(seed: int, count: int = 2) -> Run:
+        return await start(cluster, codec, tmp_path, workers, seed, guarantee, count)
+
+    return begin
+
+
 LIVE_FEEDS: list[asyncio.Task[simulate.Feed]] = []
 
 
@@ -250,16 +274,8 @@ async def quiesce_and_check(run: Run) -> None:
         await watermark.stop()
 
 
-@pytest.mark.timeout(900)
-@GUARANTEES
-async def test_a_worker_killed_three_times_loses_and_repeats_nothing(
-    cluster: localkafka.Cluster,
-    codec: Codec,
-    tmp_path: Path,
-    workers: list[Worker],
-    guarantee: str,
-) -> None:
-    run = await start(cluster, codec, tmp_path, workers, seed=51, guarantee=guarantee)
+async def test_a_worker_killed_three_times_loses_and_repeats_nothing(begin: Begin) -> None:
+    run = await begin(51)
     victim = run.workers[0]
     for share in (0.25, 0.45, 0.65):
         at = await run.fault_at(share)
@@ -270,16 +286,8 @@ async def test_a_worker_killed_three_times_loses_and_repeats_nothing(
     await quiesce_and_check(run)
 
 
-@pytest.mark.timeout(900)
-@GUARANTEES
-async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(
-    cluster: localkafka.Cluster,
-    codec: Codec,
-    tmp_path: Path,
-    workers: list[Worker],
-    guarantee: str,
-) -> None:
-    run = await start(cluster, codec, tmp_path, workers, seed=52, guarantee=guarantee)
+async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(begin: Begin) -> None:
+    run = await begin(52)
     for worker, share in zip(run.workers, (0.3, 0.6), strict=True):
         at = await run.fault_at(share)
         assert worker.stop() == 0, f"unclean stop; see {worker.log}"
@@ -289,18 +297,12 @@ async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(
     await quiesce_and_check(run)
 
 
-@pytest.mark.timeout(900)
-@GUARANTEES
 async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
-    cluster: localkafka.Cluster,
-    cluster_settings: LocalKafkaSettings,
-    codec: Codec,
-    tmp_path: Path,
-    workers: list[Worker],
-    guarantee: str,
+    begin: Begin, cluster_settings: LocalKafkaSettings
 ) -> None:
-    run = await start(cluster, codec, tmp_path, workers, seed=53, guarantee=guarantee)
+    run = await begin(53)
     at = await run.fault_at(0.3)
+    cluster = run.cluster
     victim = cluster.nodes[1]
     localkafka.kill(victim, signal.SIGKILL)
     down = await run.until_progress(at + 0.05)  # two brokers of three carry on
@@ -316,16 +318,8 @@ async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
     await quiesce_and_check(run)
 
 
-@pytest.mark.timeout(900)
-@GUARANTEES
-async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(
-    cluster: localkafka.Cluster,
-    codec: Codec,
-    tmp_path: Path,
-    workers: list[Worker],
-    guarantee: str,
-) -> None:
-    run = await start(cluster, codec, tmp_path, workers, seed=54, guarantee=guarantee, count=1)
+async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(begin: Begin) -> None:
+    run = await begin(54, count=1)
     at = await run.fault_at(0.3)
     second = run.add_worker()
     print(f"scale 1 → 2 at {at:.0%}; the second is ready in {await until_ready(second):.1f}s")
@@ -335,18 +329,10 @@ async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(
     await quiesce_and_check(run)
 
 
-@pytest.mark.timeout(900)
-@GUARANTEES
-async def test_a_worker_that_lost_its_disk_restores_from_the_changelogs(
-    cluster: localkafka.Cluster,
-    codec: Codec,
-    tmp_path: Path,
-    workers: list[Worker],
-    guarantee: str,
-) -> None:
+async def test_a_worker_that_lost_its_disk_restores_from_the_changelogs(begin: Begin) -> None:
     """No standby replicas: a worker whose RocksDB folder is gone rebuilds it from the
     changelogs before it says it is ready."""
-    run = await start(cluster, codec, tmp_path, workers, seed=55, guarantee=guarantee)
+    run = await begin(55)
     victim = run.workers[0]
     at = await run.fault_at(0.4)
     victim.kill()
@@ -356,20 +342,12 @@ async def test_a_worker_that_lost_its_disk_restores_from_the_changelogs(
     await quiesce_and_check(run)
 
 
-@pytest.mark.timeout(900)
-@GUARANTEES
-async def test_a_zombie_worker_is_fenced_and_its_writes_never_seen(
-    cluster: localkafka.Cluster,
-    codec: Codec,
-    tmp_path: Path,
-    workers: list[Worker],
-    guarantee: str,
-) -> None:
+async def test_a_zombie_worker_is_fenced_and_its_writes_never_seen(begin: Begin) -> None:
     """SIGSTOP past the session timeout: the group gives its partitions to the other
     worker, whose producers fence the zombie's; after SIGCONT the zombie's open
     transactions must never become visible. If it exits, it is restarted, as a
     supervisor would."""
-    run = await start(cluster, codec, tmp_path, workers, seed=56, guarantee=guarantee)
+    run = await begin(56)
     zombie = run.workers[0]
     at = await run.fault_at(0.3)
     assert zombie.process is not None
@@ -394,20 +372,12 @@ async def test_a_zombie_worker_is_fenced_and_its_writes_never_seen(
     await quiesce_and_check(run)
 
 
-@pytest.mark.timeout(900)
-@GUARANTEES
-async def test_a_produce_failure_inside_a_batch_never_commits(
-    cluster: localkafka.Cluster,
-    codec: Codec,
-    tmp_path: Path,
-    workers: list[Worker],
-    guarantee: str,
-) -> None:
+async def test_a_produce_failure_inside_a_batch_never_commits(begin: Begin) -> None:
     """The notifications topic refuses every record batch for a while (max.message.bytes
     256: a batch of notifications is larger, a transaction marker is not, so the broker can
     still end the aborted transactions): each batch that notifies fails those sends while
     its other sends succeed; it must abort, and be done again once the topic accepts them."""
-    run = await start(cluster, codec, tmp_path, workers, seed=57, guarantee=guarantee)
+    run = await begin(57)
     notifications = Catalog(run.settings).notifications()
     at = await run.fault_at(0.3)
     before = sum(aborts(w) for w in run.workers)

@@ -41,6 +41,10 @@ AUDIT_RETENTION_MS = 365 * DAY_MS
 # refuses more), and the DLQ's, which must hold any of them plus our headers.
 MAX_INPUT_BYTES = 1024 * 1024
 MAX_DLQ_BYTES = 2 * MAX_INPUT_BYTES
+# A stage writes one batch's changelog records to a partition as one record batch,
+# so they are written whole or not at all; a batch whose changes exceed this is
+# processed in halves.
+MAX_CHANGELOG_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,7 @@ class Catalog:
             f"{self.settings.app_id}.{stage}-changelog",
             "<table>\\x00<key>",
             (),
-            compacting(),
+            {**compacting(), "max.message.bytes": str(MAX_CHANGELOG_BATCH_BYTES)},
             writers="passerelle",
             readers="passerelle (restore)",
         )

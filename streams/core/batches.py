@@ -7,6 +7,12 @@ record batch builder (C code), with one future per record batch. Keys are
 placed as Kafka's default partitioner places them (murmur2, like aiokafka's
 and the Java client's), so a consumer finds a psid where any other producer
 would have put it; placements are cached, since the same keys come back.
+
+Some records must be written whole or not at all: a stage's changelog
+records of one batch (its state changes and the input offset they reach).
+Kafka appends a record batch atomically, so `whole` puts each partition's
+share of them in a single record batch, as large as the topic allows, and
+refuses (`TooLarge`) rather than split it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from streams.errors import PasserelleError
 
@@ -43,6 +50,14 @@ class SendFailed(PasserelleError):
     retriable = True
 
 
+class TooLarge(PasserelleError):
+    """Records that must go in one record batch do not fit in one."""
+
+
+Built = Sequence[tuple[TopicPartition, Any]]
+"""Closed record batches, each with the topic-partition it goes to."""
+
+
 @lru_cache(maxsize=1 << 17)
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a key among `partitions`."""
@@ -53,27 +68,46 @@ def partition_of(key: bytes, partitions: int) -> int:
 class BatchWriter:
     """Sends records through one producer, one record batch per topic-partition."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, transactional: bool = False) -> None:
         self.producer = producer
+        self.transactional = transactional
         self._partitions: dict[str, int] = {}
 
-    async def send(self, records: Sequence[Record]) -> dict[TopicPartition, int]:
-        """Send every record and wait for every acknowledgement; the offset of the
-        last record written to each topic-partition. SendFailed if any failed."""
+    def whole(self, records: Sequence[Record], max_bytes: int) -> Built:
+        """Records with their partition set, as one record batch per topic-partition
+        (Kafka writes each whole or not at all); TooLarge if one exceeds max_bytes."""
+        grouped: dict[TopicPartition, list[Record]] = defaultdict(list)
+        for record in records:
+            assert record.partition is not None, "whole batches go to known partitions"
+            grouped[TopicPartition(record.topic, record.partition)].append(record)
+        built: list[tuple[TopicPartition, Any]] = []
+        for tp, group in grouped.items():
+            builder = BatchBuilder(max_bytes, 0, is_transactional=self.transactional)
+            for record in group:
+                if not _append(builder, record):
+                    raise TooLarge(f"{len(group)} records exceed {max_bytes} bytes for {tp.topic}")
+            built.append((tp, builder))
+        return built
+
+    async def send(self, records: Sequence[Record], whole: Built = ()) -> dict[TopicPartition, int]:
+        """Send every record (and the record batches built by `whole`) and wait for every
+        acknowledgement; the offset of the last record written to each topic-partition.
+        SendFailed if any failed."""
         for topic in {r.topic for r in records if r.partition is None} - self._partitions.keys():
             self._partitions[topic] = len(await self.producer.partitions_for(topic))
         grouped: dict[TopicPartition, list[Record]] = defaultdict(list)
         for record in records:
             grouped[self._place(record)].append(record)
-        sent: list[tuple[TopicPartition, int, asyncio.Future[Any]]] = []
+        built: list[tuple[TopicPartition, Any]] = []
         for tp, group in grouped.items():
             builder = self.producer.create_batch()
             for record in group:
-                if not _append(builder, record):  # full: send it, start the next with this one
-                    sent.append(await self._submit(builder, tp))
+                if not _append(builder, record):  # full: keep it, start the next with this one
+                    built.append((tp, builder))
                     builder = self.producer.create_batch()
                     _append(builder, record)  # an empty batch takes any record
-            sent.append(await self._submit(builder, tp))
+            built.append((tp, builder))
+        sent = [await self._submit(builder, tp) for tp, builder in [*built, *whole]]
         acks = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
         last: dict[TopicPartition, int] = {}
         failed: list[BaseException] = []

@@ -5,7 +5,7 @@ partition it owns a transactional producer (id `<app>-<stage>-<topic>-<p>`,
 so a new owner fences the old one) and, for a stateful stage, a RocksDB store
 restored from the changelog. For every batch of one partition:
 
-    begin → handler(record, store) for each record → send outputs and the
+    handler(record, store) for each record → begin → send outputs and the
     store's changes (changelog) → wait for every ack → send the input offsets
     → commit → apply the changes to RocksDB
 
@@ -17,9 +17,15 @@ new producer (same transactional id) makes the broker finish the transaction
 one way or the other before the state and offset are read back.
 
 With `at_least_once` each partition has an idempotent producer; a batch's
-outputs are acknowledged before its changelog records, which carry the next
-input offset, so a replay starts from the state that produced the outputs
-and repeats them identically.
+outputs are acknowledged, then its input offsets committed (a member the
+group has moved on from is refused here, before it writes state), then its
+changelog records, which carry the next input offset, so a replay starts
+from the state that produced the outputs and repeats them identically.
+
+Under either guarantee a batch's changelog records for its partition are one
+record batch, which Kafka appends whole or not at all: a failed write never
+leaves state changes without the input offset they belong to (a batch that
+changes more than one record batch holds is processed in halves).
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalOperation, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalOperation, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from streams import kafka
-from streams.core.batches import BatchWriter, SendFailed
+from streams import catalog, kafka
+from streams.core.batches import BatchWriter, Built, SendFailed, TooLarge
 from streams.core.store import PartitionStore
 from streams.errors import PasserelleError
 from streams.logs import event
@@ -250,29 +256,55 @@ class Stage:
         records = [r for r in records if r.offset >= part.next_offset]
         if not records:
             return
+        try:
+            emits, changelog = self._handle(part, records)
+        except TooLarge:
+            # The batch changed more state than one changelog record batch holds.
+            half = len(records) // 2
+            if half == 0:
+                raise StageFailed(
+                    f"one record of {part.tp.topic}-{part.tp.partition} at offset "
+                    f"{records[0].offset} changes more state than a changelog batch holds"
+                ) from None
+            await self._process(part, records[:half])
+            if self._partitions.get(part.tp) is part:  # not re-opened after an abort
+                await self._process(part, records[half:])
+            return
         if self.exactly_once:
-            await self._process_exactly_once(part, records)
+            await self._process_exactly_once(part, records, emits, changelog)
         else:
-            await self._process_at_least_once(part, records)
+            await self._process_at_least_once(part, records, emits, changelog)
         if self._partitions.get(part.tp) is part:  # not re-opened after an abort
             part.next_offset = records[-1].offset + 1
             self.processed += len(records)
 
-    def _handle(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> list[Emit]:
+    def _handle(
+        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[list[Emit], Built]:
+        """Run the handler over the whole batch before anything is sent: its outputs,
+        and its state changes as the changelog record batch they are written as
+        (last, the input offset they bring the state to). Nothing of a batch whose
+        handler raises is written; it would raise again, so the stage stops."""
         emits: list[Emit] = []
         store = part.store
-        for record in records:
-            emits.extend(self.spec.handler(record, store))  # type: ignore[arg-type]  # stateless handlers ignore the store
-        return emits
-
-    def _changelog_emits(self, part: _Partition, next_input: int) -> list[Emit]:
-        if self.spec.changelog is None or part.store is None:
-            return []
-        part.store.set_input_offset(next_input)  # last: the batch's final changelog record
+        try:
+            for record in records:
+                emits.extend(self.spec.handler(record, store))  # type: ignore[arg-type]  # stateless handlers ignore the store
+        except Exception as exc:
+            raise StageFailed(
+                f"handler failed on {part.tp.topic}-{part.tp.partition} "
+                f"at offsets {records[0].offset}-{records[-1].offset}: {type(exc).__name__}"
+            ) from exc
+        if self.spec.changelog is None or store is None:
+            return emits, []
+        store.set_input_offset(records[-1].offset + 1)
         p = part.tp.partition
-        return [
-            Emit(self.spec.changelog, k, v, partition=p) for k, v in part.store.pending().items()
-        ]
+        changes = [Emit(self.spec.changelog, k, v, partition=p) for k, v in store.pending().items()]
+        try:
+            return emits, part.writer.whole(changes, catalog.MAX_CHANGELOG_BATCH_BYTES)
+        except TooLarge:
+            store.discard()
+            raise
 
     def _changelog_end(self, part: _Partition, acked: dict[TopicPartition, int]) -> int:
         """The changelog offset after the batch's last changelog record."""
@@ -280,27 +312,20 @@ class Stage:
         return acked[TopicPartition(self.spec.changelog, part.tp.partition)] + 1
 
     async def _process_exactly_once(
-        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
+        self,
+        part: _Partition,
+        records: list[ConsumerRecord[bytes, bytes]],
+        emits: list[Emit],
+        changelog: Built,
     ) -> None:
         producer = part.producer
         assert producer is not None
-        next_input = records[-1].offset + 1
         await producer.begin_transaction()
         try:
-            emits = self._handle(part, records)
-            changelog = self._changelog_emits(part, next_input)
-        except Exception as exc:
-            # A handler that raises would raise again on the same records:
-            # abort (nothing is committed) and stop, rather than loop unseen.
-            await producer.abort_transaction()
-            self.metrics.transactions.labels(result="abort").inc()
-            raise StageFailed(
-                f"handler failed on {part.tp.topic}-{part.tp.partition} "
-                f"at offsets {records[0].offset}-{records[-1].offset}: {type(exc).__name__}"
-            ) from exc
-        try:
-            acked = await part.writer.send(emits + changelog)
-            await producer.send_offsets_to_transaction({part.tp: next_input}, self.group_id)
+            acked = await part.writer.send(emits, changelog)
+            await producer.send_offsets_to_transaction(
+                {part.tp: records[-1].offset + 1}, self.group_id
+            )
         except (SendFailed, KafkaError, IllegalOperation) as exc:
             # (IllegalOperation, not a KafkaError: a fenced producer's transaction
             # ended under the batch, and aiokafka refuses its next send.)
@@ -322,34 +347,30 @@ class Stage:
             part.store.commit(self._changelog_end(part, acked))
 
     async def _process_at_least_once(
-        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
+        self,
+        part: _Partition,
+        records: list[ConsumerRecord[bytes, bytes]],
+        emits: list[Emit],
+        changelog: Built,
     ) -> None:
-        producer = part.producer
-        assert producer is not None and self._consumer is not None
-        next_input = records[-1].offset + 1
+        assert self._consumer is not None
         try:
-            await part.writer.send(self._handle(part, records))
-            changelog = self._changelog_emits(part, next_input)
+            await part.writer.send(emits)
+            # The input offsets go before the state changes: the commit is the fence
+            # at-least-once has, so a member the group has moved on from (a paused or
+            # cut-off worker) learns it here and never writes state over its successor's.
+            await self._consumer.commit({part.tp: records[-1].offset + 1})
             if changelog:
-                acked = await part.writer.send(changelog)
+                # A replay starts from the state that produced the outputs (the store's
+                # input offset wins over the committed one), so it repeats them identically.
+                acked = await part.writer.send((), changelog)
                 assert part.store is not None
                 part.store.commit(self._changelog_end(part, acked))
         except (SendFailed, KafkaError, IllegalOperation) as exc:
-            # What was acknowledged stays (at-least-once); the batch is done again
-            # from the state and offset the changelog holds, so it repeats identically.
+            # What was acknowledged stays (at-least-once); the batch is done again from
+            # the state and offset the changelog holds, so it repeats identically. (A
+            # CommitFailedError: the group moved on; the rebalance takes the partition.)
             await self._redo(part, records, exc)
-            return
-        try:
-            await self._consumer.commit({part.tp: next_input})
-        except CommitFailedError as exc:
-            # The group gave the partition to another member meanwhile: it resumes
-            # from the offset committed before (repeating this batch, identically).
-            log.warning(
-                "offsets of %s-%d not committed, the group moved on: %s",
-                part.tp.topic,
-                part.tp.partition,
-                type(exc).__name__,
-            )
             return
         self.metrics.child(self.metrics.transactions, "commit").inc()
 
@@ -399,7 +420,7 @@ class Stage:
         if self.spec.changelog is not None:
             store = await self._restore(tp)
         start = await self._seek_start(tp, store)
-        part = _Partition(tp, store, producer, BatchWriter(producer), start)
+        part = _Partition(tp, store, producer, BatchWriter(producer, self.exactly_once), start)
         elapsed = time.monotonic() - started
         log.info(
             "partition %s-%d opened in %.2fs (restored to input offset %s)",
@@ -419,14 +440,15 @@ class Stage:
         return part
 
     async def _seek_start(self, tp: TopicPartition, store: PartitionStore | None) -> int:
-        """Seek to where this owner resumes, and return it: the input offset its restored
-        state was built to, else the group's committed offset, read only now that our
-        producer has fenced the previous owner (its last commit is settled)."""
+        """Seek to where this owner resumes, and return it. A stateful stage resumes at
+        the input offset its restored state was built to (from the start if none was
+        ever written); a stateless one at the group's committed offset, read only now
+        that our producer has fenced the previous owner (its last commit is settled)."""
         assert self._consumer is not None
         if store is not None and store.input_offset is not None:
             start = store.input_offset
         else:
-            committed = await self._consumer.committed(tp)
+            committed = None if store is not None else await self._consumer.committed(tp)
             if committed is None:
                 committed = (await self._consumer.beginning_offsets([tp]))[tp]
             start = committed

@@ -1,10 +1,15 @@
-"""Record placement: our batches put a key where Kafka's default partitioner would."""
+"""Record placement and whole batches: keys go where Kafka's default partitioner puts them,
+and records that must be written whole are one record batch or refused."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.core.batches import partition_of
+from streams.core.batches import BatchWriter, TooLarge, partition_of
+from streams.core.stage import Emit
 
 
 def test_keys_land_where_the_default_partitioner_puts_them() -> None:
@@ -26,3 +31,22 @@ def test_golden_placements_from_kafkas_own_hash_values() -> None:
     keys = (b"21", b"foobar", b"a-little-bit-long-string")
     assert [partition_of(k, 12) for k in keys] == [0, 6, 8]
     assert [partition_of(k, 4) for k in keys] == [0, 2, 0]
+
+
+def test_whole_puts_each_partitions_records_in_one_record_batch() -> None:
+    """Changelog-like records for two partitions become exactly two record batches, each
+    holding every record of its partition in order, however far past the producer's
+    usual batch size they go."""
+    writer = BatchWriter(cast(Any, None))
+    records = [Emit("cl", b"k%d" % n, bytes(1000), partition=n % 2) for n in range(600)]
+    built = writer.whole(records, max_bytes=1024 * 1024)
+    assert [(tp.partition, builder.record_count()) for tp, builder in built] == [(0, 300), (1, 300)]
+
+
+def test_whole_refuses_records_that_do_not_fit_one_record_batch() -> None:
+    """Rather than split them over two record batches (one could be written without the
+    other), `whole` raises TooLarge."""
+    writer = BatchWriter(cast(Any, None))
+    records = [Emit("cl", b"k%d" % n, bytes(1000), partition=0) for n in range(20)]
+    with pytest.raises(TooLarge):
+        writer.whole(records, max_bytes=8 * 1024)

@@ -100,6 +100,20 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.restored_records = Counter(
+            "restored_records",
+            "Changelog records read to open partitions (few where a standby copy was warm).",
+            ["table"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.standby_records = Counter(
+            "standby_records",
+            "Changelog records applied to standby copies of partitions owned elsewhere.",
+            ["table"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.table_keys = Gauge(
             "table_keys",
             "Keys held in each stage's RocksDB tables on this worker (RocksDB's estimate).",

@@ -52,6 +52,8 @@ class Settings:
     schemas_dir: Path | None = None
     request_timeout_ms: int = 30_000
     log_format: LogFormat = "text"
+    standby: bool = True
+    """Keep warm copies of the stateful partitions this worker does not own."""
 
     @property
     def hash_key_is_default(self) -> bool:
@@ -92,6 +94,7 @@ class Settings:
                 "REQUEST_TIMEOUT_MS", cls.request_timeout_ms, minimum=1000
             ),
             log_format=reader.choice("LOG_FORMAT", _LOG_FORMATS, "text"),
+            standby=reader.choice("STANDBY", ("on", "off"), "on") == "on",
         )
         if settings.uses_sasl and not (settings.sasl_username and settings.sasl_password):
             raise SettingsError(

@@ -44,6 +44,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, kafka
 from streams.core.batches import BatchWriter, Built, SendFailed, TooLarge
+from streams.core.standby import Standby
 from streams.core.store import PartitionStore
 from streams.errors import PasserelleError
 from streams.logs import event
@@ -139,6 +140,13 @@ class Stage:
         """Input records committed by this stage since it started."""
         self._next_report = 0.0
         self._assigned = False  # the group has given this stage its partitions (maybe none)
+        self.standby: Standby | None = None
+        """Warm copies of the partitions this worker does not own (a stateful stage)."""
+        if spec.changelog is not None and settings.standby:
+            assert len(spec.topics) == 1, "a stateful stage reads one input topic"
+            self.standby = Standby(
+                spec.name, spec.topics[0], spec.changelog, settings, metrics, self._store_path
+            )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -159,6 +167,7 @@ class Stage:
         else:
             consumer.subscribe(topics=list(self.spec.topics), listener=listener)
         await consumer.start()
+        standby = asyncio.create_task(self.standby.run()) if self.standby else None
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
@@ -191,6 +200,9 @@ class Stage:
                     await self._close(part)
                 self._partitions.clear()
             await consumer.stop()
+            if standby is not None and self.standby is not None:
+                self.standby.stop()
+                await standby
 
     def stop(self) -> None:
         self._stopping.set()
@@ -465,6 +477,8 @@ class Stage:
         if part.store is not None:
             part.store.discard()
             part.store.close()
+            if self.standby is not None:
+                self.standby.give_back(part.tp)
 
     def _store_path(self, tp: TopicPartition) -> Path:
         return (
@@ -477,6 +491,8 @@ class Stage:
     async def _restore(self, tp: TopicPartition) -> PartitionStore:
         """The partition's store, brought up to the changelog's last stable offset."""
         assert self.spec.changelog is not None
+        if self.standby is not None:
+            await self.standby.take(tp)
         store = PartitionStore(self._store_path(tp))
         ctp = TopicPartition(self.spec.changelog, tp.partition)
         reader = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
@@ -509,6 +525,7 @@ class Stage:
                 restored += len(records)
             store.apply_changelog([], end)
             remaining.set(0)
+            self.metrics.restored_records.labels(self.spec.name).inc(restored)
             if restored:
                 log.info(
                     "restored %d changelog records for %s-%d",

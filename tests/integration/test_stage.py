@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -234,6 +234,121 @@ async def test_a_catch_up_backlog_is_read_before_any_other_partition(
     )
     await run_until_processed(stage, 7000)
     assert seen == [consents] * 5000 + [bank] * 2000
+
+
+async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the_tail(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """Two workers of a stateful stage each keep a standby copy of the other's partition:
+    when one leaves, the other opens that partition from its copy, reading none of the
+    changelog it already holds, and counts on from where the first left off."""
+    source, sink = await new_topic("in", partitions=2), await new_topic("out", partitions=2)
+    changelog = await new_topic("cl", partitions=2)
+    app_id = f"t-{uuid.uuid4().hex[:8]}"
+
+    def count(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
+        n = int(store.get("counts", record.key) or b"0") + 1
+        store.put("counts", record.key, str(n).encode())
+        return [Emit(sink, record.key, str(n).encode(), partition=record.partition)]
+
+    async def produce(per_partition: int) -> None:
+        producer = kafka.producer(settings)
+        await producer.start()
+        try:
+            sends = [
+                await producer.send(source, b"v", b"k%d" % (i % 50), partition=p)
+                for p in (0, 1)
+                for i in range(per_partition)
+            ]
+            await asyncio.gather(*sends)
+        finally:
+            await producer.stop()
+
+    def worker(name: str) -> Stage:
+        return Stage(
+            StageSpec("counting", count, topics=(source,), changelog=changelog),
+            Settings(
+                bootstrap_servers=settings.bootstrap_servers,
+                app_id=app_id,
+                data_dir=tmp_path / name,
+                processing_guarantee="at_least_once",
+            ),
+            metrics=Metrics(CollectorRegistry()),
+        )
+
+    def restored(stage: Stage) -> float:
+        sample = "passerelle_restored_records_total"
+        return stage.metrics.registry.get_sample_value(sample, {"table": "counting"}) or 0.0
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        async def poll() -> None:
+            while not condition():
+                await asyncio.sleep(0.1)
+
+        try:
+            await bounded(poll(), 60)
+        except TimeoutError:
+            pytest.fail(f"not within 60 s: {what}")
+
+    first, second = worker("first"), worker("second")
+    await produce(500)
+    running = [asyncio.create_task(first.run())]
+    await until(lambda: first.processed == 1000, "the first worker counts everything")
+    running.append(asyncio.create_task(second.run()))
+    await until(
+        lambda: (
+            len(first._partitions) == len(second._partitions) == 1
+            and first.ready.is_set()
+            and second.ready.is_set()
+        ),
+        "one partition each",
+    )
+    (moving,) = first._partitions
+    await produce(300)
+    await until(lambda: first.processed + second.processed == 1600, "both count the new ones")
+    end = (await changelog_ends(settings, changelog))[moving.partition]
+    await until(
+        lambda: second.standby is not None and second.standby.copies().get(moving.partition) == end,
+        "the second worker's copy of the first's partition is at its changelog's end",
+    )
+    before = restored(second)
+    first.stop()
+    await bounded(running[0], 60)
+    await until(lambda: moving in second._partitions, "the second worker takes over")
+    assert restored(second) == before  # its copy held every record already
+    await produce(100)
+    await until(lambda: second.processed == 300 + 200, "the second worker counts on")
+    second.stop()
+    await bounded(running[1], 60)
+    counted = await read_values(settings, sink, moving.partition)
+    assert counted[-100:] == [str(n).encode() for n in range(17, 19) for _ in range(50)]
+
+
+async def changelog_ends(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in (0, 1)]
+        return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def read_values(settings: Settings, topic: str, partition: int) -> list[bytes]:
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        values: list[bytes] = []
+        while await consumer.position(tp) < end:
+            fetched = await bounded(consumer.getmany(tp, timeout_ms=2000))
+            values += [r.value for r in fetched.get(tp, [])]
+        return values
+    finally:
+        await consumer.stop()
 
 
 async def run_until_processed(stage: Stage, records: int, timeout_s: float = 60) -> None:

@@ -1,0 +1,175 @@
+"""Standby replicas: warm copies of the partitions a worker does not own.
+
+A stateful stage's worker follows, with a read_committed reader of its own,
+the changelog partitions of every input partition it is not processing, and
+applies them to the same RocksDB folders an owner would use. When the group
+gives it one of them, the stage restores only what was written since (a few
+batches) instead of the whole changelog: failover costs seconds of restore
+no matter how large the state is.
+
+Hand-over is explicit: the stage `take`s a partition before opening its
+store (the standby closes its copy, and drops whatever it fetched for it
+since) and `give_back`s it after closing the store. Every worker follows
+every partition it does not own, so each partition has as many standbys as
+there are other workers; fine for the few workers a deployment runs (see
+docs/core.md), not a placement of k copies.
+
+Records are applied as fetched. A batch's changelog records are one record
+batch (and, under exactly_once, one transaction), so what a store holds
+between two fetches may be part of a batch: the owner's restore reads on
+to the changelog's end, which is always a batch's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams import kafka
+from streams.core.store import PartitionStore
+from streams.logs import event
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How long a fetch waits before the loop looks at hand-overs and its stop flag.
+POLL_TIMEOUT_MS = 200
+# How long after a failure the following starts again.
+RETRY_S = 5
+
+
+class Standby:
+    """Follows the changelog partitions of `topic` that the stage does not own."""
+
+    def __init__(
+        self,
+        stage: str,
+        topic: str,
+        changelog: str,
+        settings: Settings,
+        metrics: Metrics,
+        store_path: Callable[[TopicPartition], Path],
+    ) -> None:
+        self.stage = stage
+        self.topic = topic
+        self.changelog = changelog
+        self.settings = settings
+        self.metrics = metrics
+        self.store_path = store_path
+        self._taken: set[int] = set()  # partitions the stage owns (their stores are its)
+        self._stores: dict[int, PartitionStore] = {}
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._applied = metrics.standby_records.labels(stage)
+
+    async def take(self, tp: TopicPartition) -> None:
+        """Stop following a partition the stage now owns, and close its store."""
+        async with self._lock:
+            self._taken.add(tp.partition)
+            store = self._stores.pop(tp.partition, None)
+            if store is not None:
+                store.close()
+            self._changed.set()
+
+    def give_back(self, tp: TopicPartition) -> None:
+        """Follow again a partition whose store the stage has closed."""
+        self._taken.discard(tp.partition)
+        self._changed.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def copies(self) -> dict[int, int]:
+        """The partitions followed, each with the changelog offset its copy has reached."""
+        return {p: store.checkpoint for p, store in self._stores.items()}
+
+    async def run(self) -> None:
+        """Follow until stopped. A failure costs only warmth (the owner's restore reads
+        what the copies lack), so it is logged and the following starts again."""
+        while not self._stopping.is_set():
+            try:
+                await self._run_once()
+            except Exception as exc:
+                log.warning(
+                    "standby copies of stage %s stopped (%r); following again in %ds",
+                    self.stage,
+                    exc,
+                    RETRY_S,
+                    extra=event("standby_failed", stage=self.stage),
+                )
+                await asyncio.sleep(RETRY_S)
+
+    async def _run_once(self) -> None:
+        reader = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        await reader.start()
+        try:
+            partitions = await _partition_count(reader, self.changelog)
+            self._changed.set()
+            while not self._stopping.is_set():
+                if self._changed.is_set():
+                    await self._follow(reader, partitions)
+                if not self._stores:
+                    await _either(self._changed, self._stopping)
+                    continue
+                fetched = await reader.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=10_000)
+                async with self._lock:
+                    for ctp, records in fetched.items():
+                        store = self._stores.get(ctp.partition)
+                        if store is None or not records:  # taken since the fetch began
+                            continue
+                        store.apply_changelog(
+                            [(r.key, r.value) for r in records], records[-1].offset + 1
+                        )
+                        self._applied.inc(len(records))
+        finally:
+            async with self._lock:
+                for store in self._stores.values():
+                    store.close()
+                self._stores.clear()
+            await reader.stop()
+
+    async def _follow(self, reader: AIOKafkaConsumer, partitions: int) -> None:
+        """Open the stores of the partitions to follow, close the others', and read each
+        changelog partition on from its store's checkpoint."""
+        async with self._lock:
+            self._changed.clear()
+            wanted = set(range(partitions)) - self._taken
+            for p in set(self._stores) - wanted:
+                self._stores.pop(p).close()
+            for p in wanted - set(self._stores):
+                self._stores[p] = PartitionStore(self.store_path(TopicPartition(self.topic, p)))
+            reader.assign([TopicPartition(self.changelog, p) for p in sorted(self._stores)])
+            for p, store in self._stores.items():
+                reader.seek(TopicPartition(self.changelog, p), store.checkpoint)
+        log.info(
+            "stage %s keeps standby copies of %d partitions",
+            self.stage,
+            len(self._stores),
+            extra=event("standby", stage=self.stage, partitions=len(self._stores)),
+        )
+
+
+async def _partition_count(reader: AIOKafkaConsumer, topic: str) -> int:
+    partitions = reader.partitions_for_topic(topic)
+    while not partitions:  # provisioning creates the changelog, maybe still in progress
+        await reader._client.force_metadata_update()
+        partitions = reader.partitions_for_topic(topic)
+        if not partitions:
+            await asyncio.sleep(1)
+    return len(partitions)
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Wait until one of these events is set."""
+    tasks = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

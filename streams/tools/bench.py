@@ -43,7 +43,7 @@ from streams.codec import Codec, EmbeddedRegistry
 from streams.errors import PasserelleError
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import localkafka, simulate, topics
-from streams.tools.workerproc import Worker, page, until_ready
+from streams.tools.workerproc import Worker, scraped, until_ready
 
 Say = Callable[[str], None]
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -244,18 +244,6 @@ async def passthrough(
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-def scraped(worker: Worker, metric: str) -> float:
-    """The sum of one metric's samples on the worker's /metrics page."""
-    status, text = page(worker, "/metrics")
-    if status != 200:
-        raise PasserelleError(f"worker /metrics answered {status}")
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((f"{metric}{{", f"{metric} "))
-    )
 
 
 def decided(worker: Worker) -> float:

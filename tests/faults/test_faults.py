@@ -45,6 +45,7 @@ from tests.integration.harness import (
     end_offsets,
     group_offsets,
     page,
+    scraped,
     until_ready,
 )
 
@@ -329,17 +330,39 @@ async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(begin:
     await quiesce_and_check(run)
 
 
-async def test_a_worker_that_lost_its_disk_restores_from_the_changelogs(begin: Begin) -> None:
-    """No standby replicas: a worker whose RocksDB folder is gone rebuilds it from the
-    changelogs before it says it is ready."""
+async def test_a_worker_that_lost_its_disk_fails_over_to_standby_copies_then_rebuilds(
+    begin: Begin,
+) -> None:
+    """A worker killed with its RocksDB folder gone: the other takes over its partitions
+    from its standby copies (reading only their tails); the victim then comes back with
+    an empty disk and rebuilds what it is given from the changelogs before it is ready."""
     run = await begin(55)
-    victim = run.workers[0]
+    victim, survivor = run.workers
+    stream = Catalog(run.settings).account_stream()
+    before = scraped(survivor, "passerelle_restored_records_total")
     at = await run.fault_at(0.4)
+    killed = time.monotonic()
     victim.kill()
     shutil.rmtree(victim.env["PASSERELLE_DATA_DIR"])
+    while owned(survivor, stream.name) < stream.partitions or page(survivor, "/readyz")[0] != 200:
+        assert time.monotonic() - killed < 120, f"no failover in 120 s; see {survivor.log}"
+        await asyncio.sleep(0.1)
+    tails = scraped(survivor, "passerelle_restored_records_total") - before
+    changelog = await end_offsets(run.settings, f"{run.app_id}.accounts-changelog")
+    print(
+        f"kill -9 and disk lost at {at:.0%}; the other worker owns every partition and is "
+        f"ready {time.monotonic() - killed:.1f}s later, having restored {tails:.0f} changelog "
+        f"records (the changelogs hold {changelog})"
+    )
     victim.start()
-    print(f"disk lost at {at:.0%}; restored and ready in {await until_ready(victim):.1f}s")
+    print(f"the victim, its disk empty, is restored and ready in {await until_ready(victim):.1f}s")
     await quiesce_and_check(run)
+
+
+def owned(worker: Worker, topic: str) -> int:
+    """How many partitions of `topic` the worker's stage owns now (it reports their lag)."""
+    lag = re.compile(rf'^passerelle_consumer_lag\{{[^}}]*topic="{re.escape(topic)}"', re.M)
+    return len(lag.findall(page(worker, "/metrics")[1]))
 
 
 async def test_a_zombie_worker_is_fenced_and_its_writes_never_seen(begin: Begin) -> None:

@@ -14,9 +14,10 @@ from aiokafka.errors import KafkaError
 
 from streams import kafka
 from streams.settings import Settings
-from streams.tools.workerproc import Worker, free_port, http_get, page, until_ready
+from streams.tools.workerproc import Worker, free_port, http_get, page, scraped, until_ready
 
-__all__ = ["Worker", "free_port", "http_get", "page", "until_ready"]  # re-exported for the tests
+# re-exported for the tests
+__all__ = ["Worker", "free_port", "http_get", "page", "scraped", "until_ready"]
 
 
 async def group_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:

@@ -339,8 +339,8 @@ async def test_a_worker_that_lost_its_disk_fails_over_to_standby_copies_then_reb
     run = await begin(55)
     victim, survivor = run.workers
     stream = Catalog(run.settings).account_stream()
-    before = scraped(survivor, "passerelle_restored_records_total")
     at = await run.fault_at(0.4)
+    before = scraped(survivor, "passerelle_restored_records_total")
     killed = time.monotonic()
     victim.kill()
     shutil.rmtree(victim.env["PASSERELLE_DATA_DIR"])

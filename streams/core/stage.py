@@ -109,6 +109,9 @@ class _Partition:
     writer: BatchWriter
     next_offset: int
     """The next input offset this owner processes: records before it are stale."""
+    opened_at: int
+    """The stage's poll count when the partition was opened: a poll that returned
+    before that may hold records fetched from another position."""
 
 
 class Stage:
@@ -140,6 +143,7 @@ class Stage:
         """Input records committed by this stage since it started."""
         self._next_report = 0.0
         self._assigned = False  # the group has given this stage its partitions (maybe none)
+        self._polls = 0  # polls returned so far
         self.standby: Standby | None = None
         """Warm copies of the partitions this worker does not own (a stateful stage)."""
         if spec.changelog is not None and settings.standby:
@@ -175,13 +179,24 @@ class Stage:
                     timeout_ms=POLL_TIMEOUT_MS,
                     max_records=self.max_batch * max(1, len(self._partitions)),
                 )
+                self._polls += 1
+                poll = self._polls
                 if time.monotonic() >= self._next_report:
                     await self._report()
                 if not batches:
                     continue
                 async with self._lock:
                     # aiokafka hands out records of a new assignment while our listener
-                    # still opens it: one held back since is read again once resumed.
+                    # still opens it (aio-libs/aiokafka#738): records of a partition
+                    # opened since this poll returned were fetched from the group's
+                    # committed offset, which may lie past where the restored state
+                    # resumes (at_least_once commits before it writes state); the open
+                    # sought to the right place, so they are read again from there.
+                    for tp in list(batches):
+                        part = self._partitions.get(tp)
+                        if part is None or part.opened_at >= poll:
+                            del batches[tp]
+                    # One held back since it was opened is read again once resumed.
                     for tp in self.held.intersection(batches):
                         if batches[tp]:
                             consumer.seek(tp, batches.pop(tp)[0].offset)
@@ -189,7 +204,7 @@ class Stage:
                         *(
                             self._process(self._partitions[tp], records)
                             for tp, records in batches.items()
-                            if tp in self._partitions and records
+                            if records
                         )
                     )
                     if self.held:
@@ -432,7 +447,8 @@ class Stage:
         if self.spec.changelog is not None:
             store = await self._restore(tp)
         start = await self._seek_start(tp, store)
-        part = _Partition(tp, store, producer, BatchWriter(producer, self.exactly_once), start)
+        writer = BatchWriter(producer, self.exactly_once)
+        part = _Partition(tp, store, producer, writer, start, opened_at=self._polls)
         elapsed = time.monotonic() - started
         log.info(
             "partition %s-%d opened in %.2fs (restored to input offset %s)",

@@ -140,6 +140,55 @@ async def test_a_store_at_the_changelog_end_resumes_where_it_committed(
     assert counted == [f"{i}:{i + 1}" for i in range(15)]
 
 
+async def test_a_stateful_stage_resumes_at_its_state_not_at_a_group_offset_past_it(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """at_least_once commits a batch's offsets before its state: after a crash between
+    the two, the group's offset lies past the changelog's input offset. The next owner
+    resumes at the changelog's, even for records aiokafka fetched from the group's
+    offset before the partition was opened (aio-libs/aiokafka#738): each counted once."""
+    source, sink, changelog = await new_topic("in"), await new_topic("out"), await new_topic("cl")
+    app_id = f"t-{uuid.uuid4().hex[:8]}"
+
+    def count(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
+        n = int(store.get("counts", record.key) or b"0") + 1
+        store.put("counts", record.key, str(n).encode())
+        return [Emit(sink, record.key, str(n).encode())]
+
+    async def produce(count: int) -> None:
+        producer = kafka.producer(settings)
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(source, b"v", b"k") for _ in range(count)])
+        finally:
+            await producer.stop()
+
+    def stage() -> Stage:
+        return Stage(
+            StageSpec("counting", count, topics=(source,), changelog=changelog),
+            Settings(
+                bootstrap_servers=settings.bootstrap_servers,
+                app_id=app_id,
+                data_dir=tmp_path,
+                processing_guarantee="at_least_once",
+            ),
+            metrics=Metrics(CollectorRegistry()),
+        )
+
+    await produce(10)
+    await run_until_processed(stage(), 10)  # state: k counted 10 times, input offset 10
+    await produce(20)
+    committer = kafka.consumer(settings, group_id=f"{app_id}-counting", enable_auto_commit=False)
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(source, 0)])
+        await committer.commit({TopicPartition(source, 0): 20})  # as if 10-19 crashed mid-way
+    finally:
+        await committer.stop()
+    await run_until_processed(stage(), 20)
+    assert await read_values(settings, sink, 0) == [str(n).encode() for n in range(1, 31)]
+
+
 @pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 async def test_a_batch_changing_more_than_one_changelog_batch_holds_is_done_in_halves(
     settings: Settings,

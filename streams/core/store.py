@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import cast
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
 # Where the store has read the changelog up to (the next offset to read).
 CHECKPOINT_KEY = b"\x00changelog-offset"
@@ -27,6 +28,13 @@ CHECKPOINT_KEY = b"\x00changelog-offset"
 INPUT_OFFSET_KEY = b"\x00input-offset"
 _SEPARATOR = b"\x00"
 _DELETED = None
+# Memory of all of a process's stores together, however many partitions it
+# holds (owned, or standby copies): memtables share one budget, and blocks,
+# indexes and filters one cache. RocksDB's defaults (64 MiB memtables, two of
+# them, per store) would let each partition hold up to 128 MiB.
+MEMTABLE_BUDGET_BYTES = 64 * 1024 * 1024
+MEMTABLE_BYTES = 16 * 1024 * 1024
+BLOCK_CACHE_BYTES = 32 * 1024 * 1024
 
 
 def table_key(table: str, key: bytes) -> bytes:
@@ -38,13 +46,31 @@ def split_key(stored: bytes) -> tuple[str, bytes]:
     return table.decode(), key
 
 
+@cache
+def _shared() -> tuple[WriteBufferManager, Cache]:
+    return WriteBufferManager(MEMTABLE_BUDGET_BYTES, False), Cache(BLOCK_CACHE_BYTES)
+
+
+def _options() -> Options:
+    memtables, blocks = _shared()
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(MEMTABLE_BYTES)
+    options.set_write_buffer_manager(memtables)
+    table = BlockBasedOptions()
+    table.set_block_cache(blocks)
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
+    return options
+
+
 class PartitionStore:
     """RocksDB for one partition, with the batch overlay that is not yet committed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), options=Options(raw_mode=True))
+        self._db = Rdict(str(path), options=_options())
         self._pending: dict[bytes, bytes | None] = {}
 
     @property

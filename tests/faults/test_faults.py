@@ -324,7 +324,10 @@ async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(begin:
     at = await run.fault_at(0.3)
     second = run.add_worker()
     print(f"scale 1 → 2 at {at:.0%}; the second is ready in {await until_ready(second):.1f}s")
-    at = await run.fault_at(0.6)
+    # Not 60 %: the rebalances stall both workers while the live feed goes on, and the
+    # backlog is then committed in a few large batches; in one CI run progress went
+    # from under 60 % to 85 % between two reads.
+    at = await run.fault_at(0.5)
     assert second.stop() == 0, f"unclean stop; see {second.log}"
     print(f"scale 2 → 1 at {at:.0%}")
     await quiesce_and_check(run)

@@ -114,6 +114,10 @@ class _Partition:
     before that may hold records fetched from another position."""
 
 
+Records = list[ConsumerRecord[bytes, bytes]]
+"""One partition's records of a poll, in offset order."""
+
+
 class Stage:
     """Runs one StageSpec until stopped. See the module docstring for the protocol."""
 
@@ -200,12 +204,8 @@ class Stage:
                     for tp in self.held.intersection(batches):
                         if batches[tp]:
                             consumer.seek(tp, batches.pop(tp)[0].offset)
-                    await asyncio.gather(
-                        *(
-                            self._process(self._partitions[tp], records)
-                            for tp, records in batches.items()
-                            if records
-                        )
+                    await self._round(
+                        [(self._partitions[tp], records) for tp, records in batches.items()]
                     )
                     if self.held:
                         await self._catch_up_progress()
@@ -277,37 +277,38 @@ class Stage:
 
     # -- one batch ---------------------------------------------------------
 
-    async def _process(self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _round(self, batches: list[tuple[_Partition, Records]]) -> None:
+        """Process one poll's batches, one per partition."""
+        if self.exactly_once:
+            await asyncio.gather(*(self._process_exactly_once(p, r) for p, r in batches))
+        else:
+            await self._round_at_least_once(batches)
+
+    def _fresh(self, part: _Partition, records: Records) -> Records:
         # A batch fetched before a rebalance may reach a partition opened since, at
         # another offset (another worker may have processed those records meanwhile).
-        records = [r for r in records if r.offset >= part.next_offset]
-        if not records:
-            return
-        try:
-            emits, changelog = self._handle(part, records)
-        except TooLarge:
-            # The batch changed more state than one changelog record batch holds.
-            half = len(records) // 2
-            if half == 0:
-                raise StageFailed(
-                    f"one record of {part.tp.topic}-{part.tp.partition} at offset "
-                    f"{records[0].offset} changes more state than a changelog batch holds"
-                ) from None
-            await self._process(part, records[:half])
-            if self._partitions.get(part.tp) is part:  # not re-opened after an abort
-                await self._process(part, records[half:])
-            return
-        if self.exactly_once:
-            await self._process_exactly_once(part, records, emits, changelog)
-        else:
-            await self._process_at_least_once(part, records, emits, changelog)
-        if self._partitions.get(part.tp) is part:  # not re-opened after an abort
-            part.next_offset = records[-1].offset + 1
-            self.processed += len(records)
+        return [r for r in records if r.offset >= part.next_offset]
 
-    def _handle(
-        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> tuple[list[Emit], Built]:
+    async def _in_halves(self, part: _Partition, records: Records) -> None:
+        """The batch changed more state than one changelog record batch holds: do it in
+        two, each in its own round."""
+        half = len(records) // 2
+        if half == 0:
+            raise StageFailed(
+                f"one record of {part.tp.topic}-{part.tp.partition} at offset "
+                f"{records[0].offset} changes more state than a changelog batch holds"
+            )
+        await self._round([(part, records[:half])])
+        if self._partitions.get(part.tp) is part:  # not re-opened after an abort
+            await self._round([(part, records[half:])])
+
+    def _done(self, part: _Partition, records: Records) -> None:
+        """A batch committed: the partition goes on after it."""
+        part.next_offset = records[-1].offset + 1
+        self.processed += len(records)
+        self.metrics.child(self.metrics.transactions, "commit").inc()
+
+    def _handle(self, part: _Partition, records: Records) -> tuple[list[Emit], Built]:
         """Run the handler over the whole batch before anything is sent: its outputs,
         and its state changes as the changelog record batch they are written as
         (last, the input offset they bring the state to). Nothing of a batch whose
@@ -338,13 +339,15 @@ class Stage:
         assert self.spec.changelog is not None
         return acked[TopicPartition(self.spec.changelog, part.tp.partition)] + 1
 
-    async def _process_exactly_once(
-        self,
-        part: _Partition,
-        records: list[ConsumerRecord[bytes, bytes]],
-        emits: list[Emit],
-        changelog: Built,
-    ) -> None:
+    async def _process_exactly_once(self, part: _Partition, records: Records) -> None:
+        records = self._fresh(part, records)
+        if not records:
+            return
+        try:
+            emits, changelog = self._handle(part, records)
+        except TooLarge:
+            await self._in_halves(part, records)
+            return
         producer = part.producer
         assert producer is not None
         await producer.begin_transaction()
@@ -369,41 +372,68 @@ class Stage:
             # transaction either way, then its state and offset say which it was.
             await self._redo(part, records, exc)
             return
-        self.metrics.child(self.metrics.transactions, "commit").inc()
         if part.store is not None and changelog:
             part.store.commit(self._changelog_end(part, acked))
+        self._done(part, records)
 
-    async def _process_at_least_once(
-        self,
-        part: _Partition,
-        records: list[ConsumerRecord[bytes, bytes]],
-        emits: list[Emit],
-        changelog: Built,
-    ) -> None:
+    async def _round_at_least_once(self, batches: list[tuple[_Partition, Records]]) -> None:
+        """Every partition's outputs, acknowledged; then one offset commit for them all;
+        then each partition's changelog record batch.
+
+        The commit goes before the state: it is the fence at-least-once has, so a
+        member the group has moved on from (a paused or cut-off worker) learns it
+        here and never writes state over its successor's. One commit for the whole
+        round, not one per partition: a broker answers a connection's requests one
+        at a time, and the commits were most of a round's time."""
         assert self._consumer is not None
+        sending = await asyncio.gather(*(self._send_outputs(p, r) for p, r in batches))
+        sent = [s for s in sending if s is not None]
+        if not sent:
+            return
+        try:
+            await self._consumer.commit({p.tp: r[-1].offset + 1 for p, r, _ in sent})
+        except KafkaError as exc:
+            # (A CommitFailedError: the group moved on; the rebalance takes the partitions.)
+            for part, records, _ in sent:
+                await self._redo(part, records, exc)
+            return
+        await asyncio.gather(*(self._write_state(p, r, c) for p, r, c in sent))
+
+    async def _send_outputs(
+        self, part: _Partition, records: Records
+    ) -> tuple[_Partition, Records, Built] | None:
+        """Handle a batch and send its outputs; what is left to do for it, if anything."""
+        records = self._fresh(part, records)
+        if not records:
+            return None
+        try:
+            emits, changelog = self._handle(part, records)
+        except TooLarge:
+            await self._in_halves(part, records)
+            return None
         try:
             await part.writer.send(emits)
-            # The input offsets go before the state changes: the commit is the fence
-            # at-least-once has, so a member the group has moved on from (a paused or
-            # cut-off worker) learns it here and never writes state over its successor's.
-            await self._consumer.commit({part.tp: records[-1].offset + 1})
-            if changelog:
-                # A replay starts from the state that produced the outputs (the store's
-                # input offset wins over the committed one), so it repeats them identically.
-                acked = await part.writer.send((), changelog)
-                assert part.store is not None
-                part.store.commit(self._changelog_end(part, acked))
         except (SendFailed, KafkaError, IllegalOperation) as exc:
             # What was acknowledged stays (at-least-once); the batch is done again from
-            # the state and offset the changelog holds, so it repeats identically. (A
-            # CommitFailedError: the group moved on; the rebalance takes the partition.)
+            # the state and offset the changelog holds, so it repeats identically.
             await self._redo(part, records, exc)
-            return
-        self.metrics.child(self.metrics.transactions, "commit").inc()
+            return None
+        return part, records, changelog
 
-    async def _redo(
-        self, part: _Partition, records: list[ConsumerRecord[bytes, bytes]], exc: Exception
-    ) -> None:
+    async def _write_state(self, part: _Partition, records: Records, changelog: Built) -> None:
+        """A replay starts from the state that produced the outputs (the store's input
+        offset wins over the committed one), so it repeats them identically."""
+        if changelog:
+            try:
+                acked = await part.writer.send((), changelog)
+            except (SendFailed, KafkaError, IllegalOperation) as exc:
+                await self._redo(part, records, exc)
+                return
+            assert part.store is not None
+            part.store.commit(self._changelog_end(part, acked))
+        self._done(part, records)
+
+    async def _redo(self, part: _Partition, records: Records, exc: Exception) -> None:
         """A batch whose sends failed: log it, count it, and re-open the partition."""
         log.warning(
             "batch aborted on %s-%d at offset %d: %s",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from itertools import islice
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -37,9 +38,13 @@ CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
 META_TABLE = "meta"
 LAST_SCAN = b"last-scan"
+SCAN_CURSOR = b"scan-cursor"
 # Ticks arrive every second; expiry and digests need minute precision, and a scan
 # reads every account of the partition: at most one scan per minute of tick time.
 SCAN_EVERY_MS = 60_000
+# A scan reads at most this many accounts per tick and goes on at the next, so a
+# tick never holds the event loop long (all of a million accounts took seconds).
+SCAN_SLICE = 5_000
 EVENT_KINDS = frozenset({"TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE"})
 OUTPUT_PERMISSIONS: tuple[model.Permission, ...] = ("TRANSACTIONS", "ALERTS", "SUMMARIES")
 
@@ -207,34 +212,48 @@ class Accounts:
     def tick(self, store: PartitionStore, now: int) -> list[Emit]:
         """Expire consents past valid_until; release digests of ended local days.
 
-        Once per minute of tick time: the minute of the last scan is kept in the
-        store (and so in the changelog), so a replay scans exactly where the first
-        run did."""
-        minute = now // SCAN_EVERY_MS
-        last = store.get(META_TABLE, LAST_SCAN)
-        if last is not None and int(last) >= minute:
-            return []
-        store.put(META_TABLE, LAST_SCAN, str(minute).encode())
+        A scan of the partition's accounts starts at most once per minute of tick
+        time and reads SCAN_SLICE accounts per tick, in key order, until it has
+        read them all. Where it is (the minute it started, the last key it read)
+        is kept in the store, and so in the changelog: a replay scans exactly
+        where the first run did."""
+        cursor = store.get(META_TABLE, SCAN_CURSOR)
+        if cursor is None:  # no scan under way: start one, once a minute
+            minute = now // SCAN_EVERY_MS
+            last = store.get(META_TABLE, LAST_SCAN)
+            if last is not None and int(last) >= minute:
+                return []
+            store.put(META_TABLE, LAST_SCAN, str(minute).encode())
+        held_accounts = list(islice(store.items(CONSENTS_TABLE, after=cursor), SCAN_SLICE + 1))
+        if len(held_accounts) > SCAN_SLICE:
+            del held_accounts[SCAN_SLICE:]
+            store.put(META_TABLE, SCAN_CURSOR, held_accounts[-1][0])
+        elif cursor is not None:  # the scan under way is done
+            store.delete(META_TABLE, SCAN_CURSOR)
         emits: list[Emit] = []
-        for key, raw in list(store.items(CONSENTS_TABLE)):
-            held = _held_from_json(raw)
-            emits += self.settle(key, store, expire(held, now), now)
-            consent = held.consent
-            if consent is None or store.get(ACCOUNTS_TABLE, key) is None:
-                continue
-            state = load_state(store, key)
-            days = len(state["days"])
-            due = accounts.due_digests(state, consent, now)
-            if len(state["days"]) != days:  # an ended day was released: only then a write
-                save_state(store, key, state)
-            if not (consent["daily_digest"] and "SUMMARIES" in consent["permissions"]):
-                continue
-            for digest in due:
-                emits.append(
-                    self.notification(
-                        notify.for_digest(consent, digest, state["currency"] or "EUR", now, now)
-                    )
+        for key, raw in held_accounts:
+            emits += self.scan(store, key, _held_from_json(raw), now)
+        return emits
+
+    def scan(self, store: PartitionStore, key: bytes, held: Held, now: int) -> list[Emit]:
+        """One account's time-driven work: its consent's expiry, its due digests."""
+        emits = self.settle(key, store, expire(held, now), now)
+        consent = held.consent
+        if consent is None or store.get(ACCOUNTS_TABLE, key) is None:
+            return emits
+        state = load_state(store, key)
+        days = len(state["days"])
+        due = accounts.due_digests(state, consent, now)
+        if len(state["days"]) != days:  # an ended day was released: only then a write
+            save_state(store, key, state)
+        if not (consent["daily_digest"] and "SUMMARIES" in consent["permissions"]):
+            return emits
+        for digest in due:
+            emits.append(
+                self.notification(
+                    notify.for_digest(consent, digest, state["currency"] or "EUR", now, now)
                 )
+            )
         return emits
 
     # -- records -------------------------------------------------------------

@@ -13,6 +13,7 @@ every table of a stage. Reserved keys start with `\\x00`.
 
 from __future__ import annotations
 
+import heapq
 import shutil
 from collections.abc import Iterable, Iterator
 from functools import cache
@@ -98,21 +99,35 @@ class PartitionStore:
     def delete(self, table: str, key: bytes) -> None:
         self._pending[table_key(table, key)] = _DELETED
 
-    def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
-        """Every key and value of one table: committed ones with this batch's changes over them."""
+    def items(self, table: str, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every key and value of one table (those after `after`, if given), in key
+        order: committed ones with this batch's changes over them. The order does not
+        depend on which changes are committed yet, so a replay cut into other batches
+        walks the same keys."""
         prefix = table.encode() + _SEPARATOR
-        seen: set[bytes] = set()
-        for raw_key, value in self._db.items(from_key=prefix):
-            stored = cast(bytes, raw_key)  # raw mode: keys are bytes
+        start = prefix + after if after is not None else prefix
+        pending = sorted(
+            (k, v) for k, v in self._pending.items() if k.startswith(prefix) and k >= start
+        )
+        committed = (
+            (cast(bytes, k), v)  # raw mode: keys are bytes
+            for k, v in self._db.items(from_key=start)
+        )
+        merged = heapq.merge(
+            ((k, 0, v) for k, v in pending),  # a pending change sorts before its committed value
+            ((k, 1, v) for k, v in committed),
+        )
+        previous = None
+        for stored, _, value in merged:
             if not stored.startswith(prefix):
-                break
-            seen.add(stored)
-            current = self._pending.get(stored, value)  # a pending None is a delete
-            if current is not None:
-                yield stored[len(prefix) :], current
-        for stored, pending in list(self._pending.items()):
-            if pending is not None and stored.startswith(prefix) and stored not in seen:
-                yield stored[len(prefix) :], pending
+                if stored > prefix:
+                    break
+                continue
+            if stored == previous or (after is not None and stored == start):
+                continue
+            previous = stored
+            if value is not None:  # a pending None is a delete
+                yield stored[len(prefix) :], value
 
     def estimated_keys(self) -> int:
         """RocksDB's own estimate of the keys held (every table, reserved keys too)."""

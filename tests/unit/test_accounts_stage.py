@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
+from streams.agents import accounts as accounts_stage
 from streams.agents.accounts import (
     ACCOUNTS_TABLE,
     LAST_SCAN,
     META_TABLE,
+    SCAN_CURSOR,
     Accounts,
     save_held,
     save_state,
@@ -92,3 +95,28 @@ class TestTick:
         store.commit(2)
         assert stage(codec).tick(store, at("2026-11-29T00:30:00+00:00")) == []
         assert set(store.pending()) == {SCAN_KEY}
+
+    def test_a_scan_reads_a_slice_per_tick_and_goes_on_where_it_stopped(
+        self, codec: Codec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Five expired consents, two accounts per tick: the scan started in one minute
+        ends two, two, then one consent on three ticks, in key order, and the next
+        scan waits for a later minute."""
+        monkeypatch.setattr(accounts_stage, "SCAN_SLICE", 2)
+        store = PartitionStore(tmp_path / "p0")
+        expired = {**samples.CONSENT, "valid_until": at("2026-11-28T20:00:00+00:00")}
+        keys = [b"banque-alpine:FR76%d" % n for n in range(5)]
+        for key in keys:
+            save_held(store, key, Held(expired, None))  # type: ignore[arg-type]  # a sample Consent
+        store.commit(1)
+        handler = stage(codec)
+        ended, cursors = [], []
+        for second in (10, 11, 12, 13):
+            emits = handler.tick(store, at(f"2026-11-28T20:05:{second}+00:00"))
+            ended.append(len(emits) // 2)  # an erasure receipt and CONSENT_ENDED each
+            cursors.append(store.get(META_TABLE, SCAN_CURSOR))
+            store.commit(1 + second)
+        assert ended == [2, 2, 1, 0]
+        assert cursors == [keys[1], keys[3], None, None]
+        assert handler.tick(store, at("2026-11-28T20:06:00+00:00")) == []  # all ended already
+        assert SCAN_KEY in store.pending()  # but a new scan did start in the new minute

@@ -53,6 +53,25 @@ class TestPartitionStore:
         store.put("t", b"c", b"3")
         assert sorted(store.items("t")) == [(b"a", b"1"), (b"b", b"20"), (b"c", b"3")]
 
+    def test_items_walk_keys_in_order_from_a_cursor_whatever_is_committed(
+        self, tmp_path: Path
+    ) -> None:
+        """Committed and pending keys come merged in key order (a pending delete hides its
+        key), from just after `after`: the same walk however the changes were batched."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"b", b"2")
+        store.put("t", b"d", b"4")
+        store.put("t", b"e", b"5")
+        store.put("u", b"a", b"9")
+        store.commit(4)
+        store.put("t", b"a", b"1")
+        store.put("t", b"c", b"3")
+        store.put("t", b"d", b"40")
+        store.delete("t", b"e")
+        assert list(store.items("t")) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3"), (b"d", b"40")]
+        assert list(store.items("t", after=b"b")) == [(b"c", b"3"), (b"d", b"40")]
+        assert list(store.items("t", after=b"bb")) == [(b"c", b"3"), (b"d", b"40")]
+
     def test_restored_tombstones_delete(self, tmp_path: Path) -> None:
         """Applying changelog records puts values and deletes on tombstones."""
         store = PartitionStore(tmp_path / "p0")

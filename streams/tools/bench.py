@@ -279,8 +279,10 @@ async def until_decided(worker: Worker, total: float, what: str, say: Say) -> No
     seen, last_progress, last_said = -1.0, time.monotonic(), 0.0
     while (done := decided(worker)) < total:
         now = time.monotonic()
-        if done > seen:
-            seen, last_progress = done, now
+        # Committed batches count as progress too: consents, read first, decide nothing.
+        moved = done + scraped(worker, "passerelle_transactions_total")
+        if moved > seen:
+            seen, last_progress = moved, now
         elif now - last_progress > STALL_S:
             raise PasserelleError(f"{what}: no progress for {STALL_S}s at {done:,.0f}")
         if now - last_said > 5:

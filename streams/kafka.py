@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams import catalog
@@ -62,6 +62,16 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
     options = {"isolation_level": "read_committed", **connection_options(settings)}
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """A topic's partitions, asking the brokers when the consumer's metadata lacks it
+    (none if the topic does not exist)."""
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
 def admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:

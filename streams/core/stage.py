@@ -53,6 +53,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What a failed batch raises: a send not acknowledged (SendFailed), the client's
+# errors, and IllegalOperation (not a KafkaError: a fenced producer's transaction
+# ended under the batch, and aiokafka refuses its next send).
+SEND_ERRORS = (SendFailed, KafkaError, IllegalOperation)
+
 # Records per partition per transaction: large enough to amortise a commit
 # (two round trips), small enough that a batch ends well inside the
 # transaction timeout on a loaded two-core machine.
@@ -175,7 +180,7 @@ class Stage:
         else:
             consumer.subscribe(topics=list(self.spec.topics), listener=listener)
         await consumer.start()
-        standby = asyncio.create_task(self.standby.run()) if self.standby else None
+        standby = asyncio.create_task(self.standby.run(self._stopping)) if self.standby else None
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
@@ -215,8 +220,7 @@ class Stage:
                     await self._close(part)
                 self._partitions.clear()
             await consumer.stop()
-            if standby is not None and self.standby is not None:
-                self.standby.stop()
+            if standby is not None:  # it ends with the stage's stop
                 await standby
 
     def stop(self) -> None:
@@ -284,10 +288,22 @@ class Stage:
         else:
             await self._round_at_least_once(batches)
 
-    def _fresh(self, part: _Partition, records: Records) -> Records:
+    async def _prepare(
+        self, part: _Partition, records: Records
+    ) -> tuple[Records, list[Emit], Built] | None:
+        """The batch's records still to do, its outputs and its changelog record batch;
+        None if nothing is left to send (no fresh record, or done in halves)."""
         # A batch fetched before a rebalance may reach a partition opened since, at
         # another offset (another worker may have processed those records meanwhile).
-        return [r for r in records if r.offset >= part.next_offset]
+        records = [r for r in records if r.offset >= part.next_offset]
+        if not records:
+            return None
+        try:
+            emits, changelog = self._handle(part, records)
+        except TooLarge:
+            await self._in_halves(part, records)
+            return None
+        return records, emits, changelog
 
     async def _in_halves(self, part: _Partition, records: Records) -> None:
         """The batch changed more state than one changelog record batch holds: do it in
@@ -340,14 +356,10 @@ class Stage:
         return acked[TopicPartition(self.spec.changelog, part.tp.partition)] + 1
 
     async def _process_exactly_once(self, part: _Partition, records: Records) -> None:
-        records = self._fresh(part, records)
-        if not records:
+        prepared = await self._prepare(part, records)
+        if prepared is None:
             return
-        try:
-            emits, changelog = self._handle(part, records)
-        except TooLarge:
-            await self._in_halves(part, records)
-            return
+        records, emits, changelog = prepared
         producer = part.producer
         assert producer is not None
         await producer.begin_transaction()
@@ -356,9 +368,7 @@ class Stage:
             await producer.send_offsets_to_transaction(
                 {part.tp: records[-1].offset + 1}, self.group_id
             )
-        except (SendFailed, KafkaError, IllegalOperation) as exc:
-            # (IllegalOperation, not a KafkaError: a fenced producer's transaction
-            # ended under the batch, and aiokafka refuses its next send.)
+        except SEND_ERRORS as exc:
             # Nothing of this batch is committed yet: abort it and start the
             # partition again from what Kafka holds.
             await _abort(producer)
@@ -403,17 +413,13 @@ class Stage:
         self, part: _Partition, records: Records
     ) -> tuple[_Partition, Records, Built] | None:
         """Handle a batch and send its outputs; what is left to do for it, if anything."""
-        records = self._fresh(part, records)
-        if not records:
+        prepared = await self._prepare(part, records)
+        if prepared is None:
             return None
-        try:
-            emits, changelog = self._handle(part, records)
-        except TooLarge:
-            await self._in_halves(part, records)
-            return None
+        records, emits, changelog = prepared
         try:
             await part.writer.send(emits)
-        except (SendFailed, KafkaError, IllegalOperation) as exc:
+        except SEND_ERRORS as exc:
             # What was acknowledged stays (at-least-once); the batch is done again from
             # the state and offset the changelog holds, so it repeats identically.
             await self._redo(part, records, exc)
@@ -426,7 +432,7 @@ class Stage:
         if changelog:
             try:
                 acked = await part.writer.send((), changelog)
-            except (SendFailed, KafkaError, IllegalOperation) as exc:
+            except SEND_ERRORS as exc:
                 await self._redo(part, records, exc)
                 return
             assert part.store is not None
@@ -503,13 +509,12 @@ class Stage:
         ever written); a stateless one at the group's committed offset, read only now
         that our producer has fenced the previous owner (its last commit is settled)."""
         assert self._consumer is not None
-        if store is not None and store.input_offset is not None:
-            start = store.input_offset
+        if store is not None:
+            start = store.input_offset  # None: no batch ever committed its state
         else:
-            committed = None if store is not None else await self._consumer.committed(tp)
-            if committed is None:
-                committed = (await self._consumer.beginning_offsets([tp]))[tp]
-            start = committed
+            start = await self._consumer.committed(tp)
+        if start is None:
+            start = (await self._consumer.beginning_offsets([tp]))[tp]
         self._consumer.seek(tp, start)
         return start
 

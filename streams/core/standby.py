@@ -59,13 +59,11 @@ class Standby:
         self.topic = topic
         self.changelog = changelog
         self.settings = settings
-        self.metrics = metrics
         self.store_path = store_path
         self._taken: set[int] = set()  # partitions the stage owns (their stores are its)
         self._stores: dict[int, PartitionStore] = {}
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._applied = metrics.standby_records.labels(stage)
 
     async def take(self, tp: TopicPartition) -> None:
@@ -82,19 +80,16 @@ class Standby:
         self._taken.discard(tp.partition)
         self._changed.set()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
     def copies(self) -> dict[int, int]:
         """The partitions followed, each with the changelog offset its copy has reached."""
         return {p: store.checkpoint for p, store in self._stores.items()}
 
-    async def run(self) -> None:
-        """Follow until stopped. A failure costs only warmth (the owner's restore reads
-        what the copies lack), so it is logged and the following starts again."""
-        while not self._stopping.is_set():
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Follow until `stopping` is set. A failure costs only warmth (the owner's restore
+        reads what the copies lack), so it is logged and the following starts again."""
+        while not stopping.is_set():
             try:
-                await self._run_once()
+                await self._run_once(stopping)
             except Exception as exc:
                 log.warning(
                     "standby copies of stage %s stopped (%r); following again in %ds",
@@ -105,17 +100,17 @@ class Standby:
                 )
                 await asyncio.sleep(RETRY_S)
 
-    async def _run_once(self) -> None:
+    async def _run_once(self, stopping: asyncio.Event) -> None:
         reader = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
         await reader.start()
         try:
             partitions = await _partition_count(reader, self.changelog)
             self._changed.set()
-            while not self._stopping.is_set():
+            while not stopping.is_set():
                 if self._changed.is_set():
                     await self._follow(reader, partitions)
                 if not self._stores:
-                    await _either(self._changed, self._stopping)
+                    await _either(self._changed, stopping)
                     continue
                 fetched = await reader.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=10_000)
                 async with self._lock:
@@ -156,12 +151,9 @@ class Standby:
 
 
 async def _partition_count(reader: AIOKafkaConsumer, topic: str) -> int:
-    partitions = reader.partitions_for_topic(topic)
-    while not partitions:  # provisioning creates the changelog, maybe still in progress
-        await reader._client.force_metadata_update()
-        partitions = reader.partitions_for_topic(topic)
-        if not partitions:
-            await asyncio.sleep(1)
+    """How many partitions the changelog has, once provisioning has created it."""
+    while not (partitions := await kafka.partitions_of(reader, topic)):
+        await asyncio.sleep(1)
     return len(partitions)
 
 

@@ -117,13 +117,11 @@ class PartitionStore:
             ((k, 0, v) for k, v in pending),  # a pending change sorts before its committed value
             ((k, 1, v) for k, v in committed),
         )
-        previous = None
+        previous = start if after is not None else None  # `after` itself is not listed
         for stored, _, value in merged:
-            if not stored.startswith(prefix):
-                if stored > prefix:
-                    break
-                continue
-            if stored == previous or (after is not None and stored == start):
+            if not stored.startswith(prefix):  # past the table, and so is every later key
+                break
+            if stored == previous:  # the committed value under a pending change
                 continue
             previous = stored
             if value is not None:  # a pending None is a delete

@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from streams import kafka
 from streams.settings import Settings
 
@@ -68,21 +66,12 @@ class Report:
         return "  ".join(f"{name}={value}" for name, value in fields.items())
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """A topic's partitions, asking the brokers when the consumer's metadata lacks it."""
-    partitions = consumer.partitions_for_topic(topic)
-    if partitions is None:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(partitions)]
-
-
 async def read_all(settings: Settings, topic: str) -> list[Any]:
     """Every committed record of a topic, partition by partition, in offset order."""
     consumer = kafka.consumer(settings, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = await partitions_of(consumer, topic)
+        tps = await kafka.partitions_of(consumer, topic)
         if not tps:
             return []
         consumer.assign(tps)

@@ -18,7 +18,7 @@ from streams.catalog import AUDIT, DLQ, bank_of_topic, bank_topic_name
 from streams.codec import Codec
 from streams.errors import CodecError
 from streams.settings import Settings
-from streams.tools.checker import partitions_of, read_all
+from streams.tools.checker import read_all
 
 
 @dataclass
@@ -51,7 +51,7 @@ async def ingested(settings: Settings, topic: str) -> int:
     consumer = kafka.consumer(settings, group_id=None)
     await consumer.start()
     try:
-        tps = await partitions_of(consumer, topic)
+        tps = await kafka.partitions_of(consumer, topic)
         if not tps:
             return 0
         ends = await consumer.end_offsets(tps)

@@ -473,7 +473,7 @@ async def end_offsets_of(settings: Settings, names: list[str]) -> dict[TopicPart
     consumer = kafka.consumer(settings, group_id=None, isolation_level="read_uncommitted")
     await consumer.start()
     try:
-        tps = [tp for name in names for tp in await checker.partitions_of(consumer, name)]
+        tps = [tp for name in names for tp in await kafka.partitions_of(consumer, name)]
         return await consumer.end_offsets(tps) if tps else {}
     finally:
         await consumer.stop()

@@ -43,7 +43,7 @@ from streams.codec import Codec, EmbeddedRegistry
 from streams.errors import PasserelleError
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import localkafka, simulate, topics
-from streams.tools.workerproc import Worker, scraped, until_ready
+from streams.tools.workerproc import Worker, metric_sum, metrics_page, scraped, until_ready
 
 Say = Callable[[str], None]
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -246,9 +246,12 @@ async def passthrough(
         await producer.stop()
 
 
+DECISIONS = "passerelle_decisions_total"
+
+
 def decided(worker: Worker) -> float:
     """Transactions the worker has decided (its broker carries one bank at a time)."""
-    return scraped(worker, "passerelle_decisions_total")
+    return scraped(worker, DECISIONS)
 
 
 def rss_mib(worker: Worker) -> float:
@@ -277,10 +280,13 @@ async def first_decision(worker: Worker) -> tuple[float, float]:
 async def until_decided(worker: Worker, total: float, what: str, say: Say) -> None:
     """Wait until the worker has decided `total` transactions, saying how far it is."""
     seen, last_progress, last_said = -1.0, time.monotonic(), 0.0
-    while (done := decided(worker)) < total:
+    while True:
+        text = metrics_page(worker)  # one scrape per look
+        if (done := metric_sum(text, DECISIONS)) >= total:
+            return
         now = time.monotonic()
         # Committed batches count as progress too: consents, read first, decide nothing.
-        moved = done + scraped(worker, "passerelle_transactions_total")
+        moved = done + metric_sum(text, "passerelle_transactions_total")
         if moved > seen:
             seen, last_progress = moved, now
         elif now - last_progress > STALL_S:

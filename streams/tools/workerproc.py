@@ -94,16 +94,26 @@ def page(worker: Worker, path: str) -> tuple[int, str]:
     return http_get(f"http://127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}{path}")
 
 
-def scraped(worker: Worker, metric: str) -> float:
-    """The sum of one metric's samples on the worker's /metrics page."""
+def metrics_page(worker: Worker) -> str:
+    """The worker's /metrics page."""
     status, text = page(worker, "/metrics")
     if status != 200:
         raise PasserelleError(f"worker /metrics answered {status}")
+    return text
+
+
+def metric_sum(text: str, metric: str) -> float:
+    """The sum of one metric's samples on a /metrics page."""
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line.startswith((f"{metric}{{", f"{metric} "))
     )
+
+
+def scraped(worker: Worker, metric: str) -> float:
+    """The sum of one metric's samples on the worker's /metrics page."""
+    return metric_sum(metrics_page(worker), metric)
 
 
 async def until_ready(worker: Worker, timeout_s: float = 120) -> float:

@@ -20,21 +20,30 @@ from streams.settings import Settings
 from tests.conftest import NewTopicFactory, bounded
 
 
-async def read_to_end(settings: Settings, topic: str, isolation: str) -> int:
+async def read_partition(
+    settings: Settings, topic: str, partition: int = 0, isolation: str = "read_committed"
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of one partition, from its first offset to its end. (Sought to the
+    beginning offset itself: `seek_to_beginning` after `end_offsets` left a consumer at
+    the end here, so a read found nothing however much was there.)"""
     consumer = kafka.consumer(settings, group_id=None, isolation_level=isolation)
     await consumer.start()
     try:
-        tp = TopicPartition(topic, 0)
+        tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        count = 0
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        records: list[ConsumerRecord[bytes, bytes]] = []
         while await consumer.position(tp) < end:
-            fetched = await bounded(consumer.getmany(tp, timeout_ms=500))
-            count += sum(1 for r in fetched.get(tp, []) if r.offset < end)
-        return count
+            fetched = await bounded(consumer.getmany(tp, timeout_ms=2000))
+            records += [r for r in fetched.get(tp, []) if r.offset < end]
+        return records
     finally:
         await consumer.stop()
+
+
+async def read_values(settings: Settings, topic: str, partition: int = 0) -> list[bytes]:
+    return [r.value for r in await read_partition(settings, topic, partition)]
 
 
 async def test_a_handler_failure_writes_nothing_and_stops_the_stage(
@@ -63,8 +72,8 @@ async def test_a_handler_failure_writes_nothing_and_stops_the_stage(
     )
     with pytest.raises(StageFailed, match=r"handler failed .* ValueError"):
         await bounded(stage.run(), 60)
-    assert await read_to_end(settings, sink, "read_committed") == 0
-    assert await read_to_end(settings, sink, "read_uncommitted") == 0
+    assert await read_partition(settings, sink, isolation="read_committed") == []
+    assert await read_partition(settings, sink, isolation="read_uncommitted") == []
     for result in ("commit", "abort"):
         assert (
             stage.metrics.registry.get_sample_value(
@@ -127,17 +136,7 @@ async def test_a_store_at_the_changelog_end_resumes_where_it_committed(
     await run_until(tmp_path / "second-owner", 5)  # its store is at the changelog end
     assert input_offset(tmp_path / "second-owner") == 15
 
-    consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tp = TopicPartition(sink, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        fetched = await bounded(consumer.getmany(tp, timeout_ms=2000))
-        counted = [r.value.decode() for r in fetched[tp]]
-    finally:
-        await consumer.stop()
-    assert counted == [f"{i}:{i + 1}" for i in range(15)]
+    assert await read_values(settings, sink) == [f"{i}:{i + 1}".encode() for i in range(15)]
 
 
 async def test_a_stateful_stage_resumes_at_its_state_not_at_a_group_offset_past_it(
@@ -226,18 +225,7 @@ async def test_a_batch_changing_more_than_one_changelog_batch_holds_is_done_in_h
     )
     await run_until_processed(stage, 40)
 
-    consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tp = TopicPartition(changelog, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        written: list[ConsumerRecord[bytes, bytes]] = []
-        while await consumer.position(tp) < end:
-            written += (await bounded(consumer.getmany(tp, timeout_ms=2000))).get(tp, [])
-    finally:
-        await consumer.stop()
+    written = await read_partition(settings, changelog)
     batches: list[tuple[list[bytes], int]] = []
     changed: list[bytes] = []
     for record in written:
@@ -379,23 +367,6 @@ async def changelog_ends(settings: Settings, topic: str) -> dict[int, int]:
     try:
         tps = [TopicPartition(topic, p) for p in (0, 1)]
         return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
-
-
-async def read_values(settings: Settings, topic: str, partition: int) -> list[bytes]:
-    consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
-        values: list[bytes] = []
-        while await consumer.position(tp) < end:
-            fetched = await bounded(consumer.getmany(tp, timeout_ms=2000))
-            values += [r.value for r in fetched.get(tp, [])]
-        return values
     finally:
         await consumer.stop()
 

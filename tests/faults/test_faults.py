@@ -355,7 +355,7 @@ async def test_a_worker_that_lost_its_disk_fails_over_to_standby_copies_then_reb
     print(
         f"kill -9 and disk lost at {at:.0%}; the other worker owns every partition and is "
         f"ready {time.monotonic() - killed:.1f}s later, having restored {tails:.0f} changelog "
-        f"records (the changelogs hold {changelog})"
+        f"records (the changelogs' end offsets sum to {changelog})"
     )
     victim.start()
     print(f"the victim, its disk empty, is restored and ready in {await until_ready(victim):.1f}s")

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.memory_records import MemoryRecords
 
 from streams.core.batches import BatchWriter, TooLarge, partition_of
 from streams.core.stage import Emit
@@ -41,6 +42,12 @@ def test_whole_puts_each_partitions_records_in_one_record_batch() -> None:
     records = [Emit("cl", b"k%d" % n, bytes(1000), partition=n % 2) for n in range(600)]
     built = writer.whole(records, max_bytes=1024 * 1024)
     assert [(tp.partition, builder.record_count()) for tp, builder in built] == [(0, 300), (1, 300)]
+    for tp, builder in built:
+        builder.close()
+        encoded = MemoryRecords(bytes(builder._build()))  # the bytes the broker would get
+        batch = encoded.next_batch()
+        assert [r.key for r in batch] == [b"k%d" % n for n in range(tp.partition, 600, 2)]
+        assert encoded.next_batch() is None  # one record batch, nothing after it
 
 
 def test_whole_refuses_records_that_do_not_fit_one_record_batch() -> None:

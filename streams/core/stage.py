@@ -220,7 +220,8 @@ class Stage:
                     await self._close(part)
                 self._partitions.clear()
             await consumer.stop()
-            if standby is not None:  # it ends with the stage's stop
+            if standby is not None:
+                self._stopping.set()  # ends the standby too, whether stopped or failed
                 await standby
 
     def stop(self) -> None:

@@ -46,12 +46,15 @@ async def read_values(settings: Settings, topic: str, partition: int = 0) -> lis
     return [r.value for r in await read_partition(settings, topic, partition)]
 
 
+@pytest.mark.parametrize("stateful", [False, True])
 async def test_a_handler_failure_writes_nothing_and_stops_the_stage(
-    settings: Settings, new_topic: NewTopicFactory
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path, stateful: bool
 ) -> None:
     """Handlers run over the whole batch before any transaction begins: a failure writes
-    nothing, even uncommitted, opens no transaction and stops the stage with StageFailed."""
+    nothing, even uncommitted, opens no transaction and stops the stage with StageFailed
+    (a stateful stage too: its standby copies stop with it)."""
     source, sink = await new_topic("in"), await new_topic("out")
+    changelog = await new_topic("cl") if stateful else None
     producer = kafka.producer(settings)
     await producer.start()
     try:
@@ -66,8 +69,12 @@ async def test_a_handler_failure_writes_nothing_and_stops_the_stage(
         return [Emit(sink, record.key, record.value)]
 
     stage = Stage(
-        StageSpec("failing", handle, topics=(source,)),
-        Settings(bootstrap_servers=settings.bootstrap_servers, app_id=f"t-{uuid.uuid4().hex[:8]}"),
+        StageSpec("failing", handle, topics=(source,), changelog=changelog),
+        Settings(
+            bootstrap_servers=settings.bootstrap_servers,
+            app_id=f"t-{uuid.uuid4().hex[:8]}",
+            data_dir=tmp_path,
+        ),
         metrics=Metrics(CollectorRegistry()),
     )
     with pytest.raises(StageFailed, match=r"handler failed .* ValueError"):

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -13,11 +14,25 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streams import catalog, kafka
-from streams.core.stage import Emit, Stage, StageFailed, StageSpec
+from streams.core.stage import MAX_BATCH, Emit, Stage, StageFailed, StageSpec
 from streams.core.store import INPUT_OFFSET_KEY, PartitionStore, split_key
 from streams.metrics import Metrics
 from streams.settings import Settings
 from tests.conftest import NewTopicFactory, bounded
+
+
+def stage_on(
+    settings: Settings, spec: StageSpec, max_batch: int = MAX_BATCH, **fields: Any
+) -> Stage:
+    """A stage on the session broker with a registry of its own; `fields` are Settings
+    fields (a fresh `app_id` unless one is given)."""
+    fields.setdefault("app_id", f"t-{uuid.uuid4().hex[:8]}")
+    return Stage(
+        spec,
+        Settings(bootstrap_servers=settings.bootstrap_servers, **fields),
+        metrics=Metrics(CollectorRegistry()),
+        max_batch=max_batch,
+    )
 
 
 async def read_partition(
@@ -68,15 +83,8 @@ async def test_a_handler_failure_writes_nothing_and_stops_the_stage(
             raise ValueError("a bug in a rule")
         return [Emit(sink, record.key, record.value)]
 
-    stage = Stage(
-        StageSpec("failing", handle, topics=(source,), changelog=changelog),
-        Settings(
-            bootstrap_servers=settings.bootstrap_servers,
-            app_id=f"t-{uuid.uuid4().hex[:8]}",
-            data_dir=tmp_path,
-        ),
-        metrics=Metrics(CollectorRegistry()),
-    )
+    spec = StageSpec("failing", handle, topics=(source,), changelog=changelog)
+    stage = stage_on(settings, spec, data_dir=tmp_path)
     with pytest.raises(StageFailed, match=r"handler failed .* ValueError"):
         await bounded(stage.run(), 60)
     assert await read_partition(settings, sink, isolation="read_committed") == []
@@ -118,14 +126,10 @@ async def test_a_store_at_the_changelog_end_resumes_where_it_committed(
             await producer.stop()
 
     async def run_until(data_dir: Path, records: int) -> None:
-        stage = Stage(
-            StageSpec("counting", count, topics=(source,), changelog=changelog),
-            Settings(
-                bootstrap_servers=settings.bootstrap_servers, app_id=app_id, data_dir=data_dir
-            ),
-            metrics=Metrics(CollectorRegistry()),
+        spec = StageSpec("counting", count, topics=(source,), changelog=changelog)
+        await run_until_processed(
+            stage_on(settings, spec, app_id=app_id, data_dir=data_dir), records
         )
-        await run_until_processed(stage, records)
 
     def input_offset(data_dir: Path) -> int | None:
         store = PartitionStore(data_dir / app_id / "counting" / f"{source}-0")
@@ -170,15 +174,9 @@ async def test_a_stateful_stage_resumes_at_its_state_not_at_a_group_offset_past_
             await producer.stop()
 
     def stage() -> Stage:
-        return Stage(
-            StageSpec("counting", count, topics=(source,), changelog=changelog),
-            Settings(
-                bootstrap_servers=settings.bootstrap_servers,
-                app_id=app_id,
-                data_dir=tmp_path,
-                processing_guarantee="at_least_once",
-            ),
-            metrics=Metrics(CollectorRegistry()),
+        spec = StageSpec("counting", count, topics=(source,), changelog=changelog)
+        return stage_on(
+            settings, spec, app_id=app_id, data_dir=tmp_path, processing_guarantee="at_least_once"
         )
 
     await produce(10)
@@ -220,16 +218,8 @@ async def test_a_batch_changing_more_than_one_changelog_batch_holds_is_done_in_h
         store.put("t", record.key, bytes(300))  # 40 × 300 bytes: at least three batches
         return []
 
-    stage = Stage(
-        StageSpec("halving", remember, topics=(source,), changelog=changelog),
-        Settings(
-            bootstrap_servers=settings.bootstrap_servers,
-            app_id=f"t-{uuid.uuid4().hex[:8]}",
-            data_dir=tmp_path,
-            processing_guarantee=guarantee,  # type: ignore[arg-type]  # a Guarantee literal
-        ),
-        metrics=Metrics(CollectorRegistry()),
-    )
+    spec = StageSpec("halving", remember, topics=(source,), changelog=changelog)
+    stage = stage_on(settings, spec, data_dir=tmp_path, processing_guarantee=guarantee)
     await run_until_processed(stage, 40)
 
     written = await read_partition(settings, changelog)
@@ -270,12 +260,8 @@ async def test_a_catch_up_backlog_is_read_before_any_other_partition(
         seen.append(record.topic)
         return []
 
-    stage = Stage(
-        StageSpec("gate", handle, topics=(bank, consents), catch_up=(consents,)),
-        Settings(bootstrap_servers=settings.bootstrap_servers, app_id=f"t-{uuid.uuid4().hex[:8]}"),
-        metrics=Metrics(CollectorRegistry()),
-        max_batch=500,
-    )
+    spec = StageSpec("gate", handle, topics=(bank, consents), catch_up=(consents,))
+    stage = stage_on(settings, spec, max_batch=500)
     await run_until_processed(stage, 7000)
     assert seen == [consents] * 5000 + [bank] * 2000
 
@@ -309,15 +295,13 @@ async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the
             await producer.stop()
 
     def worker(name: str) -> Stage:
-        return Stage(
-            StageSpec("counting", count, topics=(source,), changelog=changelog),
-            Settings(
-                bootstrap_servers=settings.bootstrap_servers,
-                app_id=app_id,
-                data_dir=tmp_path / name,
-                processing_guarantee="at_least_once",
-            ),
-            metrics=Metrics(CollectorRegistry()),
+        spec = StageSpec("counting", count, topics=(source,), changelog=changelog)
+        return stage_on(
+            settings,
+            spec,
+            app_id=app_id,
+            data_dir=tmp_path / name,
+            processing_guarantee="at_least_once",
         )
 
     def restored(stage: Stage) -> float:

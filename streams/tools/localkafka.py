@@ -520,8 +520,9 @@ def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str, cluster: 
                     f"{libs}/*",
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # One argument: an id may start with "-" (base64url), which
+                    # the tool would otherwise take for an option.
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(node.config_path),
                     *scram,

@@ -26,6 +26,8 @@ EVENT_FIELDS = (
     "account_hash",
     "records",
     "partitions",
+    "kept",
+    "closed",
     "seconds",
 )
 

@@ -136,6 +136,9 @@ class Stage:
         self.group_id = f"{settings.app_id}-{spec.name}"
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self._partitions: dict[TopicPartition, _Partition] = {}
+        self._idle: dict[TopicPartition, _Partition] = {}
+        """Partitions revoked and not yet closed: given back by the next assignment,
+        they are not opened again."""
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -153,6 +156,7 @@ class Stage:
         self._next_report = 0.0
         self._assigned = False  # the group has given this stage its partitions (maybe none)
         self._polls = 0  # polls returned so far
+        self._failure: StageFailed | None = None
         self.standby: Standby | None = None
         """Warm copies of the partitions this worker does not own (a stateful stage)."""
         if spec.changelog is not None and settings.standby:
@@ -214,17 +218,25 @@ class Stage:
                     )
                     if self.held:
                         await self._catch_up_progress()
+            if self._failure is not None:
+                raise self._failure
         finally:
             async with self._lock:
-                for part in list(self._partitions.values()):
+                for part in [*self._partitions.values(), *self._idle.values()]:
                     await self._close(part)
                 self._partitions.clear()
+                self._idle.clear()
             await consumer.stop()
             if standby is not None:
                 self._stopping.set()  # ends the standby too, whether stopped or failed
                 await standby
 
     def stop(self) -> None:
+        self._stopping.set()
+
+    def fail(self, failure: StageFailed) -> None:
+        """Stop, and make `run` raise this."""
+        self._failure = failure
         self._stopping.set()
 
     # -- what the stage tells operators ----------------------------------------
@@ -462,8 +474,46 @@ class Stage:
 
     # -- assignment ----------------------------------------------------------
 
-    async def _open(self, tp: TopicPartition) -> _Partition:
-        started = time.monotonic()
+    async def _own(
+        self, tps: Sequence[TopicPartition], kept: dict[TopicPartition, _Partition]
+    ) -> None:
+        """Open these partitions: restore their state and seek their input. Those in
+        `kept` were ours in the generation before and keep their producer and store
+        (their state is brought on from its checkpoint, like any other); the others
+        get a new producer, started together, which fences their previous owner."""
+        new = [tp for tp in tps if tp not in kept]
+        started = await asyncio.gather(
+            *(self._start_producer(tp) for tp in new), return_exceptions=True
+        )
+        if failed := [e for e in started if isinstance(e, BaseException)]:
+            for producer in started:
+                if isinstance(producer, AIOKafkaProducer):
+                    await producer.stop()
+            raise failed[0]
+        producers = {tp: part.producer for tp, part in kept.items()}
+        producers |= {tp: p for tp, p in zip(new, started, strict=True)}
+        stores: dict[TopicPartition, PartitionStore] = {}
+        if self.spec.changelog is not None:
+            for tp in tps:
+                if tp in kept:
+                    store = kept[tp].store
+                    assert store is not None
+                    stores[tp] = store
+                else:
+                    if self.standby is not None:
+                        await self.standby.take(tp)
+                    stores[tp] = PartitionStore(self._store_path(tp))
+            await self._restore(stores)
+        for tp in tps:
+            producer, store = producers[tp], stores.get(tp)
+            assert producer is not None
+            start = await self._seek_start(tp, store)
+            writer = BatchWriter(producer, self.exactly_once)
+            self._partitions[tp] = _Partition(
+                tp, store, producer, writer, start, opened_at=self._polls
+            )
+
+    async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
         if self.exactly_once:
             # Starting a producer with this transactional id fences any older
             # owner of the partition and ends its open transaction, so the
@@ -480,29 +530,7 @@ class Stage:
             # would serialise every partition's sends.
             producer = kafka.producer(self.settings, max_batch_size=kafka.BATCH_BYTES)
         await producer.start()
-        store = None
-        if self.spec.changelog is not None:
-            store = await self._restore(tp)
-        start = await self._seek_start(tp, store)
-        writer = BatchWriter(producer, self.exactly_once)
-        part = _Partition(tp, store, producer, writer, start, opened_at=self._polls)
-        elapsed = time.monotonic() - started
-        log.info(
-            "partition %s-%d opened in %.2fs (restored to input offset %s)",
-            tp.topic,
-            tp.partition,
-            elapsed,
-            store.input_offset if store else "-",
-            extra=event(
-                "partition_opened",
-                stage=self.spec.name,
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=store.input_offset if store else None,
-                seconds=round(elapsed, 3),
-            ),
-        )
-        return part
+        return producer
 
     async def _seek_start(self, tp: TopicPartition, store: PartitionStore | None) -> int:
         """Seek to where this owner resumes, and return it. A stateful stage resumes at
@@ -521,7 +549,7 @@ class Stage:
 
     async def _reopen(self, part: _Partition) -> None:
         await self._close(part)
-        self._partitions[part.tp] = await self._open(part.tp)
+        await self._own([part.tp], kept={})
 
     async def _close(self, part: _Partition) -> None:
         if part.producer is not None:
@@ -540,62 +568,69 @@ class Stage:
             / f"{tp.topic}-{tp.partition}"
         )
 
-    async def _restore(self, tp: TopicPartition) -> PartitionStore:
-        """The partition's store, brought up to the changelog's last stable offset."""
+    async def _restore(self, stores: dict[TopicPartition, PartitionStore]) -> None:
+        """Bring each partition's store up to its changelog's last stable offset, all
+        with one reader; a store ahead of its changelog is wiped and rebuilt."""
         assert self.spec.changelog is not None
-        if self.standby is not None:
-            await self.standby.take(tp)
-        store = PartitionStore(self._store_path(tp))
-        ctp = TopicPartition(self.spec.changelog, tp.partition)
+        changelog = {TopicPartition(self.spec.changelog, tp.partition): tp for tp in stores}
         reader = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
         await reader.start()
         try:
-            reader.assign([ctp])
-            end = (await reader.end_offsets([ctp]))[ctp]
-            start = store.checkpoint
-            if start > end:
-                log.warning(
-                    "store of %s-%d is ahead of its changelog (%d > %d): rebuilding",
-                    tp.topic,
-                    tp.partition,
-                    start,
-                    end,
-                )
-                store.wipe()
-                store, start = PartitionStore(self._store_path(tp)), 0
-            reader.seek(ctp, start)
-            restored = 0
-            remaining = self.metrics.recovery_remaining.labels(self.spec.name, str(tp.partition))
-            position = start
-            while position < end:
-                self.restoring[tp.partition] = end - position
-                remaining.set(end - position)
-                fetched = await reader.getmany(ctp, timeout_ms=1000, max_records=10_000)
-                records = [(r.key, r.value) for r in fetched.get(ctp, []) if r.offset < end]
-                position = await reader.position(ctp)
-                store.apply_changelog(records, min(position, end))
-                restored += len(records)
-            store.apply_changelog([], end)
-            remaining.set(0)
-            self.metrics.restored_records.labels(self.spec.name).inc(restored)
-            if restored:
-                log.info(
-                    "restored %d changelog records for %s-%d",
-                    restored,
-                    tp.topic,
-                    tp.partition,
-                    extra=event(
-                        "restored",
-                        stage=self.spec.name,
-                        topic=ctp.topic,
-                        partition=tp.partition,
-                        records=restored,
-                    ),
-                )
+            reader.assign(list(changelog))
+            ends = await reader.end_offsets(list(changelog))
+            for ctp, tp in changelog.items():
+                if stores[tp].checkpoint > ends[ctp]:
+                    log.warning(
+                        "store of %s-%d is ahead of its changelog (%d > %d): rebuilding",
+                        tp.topic,
+                        tp.partition,
+                        stores[tp].checkpoint,
+                        ends[ctp],
+                    )
+                    stores[tp].wipe()
+                    stores[tp] = PartitionStore(self._store_path(tp))
+                reader.seek(ctp, stores[tp].checkpoint)
+            restored = dict.fromkeys(changelog, 0)
+            left = {ctp for ctp, tp in changelog.items() if stores[tp].checkpoint < ends[ctp]}
+            while left:
+                fetched = await reader.getmany(*left, timeout_ms=1000, max_records=10_000)
+                for ctp in list(left):
+                    store, end = stores[changelog[ctp]], ends[ctp]
+                    records = [(r.key, r.value) for r in fetched.get(ctp, []) if r.offset < end]
+                    position = min(await reader.position(ctp), end)
+                    store.apply_changelog(records, position)
+                    restored[ctp] += len(records)
+                    self.restoring[ctp.partition] = end - position
+                    self.metrics.recovery_remaining.labels(self.spec.name, str(ctp.partition)).set(
+                        end - position
+                    )
+                    if position >= end:
+                        left.discard(ctp)
+            for ctp, tp in changelog.items():
+                stores[tp].apply_changelog([], ends[ctp])  # past a last commit marker
+                self.metrics.recovery_remaining.labels(self.spec.name, str(tp.partition)).set(0)
+                if restored[ctp]:
+                    self._log_restored(tp, restored[ctp])
+            self.metrics.restored_records.labels(self.spec.name).inc(sum(restored.values()))
         finally:
-            self.restoring.pop(tp.partition, None)
+            for ctp in changelog:
+                self.restoring.pop(ctp.partition, None)
             await reader.stop()
-        return store
+
+    def _log_restored(self, tp: TopicPartition, records: int) -> None:
+        log.info(
+            "restored %d changelog records for %s-%d",
+            records,
+            tp.topic,
+            tp.partition,
+            extra=event(
+                "restored",
+                stage=self.spec.name,
+                topic=tp.topic,
+                partition=tp.partition,
+                records=records,
+            ),
+        )
 
 
 async def _abort(producer: AIOKafkaProducer) -> None:
@@ -618,24 +653,42 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
         self.stage = stage
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.stage._lock:
+        """Finish the batch in flight, then stop processing. The partitions' producers
+        and stores are kept until the assignment that follows: aiokafka's rebalances
+        take every partition away and give most of them back, and re-opening those
+        (a producer's fencing, a restore) would cost seconds without heartbeats."""
+        stage = self.stage
+        async with stage._lock:
             for tp in revoked:
-                part = self.stage._partitions.pop(tp, None)
+                part = stage._partitions.pop(tp, None)
                 if part is not None:
-                    await self.stage._close(part)
-                self.stage.catching_up.pop(tp, None)
-                self.stage.held.discard(tp)
+                    stage._idle[tp] = part
+                stage.catching_up.pop(tp, None)
+                stage.held.discard(tp)
                 with contextlib.suppress(KeyError):  # no lag reported for it yet
-                    self.stage.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-            self.stage._not_ready()
+                    stage.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            stage._not_ready()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Close what was not given back, open the rest, then hold the partitions that
+        wait for the `catch_up` topics."""
         stage = self.stage
         stage.metrics.rebalances.inc()
+        started = time.monotonic()
         async with stage._lock:
-            for tp in assigned:
-                if tp not in stage._partitions:
-                    stage._partitions[tp] = await stage._open(tp)
+            idle, stage._idle = stage._idle, {}
+            gone = [part for tp, part in idle.items() if tp not in assigned]
+            for part in gone:
+                await stage._close(part)
+            kept = {tp: part for tp, part in idle.items() if tp in assigned}
+            opening = [tp for tp in assigned if tp not in stage._partitions]
+            try:
+                await stage._own(opening, kept)
+            except Exception as exc:
+                # aiokafka would only log it and leave the partitions assigned to a
+                # member that never reads them: the worker stops instead, loudly.
+                stage.fail(StageFailed(f"opening the assigned partitions failed: {exc!r}"))
+                return
             backlog = [tp for tp in assigned if tp.topic in stage.spec.catch_up]
             if backlog and stage._consumer is not None:
                 stage.catching_up.update(await stage._consumer.end_offsets(backlog))
@@ -644,10 +697,22 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
                     stage.held = {tp for tp in assigned if tp.topic not in stage.spec.catch_up}
                     stage._consumer.pause(*stage.held)
             stage._assigned = True
+            seconds = time.monotonic() - started
             log.info(
-                "stage %s owns %d partitions",
+                "stage %s owns %d partitions (%d kept, %d opened, %d closed) after %.2fs",
                 stage.spec.name,
                 len(stage._partitions),
-                extra=event("assigned", stage=stage.spec.name, partitions=len(stage._partitions)),
+                len(kept),
+                len(opening) - len(kept),
+                len(gone),
+                seconds,
+                extra=event(
+                    "assigned",
+                    stage=stage.spec.name,
+                    partitions=len(stage._partitions),
+                    kept=len(kept),
+                    closed=len(gone),
+                    seconds=round(seconds, 3),
+                ),
             )
         stage._next_report = 0.0  # readiness is decided on the next loop, not a second later

@@ -266,27 +266,36 @@ async def test_a_catch_up_backlog_is_read_before_any_other_partition(
     assert seen == [consents] * 5000 + [bank] * 2000
 
 
-async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the_tail(
-    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
-) -> None:
-    """Two workers of a stateful stage each keep a standby copy of the other's partition:
-    when one leaves, the other opens that partition from its copy, reading none of the
-    changelog it already holds, and counts on from where the first left off."""
-    source, sink = await new_topic("in", partitions=2), await new_topic("out", partitions=2)
-    changelog = await new_topic("cl", partitions=2)
-    app_id = f"t-{uuid.uuid4().hex[:8]}"
+class Counting:
+    """A stateful stage counting each key's records of a two-partition topic, and the
+    workers that run it in-process in one group."""
 
-    def count(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
+    def __init__(self, settings: Settings, topics: dict[str, str], tmp_path: Path) -> None:
+        self.settings, self.tmp_path = settings, tmp_path
+        self.source, self.sink, self.changelog = topics["in"], topics["out"], topics["cl"]
+        self.app_id = f"t-{uuid.uuid4().hex[:8]}"
+        self.tasks: dict[Stage, asyncio.Task[None]] = {}
+
+    @classmethod
+    async def create(
+        cls, settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+    ) -> Counting:
+        names = ("in", "out", "cl")
+        topics = {name: await new_topic(name, partitions=2) for name in names}
+        return cls(settings, topics, tmp_path)
+
+    def count(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
         n = int(store.get("counts", record.key) or b"0") + 1
         store.put("counts", record.key, str(n).encode())
-        return [Emit(sink, record.key, str(n).encode(), partition=record.partition)]
+        return [Emit(self.sink, record.key, str(n).encode(), partition=record.partition)]
 
-    async def produce(per_partition: int) -> None:
-        producer = kafka.producer(settings)
+    async def produce(self, per_partition: int) -> None:
+        """`per_partition` records to each partition, cycling over 50 keys."""
+        producer = kafka.producer(self.settings)
         await producer.start()
         try:
             sends = [
-                await producer.send(source, b"v", b"k%d" % (i % 50), partition=p)
+                await producer.send(self.source, b"v", b"k%d" % (i % 50), partition=p)
                 for p in (0, 1)
                 for i in range(per_partition)
             ]
@@ -294,62 +303,105 @@ async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the
         finally:
             await producer.stop()
 
-    def worker(name: str) -> Stage:
-        spec = StageSpec("counting", count, topics=(source,), changelog=changelog)
-        return stage_on(
-            settings,
+    def start(self, name: str, guarantee: str = "at_least_once") -> Stage:
+        spec = StageSpec("counting", self.count, topics=(self.source,), changelog=self.changelog)
+        stage = stage_on(
+            self.settings,
             spec,
-            app_id=app_id,
-            data_dir=tmp_path / name,
-            processing_guarantee="at_least_once",
+            app_id=self.app_id,
+            data_dir=self.tmp_path / name,
+            processing_guarantee=guarantee,
         )
+        self.tasks[stage] = asyncio.create_task(stage.run())
+        return stage
+
+    async def stop(self, stage: Stage) -> None:
+        stage.stop()
+        await bounded(self.tasks.pop(stage), 60)
+
+    async def stop_all(self) -> None:
+        for stage in list(self.tasks):
+            await self.stop(stage)
+
+    async def one_partition_each(self, first: Stage, second: Stage) -> None:
+        await until(
+            lambda: (
+                len(first._partitions) == len(second._partitions) == 1
+                and first.ready.is_set()
+                and second.ready.is_set()
+            ),
+            "one partition each",
+        )
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.1)
+
+    try:
+        await bounded(poll(), 60)
+    except TimeoutError:
+        pytest.fail(f"not within 60 s: {what}")
+
+
+async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the_tail(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """Two workers of a stateful stage each keep a standby copy of the other's partition:
+    when one leaves, the other opens that partition from its copy, reading none of the
+    changelog it already holds, and counts on from where the first left off."""
+    counting = await Counting.create(settings, new_topic, tmp_path)
 
     def restored(stage: Stage) -> float:
         sample = "passerelle_restored_records_total"
         return stage.metrics.registry.get_sample_value(sample, {"table": "counting"}) or 0.0
 
-    async def until(condition: Callable[[], bool], what: str) -> None:
-        async def poll() -> None:
-            while not condition():
-                await asyncio.sleep(0.1)
-
-        try:
-            await bounded(poll(), 60)
-        except TimeoutError:
-            pytest.fail(f"not within 60 s: {what}")
-
-    first, second = worker("first"), worker("second")
-    await produce(500)
-    running = [asyncio.create_task(first.run())]
+    await counting.produce(500)
+    first = counting.start("first")
     await until(lambda: first.processed == 1000, "the first worker counts everything")
-    running.append(asyncio.create_task(second.run()))
-    await until(
-        lambda: (
-            len(first._partitions) == len(second._partitions) == 1
-            and first.ready.is_set()
-            and second.ready.is_set()
-        ),
-        "one partition each",
-    )
+    second = counting.start("second")
+    await counting.one_partition_each(first, second)
     (moving,) = first._partitions
-    await produce(300)
+    await counting.produce(300)
     await until(lambda: first.processed + second.processed == 1600, "both count the new ones")
-    end = (await changelog_ends(settings, changelog))[moving.partition]
+    end = (await changelog_ends(settings, counting.changelog))[moving.partition]
     await until(
         lambda: second.standby is not None and second.standby.copies().get(moving.partition) == end,
         "the second worker's copy of the first's partition is at its changelog's end",
     )
     before = restored(second)
-    first.stop()
-    await bounded(running[0], 60)
+    await counting.stop(first)
     await until(lambda: moving in second._partitions, "the second worker takes over")
     assert restored(second) == before  # its copy held every record already
-    await produce(100)
+    await counting.produce(100)
     await until(lambda: second.processed == 300 + 200, "the second worker counts on")
-    second.stop()
-    await bounded(running[1], 60)
-    counted = await read_values(settings, sink, moving.partition)
+    await counting.stop_all()
+    counted = await read_values(settings, counting.sink, moving.partition)
     assert counted[-100:] == [str(n).encode() for n in range(17, 19) for _ in range(50)]
+
+
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+async def test_a_partition_given_back_by_the_next_assignment_keeps_its_producer_and_store(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path, guarantee: str
+) -> None:
+    """aiokafka's rebalances revoke every partition and then give most back: the one a
+    worker keeps through a second worker's arrival keeps its producer and its store
+    (no fencing, no new restore), and its counts go on exactly."""
+    counting = await Counting.create(settings, new_topic, tmp_path)
+    await counting.produce(500)
+    first = counting.start("first", guarantee)
+    await until(lambda: first.processed == 1000, "the first worker counts everything")
+    before = {tp: (part.producer, part.store) for tp, part in first._partitions.items()}
+    second = counting.start("second", guarantee)
+    await counting.one_partition_each(first, second)
+    (kept,) = first._partitions
+    assert (first._partitions[kept].producer, first._partitions[kept].store) == before[kept]
+    await counting.produce(100)
+    await until(lambda: first.processed + second.processed == 1200, "both count the new ones")
+    await counting.stop_all()
+    counted = await read_values(settings, counting.sink, kept.partition)
+    assert counted == [str(i // 50 + 1).encode() for i in range(600)]
 
 
 async def changelog_ends(settings: Settings, topic: str) -> dict[int, int]:

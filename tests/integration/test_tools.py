@@ -12,7 +12,7 @@ from streams.catalog import Catalog
 from streams.settings import Settings
 from streams.tools import checker, topics
 from tests import samples
-from tests.conftest import unique_bank
+from tests.conftest import fresh_app, unique_bank
 
 
 async def test_produce_sends_good_lines_and_names_bad_ones(
@@ -42,10 +42,11 @@ async def test_produce_sends_good_lines_and_names_bad_ones(
     assert len(await checker.read_all(settings, f"bank.{bank}.transactions.v1")) == 2
 
 
-def test_consent_grant_show_revoke(settings: Settings) -> None:
+async def test_consent_grant_show_revoke(settings: Settings) -> None:
     """grant writes a VALID consent, show reads it back with the psid masked, revoke writes
     the next version REVOKED_BY_PSU; revoking twice is refused in one line."""
     bank, env = unique_bank(), {**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers}
+    await fresh_app(settings, "consent", [bank])  # the consents topic, run alone too
 
     def consent(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -17,6 +17,7 @@ from faust.app.base import BootStrategy
 from mode import ServiceT
 
 from streams import kafka
+from streams.core.loopwatch import LoopWatch
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -28,12 +29,14 @@ class PasserelleBoot(BootStrategy):
 
     def server(self) -> Iterable[ServiceT]:
         stages: list[ServiceT] = list(getattr(self.app, "stages", []))
-        return chain(self.sensors(), self.web_server(), stages)
+        watch = [w] if (w := getattr(self.app, "watch", None)) is not None else []
+        return chain(self.sensors(), self.web_server(), watch, stages)
 
 
 class PasserelleApp(faust.App):
     BootStrategy = PasserelleBoot
     stages: list[ServiceT]
+    watch: ServiceT | None = None
 
 
 def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> PasserelleApp:
@@ -48,6 +51,7 @@ def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> 
         autodiscover=False,
     )
     app.stages = stages
+    app.watch = LoopWatch(metrics)
     from streams import views  # registers the pages on this app
 
     views.register(app, stages, metrics)

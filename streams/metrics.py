@@ -19,6 +19,8 @@ NAMESPACE = "passerelle"
 # p50, backfills and outages push the tail to minutes, and an SLO of "within
 # a second" must fall on a bucket edge.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
+# The session timeout is 10 s and heartbeats go every 3 s: lags past a few seconds matter.
+LOOP_LAG_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Every label name any metric may carry; a test pins that none can name a person.
 ALLOWED_LABELS = frozenset(
@@ -137,6 +139,14 @@ class Metrics:
         self.rebalances = Counter(
             "rebalances",
             "Partition assignments received.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "How late the worker's event loop ran a timer: how long something held it "
+            "(heartbeats, fetches and /metrics wait that long).",
+            buckets=LOOP_LAG_BUCKETS_S,
             namespace=NAMESPACE,
             registry=registry,
         )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from streams import kafka
+from streams.core.loopwatch import LoopWatch
 from streams.errors import LocalKafkaError
 from streams.metrics import ALLOWED_LABELS, Metrics
 from streams.settings import LocalKafkaSettings, Settings
@@ -53,6 +56,26 @@ class TestMetrics:
             name for metric in registry.collect() for s in metric.samples for name in s.labels
         }
         assert labels <= ALLOWED_LABELS | {"le"}
+
+
+    async def test_the_loop_watch_measures_how_long_the_loop_was_held(self) -> None:
+        """A handler that holds the loop for 0.6 s shows as one lag of at least 0.5 s."""
+        metrics = Metrics(CollectorRegistry())
+        watch = LoopWatch(metrics)
+        await watch.start()
+        try:
+            await asyncio.sleep(0.3)  # the watch is asleep in its interval
+            time.sleep(0.6)  # what a long synchronous handler run does to the loop
+            await asyncio.sleep(0.3)
+        finally:
+            await watch.stop()
+
+        def count(le: str) -> float:
+            sample = "passerelle_event_loop_lag_seconds_bucket"
+            return metrics.registry.get_sample_value(sample, {"le": le}) or 0.0
+
+        assert count("+Inf") - count("0.25") == 1  # one lag, between 0.25 and 1 s
+        assert count("+Inf") - count("1.0") == 0
 
 
 class TestLocalKafkaConfig:

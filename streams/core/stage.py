@@ -311,6 +311,11 @@ class Stage:
         records = [r for r in records if r.offset >= part.next_offset]
         if not records:
             return None
+        # The loop runs between two partitions' handlers. A round handles a batch of
+        # every partition, seconds of CPU in all on a loaded machine, and aiokafka's
+        # heartbeats run on this loop: held that long, a member's session expired
+        # while it was working (the fault suite's scale-out, both workers in turn).
+        await asyncio.sleep(0)
         try:
             emits, changelog = self._handle(part, records)
         except TooLarge:

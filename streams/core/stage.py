@@ -62,6 +62,12 @@ SEND_ERRORS = (SendFailed, KafkaError, IllegalOperation)
 # (two round trips), small enough that a batch ends well inside the
 # transaction timeout on a loaded two-core machine.
 MAX_BATCH = 2000
+# The handler lets the loop run every this many records. A round handles a batch
+# of every partition, seconds of CPU on a loaded machine, and aiokafka's
+# heartbeats run on this loop: the fault suite's workers held it for 3-6 s at a
+# time (passerelle_event_loop_lag_seconds) and their sessions expired while
+# they worked. 250 records are a few tens of milliseconds.
+YIELD_EVERY = 250
 # How long a poll waits for records before the loop looks at its stop flag.
 POLL_TIMEOUT_MS = 200
 # The broker aborts a transaction left open this long (a crashed owner's).
@@ -311,13 +317,8 @@ class Stage:
         records = [r for r in records if r.offset >= part.next_offset]
         if not records:
             return None
-        # The loop runs between two partitions' handlers. A round handles a batch of
-        # every partition, seconds of CPU in all on a loaded machine, and aiokafka's
-        # heartbeats run on this loop: held that long, a member's session expired
-        # while it was working (the fault suite's scale-out, both workers in turn).
-        await asyncio.sleep(0)
         try:
-            emits, changelog = self._handle(part, records)
+            emits, changelog = await self._handle(part, records)
         except TooLarge:
             await self._in_halves(part, records)
             return None
@@ -342,7 +343,7 @@ class Stage:
         self.processed += len(records)
         self.metrics.child(self.metrics.transactions, "commit").inc()
 
-    def _handle(self, part: _Partition, records: Records) -> tuple[list[Emit], Built]:
+    async def _handle(self, part: _Partition, records: Records) -> tuple[list[Emit], Built]:
         """Run the handler over the whole batch before anything is sent: its outputs,
         and its state changes as the changelog record batch they are written as
         (last, the input offset they bring the state to). Nothing of a batch whose
@@ -350,7 +351,9 @@ class Stage:
         emits: list[Emit] = []
         store = part.store
         try:
-            for record in records:
+            for n, record in enumerate(records):
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 emits.extend(self.spec.handler(record, store))  # type: ignore[arg-type]  # stateless handlers ignore the store
         except Exception as exc:
             raise StageFailed(

@@ -54,6 +54,11 @@ class Settings:
     log_format: LogFormat = "text"
     standby: bool = True
     """Keep warm copies of the stateful partitions this worker does not own."""
+    max_batch: int = 2000
+    """Input records per partition per batch (and transaction): large enough to
+    amortise a commit (two round trips), small enough that a batch ends well
+    inside the transaction timeout on a loaded two-core machine. Smaller batches
+    commit more often: less latency and finer progress, fewer records a second."""
 
     @property
     def hash_key_is_default(self) -> bool:
@@ -95,6 +100,7 @@ class Settings:
             ),
             log_format=reader.choice("LOG_FORMAT", _LOG_FORMATS, "text"),
             standby=reader.choice("STANDBY", ("on", "off"), "on") == "on",
+            max_batch=reader.integer("MAX_BATCH", cls.max_batch, minimum=1, maximum=100_000),
         )
         if settings.uses_sasl and not (settings.sasl_username and settings.sasl_password):
             raise SettingsError(

@@ -58,10 +58,6 @@ log = logging.getLogger(__name__)
 # ended under the batch, and aiokafka refuses its next send).
 SEND_ERRORS = (SendFailed, KafkaError, IllegalOperation)
 
-# Records per partition per transaction: large enough to amortise a commit
-# (two round trips), small enough that a batch ends well inside the
-# transaction timeout on a loaded two-core machine.
-MAX_BATCH = 2000
 # The handler lets the loop run every this many records. A round handles a batch
 # of every partition, seconds of CPU on a loaded machine, and aiokafka's
 # heartbeats run on this loop: the fault suite's workers held it for 3-6 s at a
@@ -133,12 +129,12 @@ class Stage:
     """Runs one StageSpec until stopped. See the module docstring for the protocol."""
 
     def __init__(
-        self, spec: StageSpec, settings: Settings, metrics: Metrics, max_batch: int = MAX_BATCH
+        self, spec: StageSpec, settings: Settings, metrics: Metrics, max_batch: int | None = None
     ) -> None:
         self.spec = spec
         self.metrics = metrics
         self.settings = settings
-        self.max_batch = max_batch
+        self.max_batch = max_batch or settings.max_batch
         self.group_id = f"{settings.app_id}-{spec.name}"
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self._partitions: dict[TopicPartition, _Partition] = {}

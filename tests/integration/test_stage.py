@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streams import catalog, kafka
-from streams.core.stage import MAX_BATCH, Emit, Stage, StageFailed, StageSpec
+from streams.core.stage import Emit, Stage, StageFailed, StageSpec
 from streams.core.store import INPUT_OFFSET_KEY, PartitionStore, split_key
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -22,7 +22,7 @@ from tests.conftest import NewTopicFactory, bounded
 
 
 def stage_on(
-    settings: Settings, spec: StageSpec, max_batch: int = MAX_BATCH, **fields: Any
+    settings: Settings, spec: StageSpec, max_batch: int | None = None, **fields: Any
 ) -> Stage:
     """A stage on the session broker with a registry of its own; `fields` are Settings
     fields (a fresh `app_id` unless one is given)."""

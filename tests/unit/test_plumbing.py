@@ -57,7 +57,6 @@ class TestMetrics:
         }
         assert labels <= ALLOWED_LABELS | {"le"}
 
-
     async def test_the_loop_watch_measures_how_long_the_loop_was_held(self) -> None:
         """A handler that holds the loop for 0.6 s shows as one lag of at least 0.5 s."""
         metrics = Metrics(CollectorRegistry())

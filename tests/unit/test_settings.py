@@ -31,6 +31,7 @@ class TestSettings:
                 "PASSERELLE_DATA_DIR": "/var/lib/p",
                 "PASSERELLE_WEB_HOST": "0.0.0.0",
                 "PASSERELLE_LOG_FORMAT": "json",
+                "PASSERELLE_MAX_BATCH": "500",
             }
         )
         assert (s.bootstrap_servers, s.partitions, s.processing_guarantee, s.data_dir) == (
@@ -39,7 +40,7 @@ class TestSettings:
             "at_least_once",
             Path("/var/lib/p"),
         )
-        assert (s.web_host, s.log_format) == ("0.0.0.0", "json")
+        assert (s.web_host, s.log_format, s.max_batch) == ("0.0.0.0", "json", 500)
 
     def test_settings_are_frozen(self) -> None:
         """Nothing can change settings after start-up."""
@@ -51,6 +52,7 @@ class TestSettings:
         [
             ({"PASSERELLE_PARTITIONS": "four"}, "PASSERELLE_PARTITIONS must be a whole number"),
             ({"PASSERELLE_PARTITIONS": "0"}, "PASSERELLE_PARTITIONS must be >= 1"),
+            ({"PASSERELLE_MAX_BATCH": "0"}, "PASSERELLE_MAX_BATCH must be from 1 to 100000"),
             ({"PASSERELLE_WEB_PORT": "70000"}, "PASSERELLE_WEB_PORT must be from 1 to 65535"),
             ({"PASSERELLE_GUARANTEE": "maybe_once"}, "PASSERELLE_GUARANTEE must be one of"),
             ({"PASSERELLE_LOG_FORMAT": "xml"}, "PASSERELLE_LOG_FORMAT must be one of"),

@@ -483,8 +483,10 @@ class Stage:
     ) -> None:
         """Open these partitions: restore their state and seek their input. Those in
         `kept` were ours in the generation before and keep their producer and store
-        (their state is brought on from its checkpoint, like any other); the others
-        get a new producer, started together, which fences their previous owner."""
+        (under exactly_once their position too, see below; under at_least_once their
+        state is read on from its checkpoint and their input sought like any other);
+        the others get a new producer, started together, which fences their previous
+        owner."""
         new = [tp for tp in tps if tp not in kept]
         started = await asyncio.gather(
             *(self._start_producer(tp) for tp in new), return_exceptions=True
@@ -706,7 +708,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's 
                 await stage._own(opening, kept)
             except Exception as exc:
                 # aiokafka would only log it and leave the partitions assigned to a
-                # member that never reads them: the worker stops instead, loudly.
+                # member that never reads them: the worker stops instead, loudly
+                # (`run` closes what it holds, the kept partitions not yet owned too).
+                stage._idle = {tp: p for tp, p in kept.items() if tp not in stage._partitions}
                 stage.fail(StageFailed(f"opening the assigned partitions failed: {exc!r}"))
                 return
             backlog = [tp for tp in assigned if tp.topic in stage.spec.catch_up]

@@ -43,6 +43,7 @@ from tests.conftest import unique_bank
 from tests.integration.harness import (
     Worker,
     caught_up,
+    committed_offsets,
     end_offsets,
     page,
     scraped,
@@ -189,8 +190,7 @@ class Probe:
 
     async def committed(self, group: str, topics: set[str]) -> int:
         """The group's committed offsets on these topics, summed."""
-        offsets = await self.admin.list_consumer_group_offsets(group)
-        return sum(m.offset for tp, m in offsets.items() if tp.topic in topics and m.offset > 0)
+        return sum((await committed_offsets(self.admin, group, topics)).values())
 
     async def end(self, topic: str, partitions: int) -> int:
         """The topic's end offsets (read_committed), summed."""

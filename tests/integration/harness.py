@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streams import kafka
@@ -25,18 +26,22 @@ async def group_offsets(settings: Settings, group: str, topic: str) -> dict[int,
     client = kafka.admin(settings)
     await client.start()
     try:
-        offsets = await client.list_consumer_group_offsets(group)
+        offsets = await committed_offsets(client, group, {topic})
     except KafkaError as exc:
         if not exc.retriable:
             raise
         return {}  # no coordinator yet (a fresh broker): nothing committed
     finally:
         await client.close()
-    return {
-        tp.partition: meta.offset
-        for tp, meta in offsets.items()
-        if tp.topic == topic and meta.offset > 0
-    }
+    return {tp.partition: offset for tp, offset in offsets.items()}
+
+
+async def committed_offsets(
+    client: AIOKafkaAdminClient, group: str, topics: set[str]
+) -> dict[TopicPartition, int]:
+    """The group's committed offset per partition of these topics (none before a commit)."""
+    offsets = await client.list_consumer_group_offsets(group)
+    return {tp: m.offset for tp, m in offsets.items() if tp.topic in topics and m.offset > 0}
 
 
 async def committed(settings: Settings, group: str, topic: str) -> int:

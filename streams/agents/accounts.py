@@ -284,8 +284,8 @@ def _policy(topic: catalog.Topic) -> str:
 
 
 def load_held(store: PartitionStore, key: bytes) -> Held:
-    raw = store.get(CONSENTS_TABLE, key)
-    return _held_from_json(raw) if raw is not None else Held()
+    held: Held | None = store.get_object(CONSENTS_TABLE, key, _held_from_json)
+    return held if held is not None else Held()
 
 
 def _held_from_json(raw: bytes) -> Held:
@@ -300,9 +300,15 @@ def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
 
 
 def load_state(store: PartitionStore, key: bytes) -> accounts.State:
-    raw = store.get(ACCOUNTS_TABLE, key)
-    return json.loads(raw) if raw is not None else accounts.new_state()
+    """The account's summary, decoded once per batch (see `PartitionStore.get_object`)."""
+    state: accounts.State | None = store.get_object(ACCOUNTS_TABLE, key, json.loads)
+    return state if state is not None else accounts.new_state()
 
 
 def save_state(store: PartitionStore, key: bytes, state: accounts.State) -> None:
-    store.put(ACCOUNTS_TABLE, key, json.dumps(state, separators=(",", ":")).encode())
+    """Keep the changed summary; it is encoded once, when the batch is written."""
+    store.put_object(ACCOUNTS_TABLE, key, state, _state_to_json)
+
+
+def _state_to_json(state: accounts.State) -> bytes:
+    return json.dumps(state, separators=(",", ":")).encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from streams.core.store import PartitionStore
@@ -90,3 +91,60 @@ class TestPartitionStore:
         store.commit(5)
         store.close()
         assert PartitionStore(tmp_path / "p0").input_offset == 11
+
+    def test_an_object_is_decoded_once_per_batch_and_encoded_once_when_written(
+        self, tmp_path: Path
+    ) -> None:
+        """get_object decodes a value once and hands back the same object; put_object
+        defers the encoding to the batch's changes, which then hold the last value."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"k", b"[1]")
+        store.commit(1)
+        decoded: list[bytes] = []
+        encoded: list[list[int]] = []
+
+        def decode(raw: bytes) -> list[int]:
+            decoded.append(raw)
+            return json.loads(raw)  # type: ignore[no-any-return]
+
+        def encode(value: list[int]) -> bytes:
+            encoded.append(list(value))
+            return json.dumps(value).encode()
+
+        for n in (2, 3):
+            value = store.get_object("t", b"k", decode)
+            value.append(n)
+            store.put_object("t", b"k", value, encode)
+        assert store.get_object("t", b"k", decode) is value
+        store.set_input_offset(7)
+        changes = store.pending()
+        assert (decoded, encoded) == ([b"[1]"], [[1, 2, 3]])
+        assert list(changes.items())[-2:] == [
+            (b"t\x00k", b"[1, 2, 3]"),
+            (b"\x00input-offset", b"7"),
+        ]
+        store.commit(2)
+        assert store.get("t", b"k") == b"[1, 2, 3]"
+
+    def test_a_discarded_batch_forgets_its_objects(self, tmp_path: Path) -> None:
+        """An aborted batch's changed objects are not written, and the next batch decodes
+        the committed value afresh."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"k", b"[1]")
+        store.commit(1)
+        value = store.get_object("t", b"k", json.loads)
+        value.append(2)
+        store.put_object("t", b"k", value, lambda v: json.dumps(v).encode())
+        assert store.get("t", b"k") == b"[1, 2]"
+        store.discard()
+        assert store.get_object("t", b"k", json.loads) == [1]
+
+    def test_a_put_or_delete_of_bytes_replaces_the_object(self, tmp_path: Path) -> None:
+        """Bytes written over an object win, and a deleted key reads as absent."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put_object("t", b"k", [1], lambda v: json.dumps(v).encode())
+        store.put("t", b"k", b"[9]")
+        assert store.get_object("t", b"k", json.loads) == [9]
+        store.delete("t", b"k")
+        assert store.get_object("t", b"k", json.loads) is None
+        assert list(store.items("t")) == []

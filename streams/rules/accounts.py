@@ -157,7 +157,11 @@ def _balance(state: State, tx: Transaction, consent: Consent) -> bool:
 
 
 def _prune(state: State, now_ms: int) -> None:
+    """Forget ids seen before the dedupe window (and what they counted). Most calls
+    find nothing to forget, and then rebuild nothing (`counted` only holds seen ids)."""
     horizon = now_ms - DEDUPE_WINDOW_MS
+    if not state["seen"] or min(state["seen"].values()) >= horizon:
+        return
     state["seen"] = {k: v for k, v in state["seen"].items() if v >= horizon}
     state["counted"] = {k: v for k, v in state["counted"].items() if k in state["seen"]}
 

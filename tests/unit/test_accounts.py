@@ -56,6 +56,18 @@ class TestFolding:
         assert accounts.apply(state, tx(1), consent(), NOON).duplicate
         assert today(state)["count"] == 1
 
+    def test_an_id_is_remembered_for_the_dedupe_window_and_forgotten_after(self) -> None:
+        """An id seen exactly DEDUPE_WINDOW_MS ago is still a duplicate; a moment later the
+        next transaction forgets it (and what it counted), while newer ids stay."""
+        state = accounts.new_state()
+        accounts.apply(state, tx(1, booked_at=NOON), consent(), NOON)
+        later = NOON + accounts.DEDUPE_WINDOW_MS
+        accounts.apply(state, tx(2, booked_at=later), consent(), later)
+        assert accounts.apply(state, tx(1), consent(), later).duplicate
+        accounts.apply(state, tx(3, booked_at=later + 1), consent(), later + 1)
+        assert (set(state["seen"]), set(state["counted"])) == ({"t2", "t3"}, {"t2", "t3"})
+        assert not accounts.apply(state, tx(1), consent(), later + 1).duplicate
+
     def test_pending_then_booked_is_one_purchase(self) -> None:
         """The BOOKED settling a PENDING corrects the amount; no second count, no notification."""
         state = accounts.new_state()

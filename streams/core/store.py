@@ -7,6 +7,10 @@ write batch together with the changelog offset they bring the store up to.
 So after any crash the store is a prefix of the committed changelog, and
 restoring is reading the changelog from the store's checkpoint to its end.
 
+A batch whose changes are on their way to the changelog is sealed (`seal`):
+the next batch is handled meanwhile, over it, and `commit` applies sealed
+batches in the order they were sealed.
+
 A handler that reads and rewrites the same value many times in a batch (an
 account's summary, once per transaction) can keep it decoded: `get_object`
 decodes a value once per batch and `put_object` encodes it once, when the
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -89,6 +94,8 @@ class PartitionStore:
         self._objects: dict[bytes, tuple[Any, Callable[[Any], bytes] | None]] = {}
         """Values this batch decoded (`get_object`), with how to encode them if they
         changed (`put_object`), or None if they did not."""
+        self._sealed: deque[dict[bytes, bytes | None]] = deque()
+        """Batches handled and on their way to the changelog, oldest first."""
 
     @property
     def checkpoint(self) -> int:
@@ -111,6 +118,9 @@ class PartitionStore:
             return changed[1](changed[0])
         if stored in self._pending:
             return self._pending[stored]
+        for sealed in reversed(self._sealed):
+            if stored in sealed:
+                return sealed[stored]
         value: bytes | None = self._db.get(stored)
         return value
 
@@ -163,9 +173,10 @@ class PartitionStore:
         self._encode_objects()
         prefix = table.encode() + _SEPARATOR
         start = prefix + after if after is not None else prefix
-        pending = sorted(
-            (k, v) for k, v in self._pending.items() if k.startswith(prefix) and k >= start
-        )
+        overlay: dict[bytes, bytes | None] = {}
+        for changes in (*self._sealed, self._pending):  # newer changes over older ones
+            overlay.update(changes)
+        pending = sorted((k, v) for k, v in overlay.items() if k.startswith(prefix) and k >= start)
         committed = (
             (cast(bytes, k), v)  # raw mode: keys are bytes
             for k, v in self._db.items(from_key=start)
@@ -205,16 +216,30 @@ class PartitionStore:
         self._pending.pop(INPUT_OFFSET_KEY, None)
         self._pending[INPUT_OFFSET_KEY] = str(offset).encode()
 
+    def seal(self) -> None:
+        """This batch's changes are on their way to the changelog: later writes belong
+        to the next batch, and read over these until they are committed."""
+        self._encode_objects()
+        self._sealed.append(self._pending)
+        self._pending = {}
+
     def discard(self) -> None:
-        """Forget this batch's changes (its transaction aborted)."""
+        """Forget this batch's changes (not sealed)."""
         self._pending = {}
         self._objects.clear()
 
+    def abandon(self) -> None:
+        """Forget every change not committed: this batch's and the sealed ones (the
+        partition is re-opened from the changelog)."""
+        self.discard()
+        self._sealed.clear()
+
     def commit(self, changelog_next_offset: int) -> None:
-        """Apply this batch's changes, now committed to the changelog up to that offset."""
-        self._encode_objects()
-        self._write(self._pending.items(), changelog_next_offset)
-        self._pending = {}
+        """Apply the oldest sealed batch (this batch, if none is sealed), now committed
+        to the changelog up to that offset."""
+        if not self._sealed:
+            self.seal()
+        self._write(self._sealed.popleft().items(), changelog_next_offset)
 
     def apply_changelog(self, records: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
         """Apply restored changelog records (a None value is a tombstone)."""
@@ -232,9 +257,10 @@ class PartitionStore:
         self._db.write(batch)
 
     def close(self) -> None:
+        self.abandon()
         self._db.close()
 
     def wipe(self) -> None:
         """Close and delete the local files (the changelog restores them)."""
-        self._db.close()
+        self.close()
         shutil.rmtree(self.path, ignore_errors=True)

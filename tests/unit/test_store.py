@@ -148,3 +148,21 @@ class TestPartitionStore:
         store.delete("t", b"k")
         assert store.get_object("t", b"k", json.loads) is None
         assert list(store.items("t")) == []
+
+    def test_a_sealed_batch_is_read_under_the_next_and_committed_first(
+        self, tmp_path: Path
+    ) -> None:
+        """The next batch reads a sealed batch's changes before they are committed, and
+        commits apply sealed batches oldest first."""
+        store = PartitionStore(tmp_path / "p0")
+        store.put("t", b"a", b"1")
+        store.put("t", b"b", b"1")
+        store.seal()
+        store.put("t", b"a", b"2")
+        assert (store.get("t", b"a"), store.get("t", b"b")) == (b"2", b"1")
+        assert list(store.items("t")) == [(b"a", b"2"), (b"b", b"1")]
+        store.seal()
+        store.commit(1)
+        assert store.get("t", b"a") == b"2"  # the second is still sealed
+        store.abandon()
+        assert (store.get("t", b"a"), store.get("t", b"b"), store.checkpoint) == (b"1", b"1", 1)

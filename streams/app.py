@@ -9,6 +9,7 @@ exactly-once does not hold as shipped (docs/core.md says where and why).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from itertools import chain
 
@@ -70,4 +71,11 @@ def main(app: PasserelleApp, settings: Settings, loglevel: str = "info") -> None
         logging_config=logging_config(settings.log_format, loglevel),
     )
     quiet_client_loggers()
+    # What the worker has built so far (modules, the app, its clients' classes) lives
+    # as long as the process: out of the collector's reach, a full collection walks
+    # only what was made since. It used to walk all of it, 44-53 ms with the loop
+    # held, every 5-10 s under load (gc.callbacks in a scratch run at 1 000/s);
+    # frozen, 1-3 ms.
+    gc.collect()
+    gc.freeze()
     worker.execute_from_commandline()

@@ -237,7 +237,8 @@ class Stage:
                 raise self._failure
         finally:
             async with self._lock:
-                await self._settle()
+                with contextlib.suppress(Exception):  # what it did not finish is read again
+                    await self._settle()
                 for part in [*self._partitions.values(), *self._idle.values()]:
                     await self._close(part)
                 self._partitions.clear()
@@ -466,9 +467,11 @@ class Stage:
         tail = self._tail
         if tail is None:
             return
-        failed = await tail
-        if self._tail is tail:
-            self._tail = None
+        try:
+            failed = await tail  # (an error other than Kafka's stops the stage, as before)
+        finally:
+            if self._tail is tail:
+                self._tail = None
         for part in failed:
             self._broken[part.tp] = part
 

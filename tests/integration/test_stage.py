@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
@@ -402,6 +403,94 @@ async def test_a_partition_given_back_by_the_next_assignment_keeps_its_producer_
     await counting.stop_all()
     counted = await read_values(settings, counting.sink, kept.partition)
     assert counted == [str(i // 50 + 1).encode() for i in range(600)]
+
+
+async def test_under_at_least_once_a_round_is_sent_while_the_one_before_commits(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """A round waits for its outputs only: while the first round's offset commit is held
+    back, the next round's outputs are already readable, and nothing counts as processed
+    until the commits and state writes are done, in order."""
+    counting = await Counting.create(settings, new_topic, tmp_path)
+    stage = counting.start("only")
+    await until(lambda: stage._consumer is not None and stage.ready.is_set(), "it owns both")
+    consumer = stage._consumer
+    assert consumer is not None
+    commit, held, released = consumer.commit, asyncio.Event(), asyncio.Event()
+
+    async def held_commit(offsets: Any = None) -> None:
+        if not released.is_set():
+            held.set()
+            await released.wait()
+        await commit(offsets)
+
+    consumer.commit = held_commit  # holds the first commit
+    await counting.produce(50)
+    await bounded(held.wait(), 60)
+    first_round = await read_count(settings, counting.sink)
+    await counting.produce(50)
+    await until_read(settings, counting.sink, first_round + 1)
+    assert stage.processed == 0
+    released.set()
+    await until(lambda: stage.processed == 200, "both rounds are committed")
+    await counting.stop_all()
+    for partition in (0, 1):
+        counted = await read_values(settings, counting.sink, partition)
+        assert counted == [str(i // 50 + 1).encode() for i in range(100)]
+
+
+async def test_under_at_least_once_a_failed_tail_reopens_its_partitions_and_repeats_identically(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """A round whose offset commit fails leaves its partitions to be re-opened from their
+    changelog: the redo repeats the outputs already sent, value for value, and the counts
+    go on from the state that produced them."""
+    counting = await Counting.create(settings, new_topic, tmp_path)
+    stage = counting.start("only")
+    await until(lambda: stage._consumer is not None and stage.ready.is_set(), "it owns both")
+    consumer = stage._consumer
+    assert consumer is not None
+    commit, refused = consumer.commit, list[dict[TopicPartition, int]]()
+
+    async def refusing_commit(offsets: Any = None) -> None:
+        if not refused:
+            refused.append(offsets)
+            raise CommitFailedError("refused by the test")
+        await commit(offsets)
+
+    consumer.commit = refusing_commit  # refuses the first commit
+    await counting.produce(50)
+    await until(lambda: stage.processed == 100, "the refused round is done again")
+    await counting.produce(50)
+    await until(lambda: stage.processed == 200, "the next records are counted")
+    await counting.stop_all()
+    aborts = stage.metrics.registry.get_sample_value(
+        "passerelle_transactions_total", {"result": "abort"}
+    )
+    (offsets,) = refused
+    assert aborts == len(offsets)  # one per partition of the refused round
+    for partition in (0, 1):
+        counted = await read_values(settings, counting.sink, partition)
+        redone = [b"1"] * 50 if TopicPartition(counting.source, partition) in offsets else []
+        assert counted == [b"1"] * 50 + redone + [b"2"] * 50
+
+
+async def read_count(settings: Settings, topic: str) -> int:
+    """The records both partitions of `topic` hold together."""
+    return sum([len(await read_values(settings, topic, p)) for p in (0, 1)])
+
+
+async def until_read(settings: Settings, topic: str, records: int) -> None:
+    """Wait until both partitions of `topic` hold `records` records together."""
+
+    async def poll() -> None:
+        while await read_count(settings, topic) < records:
+            await asyncio.sleep(0.1)
+
+    try:
+        await bounded(poll(), 60)
+    except TimeoutError:
+        pytest.fail(f"not within 60 s: {records} records in {topic}")
 
 
 async def changelog_ends(settings: Settings, topic: str) -> dict[int, int]:

@@ -570,6 +570,7 @@ def chart(report: Report, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = [t.name.replace("pipeline, ", "") for t in report.throughput]
@@ -592,9 +593,14 @@ def chart(report: Report, path: Path) -> None:
         for q, style in (("p50_ms", "-"), ("p99_ms", "--")):
             right.plot([r.offered for r in rows], [getattr(r, q) for r in rows], style,
                        marker="o", color=color, label=f"{guarantee} {q[:3]}")  # fmt: skip
+    right.axhline(50, color="#3b7dd8", linestyle=":", label="goal at_least_once p99 50 ms")
+    right.axhline(500, color="#d8663b", linestyle=":", label="goal exactly_once p99 500 ms")
     right.set_xlabel("offered rate (transactions/s)")
     right.set_ylabel("bank → notification (ms)")
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    right.set_yticks([20, 50, 100, 200, 500, 1000])
     right.set_title("End-to-end latency by offered rate")
     right.legend(fontsize=8)
     fig.tight_layout()

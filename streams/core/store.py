@@ -116,6 +116,10 @@ class PartitionStore:
         changed = self._objects.get(stored)
         if changed is not None and changed[1] is not None:
             return changed[1](changed[0])
+        return self._read(stored)
+
+    def _read(self, stored: bytes) -> bytes | None:
+        """The value as bytes: this batch's, a sealed batch's (newest first), or RocksDB's."""
         if stored in self._pending:
             return self._pending[stored]
         for sealed in reversed(self._sealed):
@@ -141,7 +145,7 @@ class PartitionStore:
         stored = table_key(table, key)
         if stored in self._objects:
             return self._objects[stored][0]
-        raw = self._get(stored)
+        raw = self._read(stored)
         if raw is None:
             return None
         value = decode(raw)
@@ -153,9 +157,7 @@ class PartitionStore:
     ) -> None:
         """Set the key to this object, encoded once, when the batch's changes are taken
         (`pending`, `items`, `commit`), however often it is put until then."""
-        stored = table_key(table, key)
-        self._objects[stored] = (value, encode)
-        self._pending.pop(stored, None)
+        self._objects[table_key(table, key)] = (value, encode)
 
     def _encode_objects(self) -> None:
         """Encode the objects put since, into the batch's changes (they are decoded
@@ -213,7 +215,6 @@ class PartitionStore:
         its own input offset must be as new as its checkpoint. It is the batch's last
         change (the objects put are encoded before it)."""
         self._encode_objects()
-        self._pending.pop(INPUT_OFFSET_KEY, None)
         self._pending[INPUT_OFFSET_KEY] = str(offset).encode()
 
     def seal(self) -> None:

@@ -75,7 +75,7 @@ def main(app: PasserelleApp, settings: Settings, loglevel: str = "info") -> None
     # as long as the process: out of the collector's reach, a full collection walks
     # only what was made since. It used to walk all of it, 44-53 ms with the loop
     # held, every 5-10 s under load (gc.callbacks in a scratch run at 1 000/s);
-    # frozen, 1-3 ms.
+    # frozen, 3-6 ms.
     gc.collect()
     gc.freeze()
     worker.execute_from_commandline()

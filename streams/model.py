@@ -39,7 +39,7 @@ WithheldReason = Literal[
     "DUPLICATE",
     "STALE",
 ]
-ErasureReason = Literal["REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP", "TOMBSTONE"]
+ErasureReason = Literal["REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP", "TOMBSTONE", "REPLACED"]
 
 
 class Transaction(TypedDict):

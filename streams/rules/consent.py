@@ -8,6 +8,15 @@ Pure functions, no I/O. The rules (DESIGN.md, "Consent gate"):
   tombstone, and so does a tick at or past `valid_until`. Ending erases the
   account's state; what remains is an *ended marker* (consent id and
   version), so an older VALID arriving late cannot revive it.
+- A consent is identified by `consent_id` and its recipient (`psid`,
+  `page_id`): a newer record for the account naming another one *replaces*
+  the consent held, which ends (reason REPLACED: erased, told, receipted)
+  before the new one starts with empty state. Nothing gathered under one
+  consent ever reaches another's recipient.
+- RECEIVED and REJECTED suspend: every output stops at once (the gate wants
+  VALID), the state is kept for the same consent (docs/decisions.md).
+- A consent record that cannot be read marks the account *unreadable*: every
+  output is withheld until a newer readable record arrives (fail closed).
 - A transaction is forwarded only if the consent held now is VALID, now is
   before `valid_until`, the transaction was booked before `valid_until` and
   inside `transaction_from`/`transaction_to`, and the permission the output
@@ -39,6 +48,8 @@ class Held:
 
     consent: Consent | None = None
     ended: Ended | None = None
+    unreadable: bool = False
+    """A consent record for the account could not be read since: withhold everything."""
 
     @property
     def version(self) -> int | None:
@@ -57,22 +68,43 @@ class Change:
     """updated: the state changed; ended: a live consent ended (erase, tell, receipt)."""
     ended_consent: Consent | None = None
     """The consent that this event ended (its state must be erased)."""
+    marker: Ended | None = None
+    """How it ended (for the receipt): its id, the version that ended it, the reason."""
+
+
+def same_consent(a: Consent, b: Consent) -> bool:
+    """One consent, one recipient: the same id, psid and page."""
+    return (a["consent_id"], a["psid"], a["page_id"]) == (b["consent_id"], b["psid"], b["page_id"])
 
 
 def apply_update(held: Held, update: Consent | None) -> Change:
     """Apply one consents.v1 record (None: a tombstone) to what the account holds."""
     if update is None:
-        return _end(held, "TOMBSTONE", held.version)
+        change = _end(held, "TOMBSTONE", held.version)
+        if held.unreadable and change.outcome == "ignored":  # readable: it clears the mark
+            return Change(Held(held.consent, held.ended), "updated")
+        return change
     seen = held.version
     if seen is not None and update["updated_at"] <= seen:
         return Change(held, "ignored")
+    live = held.consent
     if update["status"] in ENDING_STATUSES:
         reason: ErasureReason = update["status"]  # type: ignore[assignment]  # narrowed by ENDING_STATUSES
-        marker = Held(None, Ended(update["consent_id"], update["updated_at"], reason))
-        if held.consent is None:  # nothing live to end: keep the marker only
-            return Change(marker, "updated")
-        return Change(marker, "ended", held.consent)
+        ended = Ended(update["consent_id"], update["updated_at"], reason)
+        if live is None:  # nothing live to end: keep the marker only
+            return Change(Held(None, ended), "updated")
+        return Change(Held(None, ended), "ended", live, ended)
+    if live is not None and not same_consent(live, update):
+        replaced = Ended(live["consent_id"], live["updated_at"], "REPLACED")
+        return Change(Held(update, None), "ended", live, replaced)
     return Change(Held(update, None), "updated")
+
+
+def mark_unreadable(held: Held) -> Change:
+    """A consent record for the account could not be read: withhold until a newer one."""
+    if held.unreadable:
+        return Change(held, "ignored")
+    return Change(Held(held.consent, held.ended, unreadable=True), "updated")
 
 
 def expire(held: Held, now_ms: int) -> Change:
@@ -91,7 +123,7 @@ def _end(held: Held, reason: ErasureReason, version: int | None) -> Change:
     marker = Ended(
         consent["consent_id"], consent["updated_at"] if version is None else version, reason
     )
-    return Change(Held(None, marker), "ended", consent)
+    return Change(Held(None, marker), "ended", consent, marker)
 
 
 @dataclass(frozen=True)
@@ -103,24 +135,39 @@ class Verdict:
 FORWARD = Verdict(True)
 
 
-def gate(held: Held, tx: Transaction, now_ms: int, needs: Permission) -> Verdict:
-    """May `tx` produce an output that needs `needs`, under what the account holds now?"""
+def window_verdict(held: Held, now_ms: int, booked_at: int | None) -> WithheldReason | None:
+    """Why nothing may go out under what the account holds at `now_ms` (about a
+    transaction booked at `booked_at`, if any), or None: the consent is VALID, live,
+    readable, and covers the booking."""
     consent = held.consent
+    if held.unreadable:
+        return "NO_CONSENT"
     if consent is None:
         if held.ended is not None:
-            return Verdict(False, "EXPIRED" if held.ended.reason == "EXPIRED" else "REVOKED")
-        return Verdict(False, "NO_CONSENT")
+            return "EXPIRED" if held.ended.reason == "EXPIRED" else "REVOKED"
+        return "NO_CONSENT"
     if consent["status"] == "RECEIVED":
-        return Verdict(False, "NOT_YET_VALID")
+        return "NOT_YET_VALID"
     if consent["status"] != "VALID":
-        return Verdict(False, "NO_CONSENT")
-    if now_ms >= consent["valid_until"] or tx["booked_at"] >= consent["valid_until"]:
-        return Verdict(False, "EXPIRED")
+        return "NO_CONSENT"
+    if now_ms >= consent["valid_until"]:
+        return "EXPIRED"
+    if booked_at is None:
+        return None
+    if booked_at >= consent["valid_until"]:
+        return "EXPIRED"
     start, end = consent["transaction_from"], consent["transaction_to"]
-    if (start is not None and tx["booked_at"] < start) or (
-        end is not None and tx["booked_at"] > end
-    ):
-        return Verdict(False, "OUT_OF_RANGE")
-    if needs not in consent["permissions"]:
+    if (start is not None and booked_at < start) or (end is not None and booked_at > end):
+        return "OUT_OF_RANGE"
+    return None
+
+
+def gate(held: Held, tx: Transaction, now_ms: int, needs: Permission) -> Verdict:
+    """May `tx` produce an output that needs `needs`, under what the account holds now?"""
+    reason = window_verdict(held, now_ms, tx["booked_at"])
+    if reason is not None:
+        return Verdict(False, reason)
+    assert held.consent is not None  # window_verdict withholds when nothing is held
+    if needs not in held.consent["permissions"]:
         return Verdict(False, "PERMISSION")
     return FORWARD

@@ -1,78 +1,66 @@
-"""Amounts in minor units, formatted the way each locale writes money.
+"""Amounts in minor units, formatted the way each locale writes money (CLDR, via babel).
 
-fr-FR: `1 234,56 €` (narrow no-break space between thousands, a no-break
-space before the symbol); en-GB: `€1,234.56`, a minus sign in front:
+Currencies are the ISO 4217 codes that some territory uses as legal tender
+today, and each currency's minor digits are ISO 4217's (XOF and JPY have
+none, KWD has three), both from babel's copy of the Unicode CLDR data, not a
+hand list. fr-FR writes `1 234,56 €` (a narrow no-break space between thousands,
+a no-break space before the symbol); en-GB writes `€1,234.56` and
 `-€1,234.56`. No-break spaces keep an amount on one line in a chat bubble.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+from functools import cache
+
+from babel import Locale, UnknownLocaleError
+from babel.core import get_global
+from babel.numbers import format_currency, get_currency_precision, get_territory_currencies
+
 NNBSP = "\u202f"  # narrow no-break space: French thousands separator (CLDR)
 NBSP = "\u00a0"  # no-break space: between a French amount and its symbol
 
-# ISO 4217: digits after the decimal point, for the currencies we expect;
-# any other valid code falls back to 2 (the commonest exponent).
-MINOR_DIGITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "BHD": 3, "KWD": 3, "TND": 3}
-SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$", "JPY": "¥"}
-# The ISO 4217 active codes a bank may send (kept short: Europe and the majors).
-ISO_4217 = frozenset(
-    {
-        "EUR",
-        "GBP",
-        "USD",
-        "CHF",
-        "JPY",
-        "SEK",
-        "NOK",
-        "DKK",
-        "PLN",
-        "CZK",
-        "HUF",
-        "RON",
-        "BGN",
-        "ISK",
-        "CAD",
-        "AUD",
-        "NZD",
-        "CNY",
-        "HKD",
-        "SGD",
-        "KRW",
-        "INR",
-        "BRL",
-        "MXN",
-        "ZAR",
-        "TRY",
-        "MAD",
-        "TND",
-        "XOF",
-        "XAF",
-        "BHD",
-        "KWD",
-        "CLP",
-        "ILS",
-        "AED",
-        "SAR",
-    }
-)
+
+def _tender_today() -> frozenset[str]:
+    """Every currency that some territory uses as legal tender today (CLDR)."""
+    today = dt.date.today()
+    return frozenset(
+        code
+        for territory in get_global("territory_currencies")
+        for code in get_territory_currencies(territory, start_date=today, tender=True)
+    )
+
+
+# Read once at start-up, so every record of a worker's life is judged alike.
+ISO_4217 = _tender_today()
 
 
 def is_currency(code: str) -> bool:
+    """An ISO 4217 code in use today: EUR, THB and XOF are; FRF (retired) and XXX are not."""
     return code in ISO_4217
+
+
+def minor_digits(currency: str) -> int:
+    """ISO 4217's digits after the decimal point: 2 for EUR, 0 for XOF and JPY, 3 for KWD."""
+    return int(get_currency_precision(currency))
+
+
+@cache
+def _locale(tag: str) -> Locale:
+    return Locale.parse(tag, sep="-")
+
+
+def is_locale(tag: str) -> bool:
+    """A BCP 47 tag that CLDR knows (`fr-FR`, `en-GB`, `pt-BR`; not `xx-YY`)."""
+    try:
+        _locale(tag)
+    except (UnknownLocaleError, ValueError, TypeError):
+        return False
+    return True
 
 
 def format_money(amount_minor: int, currency: str, locale: str) -> str:
     """`amount_minor` of `currency` as the locale writes it (the sign kept)."""
-    digits = MINOR_DIGITS.get(currency, 2)
-    sign = "-" if amount_minor < 0 else ""
-    units, cents = divmod(abs(amount_minor), 10**digits)
-    french = locale.startswith("fr")
-    group = NNBSP if french else ","
-    whole = f"{units:,}".replace(",", group)
-    number = whole + ((("," if french else ".") + f"{cents:0{digits}d}") if digits else "")
-    symbol = SYMBOLS.get(currency)
-    if french:
-        return f"{sign}{number}{NBSP}{symbol or currency}"
-    if symbol:
-        return f"{sign}{symbol}{number}"
-    return f"{sign}{currency}{NBSP}{number}"
+    amount = Decimal(amount_minor).scaleb(-minor_digits(currency))
+    return str(format_currency(amount, currency, locale=_locale(locale)))

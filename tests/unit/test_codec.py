@@ -208,7 +208,8 @@ class TestGoldenBytes:
 
 class TestRegistry:
     def test_every_schema_parses_with_its_pinned_id(self, registry: EmbeddedRegistry) -> None:
-        """registry.json pins ids 1–6 to the five subjects, Transaction having two versions."""
+        """registry.json pins ids 1–7 to the five subjects, Transaction and ErasureReceipt
+        having two versions each."""
         assert {
             v.id: (v.subject, v.version) for s in registry.subjects() for v in registry.versions(s)
         } == {
@@ -218,6 +219,7 @@ class TestRegistry:
             4: (model.DECISION, 1),
             5: (model.ERASURE_RECEIPT, 1),
             6: (model.TRANSACTION, 2),
+            7: (model.ERASURE_RECEIPT, 2),
         }
 
     def test_latest_is_the_highest_version(self, registry: EmbeddedRegistry) -> None:

@@ -1,0 +1,90 @@
+"""The one gate every output passes: may this kind go out now, and with which fields?
+
+Every record that leaves for Messenger is released here, at the moment it is
+emitted, against the consent held then (DESIGN.md, "One gate for every
+output"). `release` says whether the kind may go and which fields of `data`
+the consent's permissions unlock; `redact` blanks every other field. The
+notification's text is rendered from the redacted data afterwards
+(`streams.rules.notify`), so a text can never say what its data may not carry.
+
+The table (also in docs/consent-gate.md):
+
+| kind | needs | fields it may carry |
+|---|---|---|
+| TRANSACTION | VALID, TRANSACTIONS, booked inside the consent's window | amount, currency, merchant, category; balance with BALANCES |
+| LARGE_TRANSACTION | VALID, ALERTS, booked inside the window | the masked account only; amount, currency, merchant, category with TRANSACTIONS; balance with BALANCES |
+| LOW_BALANCE | VALID, ALERTS and BALANCES | balance and currency; amount, merchant, category with TRANSACTIONS |
+| DAILY_DIGEST | VALID, SUMMARIES, `daily_digest` on | the day's totals and currency |
+| CONSENT_ENDED | the consent that ended (any status) | the masked account only |
+
+"VALID" means: the consent held has status VALID, `now` is before its
+`valid_until`, and no unreadable consent record for the account arrived since
+it (fail closed). The masked account (`•••• 0189`) is always allowed: it is the
+customer's own shorthand, not bank data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.model import Consent, NotificationData, NotificationKind, Permission, WithheldReason
+from streams.rules.consent import Held, window_verdict
+
+ALWAYS = frozenset({"account_masked"})
+UNLOCKS: dict[Permission, frozenset[str]] = {
+    "TRANSACTIONS": frozenset({"amount_minor", "currency", "merchant_name", "category"}),
+    "BALANCES": frozenset({"balance_minor", "currency"}),
+    "SUMMARIES": frozenset(),  # unlocks `digest`, for the digest only (below)
+    "ALERTS": frozenset(),  # an alert says that something happened, not what
+}
+NEEDS: dict[NotificationKind, frozenset[Permission]] = {
+    "TRANSACTION": frozenset({"TRANSACTIONS"}),
+    "LARGE_TRANSACTION": frozenset({"ALERTS"}),
+    "LOW_BALANCE": frozenset({"ALERTS", "BALANCES"}),
+    "DAILY_DIGEST": frozenset({"SUMMARIES"}),
+    "CONSENT_ENDED": frozenset(),
+}
+DIGEST_FIELDS = frozenset({"digest", "currency"})
+
+
+@dataclass(frozen=True)
+class Release:
+    """The gate's answer: the consent to send under and the fields it unlocks, or why not."""
+
+    consent: Consent | None
+    fields: frozenset[str] = ALWAYS
+    withheld: WithheldReason | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.withheld is None and self.consent is not None
+
+
+def release(
+    kind: NotificationKind, held: Held, now_ms: int, booked_at: int | None = None
+) -> Release:
+    """May `kind` go out under what the account holds at `now_ms`? `booked_at` is the
+    booking time of the transaction an event kind is about (None for a digest)."""
+    if held.unreadable:
+        return Release(None, withheld="NO_CONSENT")
+    consent = held.consent
+    if kind == "CONSENT_ENDED":  # sent for the consent that just ended, carrying nothing
+        return Release(consent) if consent is not None else Release(None, withheld="NO_CONSENT")
+    verdict = window_verdict(held, now_ms, booked_at)
+    if verdict is not None:
+        return Release(None, withheld=verdict)
+    assert consent is not None  # window_verdict withholds when nothing is held
+    permissions = frozenset(consent["permissions"])
+    if not NEEDS[kind] <= permissions:
+        return Release(None, withheld="PERMISSION")
+    if kind == "DAILY_DIGEST":
+        if not consent["daily_digest"]:
+            return Release(None, withheld="PERMISSION")
+        return Release(consent, ALWAYS | DIGEST_FIELDS)
+    fields = ALWAYS.union(*(UNLOCKS[p] for p in permissions))
+    return Release(consent, fields)
+
+
+def redact(data: NotificationData, fields: frozenset[str]) -> NotificationData:
+    """`data` with every field that `fields` does not unlock set to None."""
+    return {name: value if name in fields else None for name, value in data.items()}  # type: ignore[return-value]  # same keys as NotificationData

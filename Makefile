@@ -56,6 +56,10 @@ topics: kafka-up ## create the catalog's topics (and BANKS="a b" ingest topics)
 
 DEMO_BANKS := banque-alpine credit-breton thames-bank
 
+# The demo, the tests and the bench run workers on a laptop: they may use the public
+# development hash key. A deployment sets PASSERELLE_HASH_KEY(_FILE) instead.
+run bench bench-full test test-unit test-faults: export PASSERELLE_ALLOW_DEV_HASH_KEY ?= on
+
 run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minute, then reconciliation
 	$(PASSERELLE) topics create $(foreach b,$(DEMO_BANKS),--bank $(b))
 	$(PASSERELLE) demo --seconds 60 --rate 100

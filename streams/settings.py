@@ -21,8 +21,8 @@ _GUARANTEES: tuple[Guarantee, ...] = ("exactly_once", "at_least_once")
 LogFormat = Literal["text", "json"]
 _LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
-# A development key: fine for a laptop, flagged by `hash_key_is_default` so a
-# deployment can refuse to start with it.
+# A development key, public in this source: a worker refuses it unless
+# PASSERELLE_ALLOW_DEV_HASH_KEY=on (make run, the tests and the bench set it).
 DEV_HASH_KEY = "passerelle-dev-only-hash-key"
 
 PREFIX = "PASSERELLE_"
@@ -46,6 +46,9 @@ class Settings:
     processing_guarantee: Guarantee = "exactly_once"
     hash_key: str = field(default=DEV_HASH_KEY, repr=False)
     hash_key_id: str = "k0"
+    allow_dev_hash_key: bool = False
+    """Let a worker start with the public development hash key (never in production:
+    anyone with the source could reverse the account hashes of the audit topic)."""
     data_dir: Path = Path(".run/worker")
     web_port: int = 6066
     web_host: str = "127.0.0.1"
@@ -89,8 +92,9 @@ class Settings:
             partitions=reader.integer("PARTITIONS", cls.partitions, minimum=1),
             replication_factor=reader.integer("REPLICATION", cls.replication_factor, minimum=1),
             processing_guarantee=reader.choice("GUARANTEE", _GUARANTEES, "exactly_once"),
-            hash_key=reader.text("HASH_KEY", DEV_HASH_KEY),
+            hash_key=reader.secret_file("HASH_KEY_FILE") or reader.text("HASH_KEY", DEV_HASH_KEY),
             hash_key_id=reader.text("HASH_KEY_ID", cls.hash_key_id),
+            allow_dev_hash_key=reader.choice("ALLOW_DEV_HASH_KEY", ("on", "off"), "off") == "on",
             data_dir=reader.path("DATA_DIR") or cls.data_dir,
             web_port=reader.integer("WEB_PORT", cls.web_port, minimum=1, maximum=65535),
             web_host=reader.text("WEB_HOST", cls.web_host),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,6 +29,8 @@ TEST_BROKER_PORT = 9192
 TEST_SECURE_BROKER_PORT = 9392
 # Every receive in a test is bounded by this.
 RECEIVE_TIMEOUT_S = 30.0
+# Workers the tests start use the public development hash key (as `make test` allows).
+os.environ.setdefault("PASSERELLE_ALLOW_DEV_HASH_KEY", "on")
 
 
 @pytest.fixture(scope="session")

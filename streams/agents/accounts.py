@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, model
+from streams.agents.dlq import dead_letter
 from streams.codec import Codec
 from streams.core.stage import Emit, StageSpec
 from streams.core.store import PartitionStore
@@ -30,7 +31,18 @@ from streams.logs import event
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules import accounts, notify
-from streams.rules.consent import Change, Ended, Held, apply_update, expire, gate
+from streams.rules.consent import (
+    Change,
+    Ended,
+    Held,
+    apply_update,
+    expire,
+    gate,
+    mark_unreadable,
+)
+from streams.rules.ingest import PROCESSING_ERROR
+from streams.rules.outputs import release
+from streams.stream import KIND_CONSENT, KIND_UNREADABLE_CONSENT
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +85,15 @@ class Accounts:
             topics=(self.catalog.account_stream().name,),
             changelog=self.changelog,
             catch_up=(self.catalog.account_stream().name,),
+            on_error=self.dead_letter,
         )
+
+    def dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> list[Emit]:
+        """A record that made this stage raise: dead-lettered with its bank topic's
+        coordinates (so the bank's counts reconcile); its partition goes on."""
+        self.metrics.child(self.metrics.dlq, _bank_of_key(record.key), PROCESSING_ERROR).inc()
+        detail = f"{type(exc).__name__} in the accounts stage"
+        return [dead_letter(record, PROCESSING_ERROR, detail, carried=True)]
 
     def handle(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
         now = tick_time(record)
@@ -81,8 +101,12 @@ class Accounts:
             self.metrics.tick_time.set(now / 1000)
             return self.tick(store, now)
         headers = {k: v for k, v in record.headers}
-        if headers.get("kind") == b"consent":
+        kind = headers.get("kind")
+        if kind == KIND_CONSENT:
             return self.consent(record, store)
+        if kind == KIND_UNREADABLE_CONSENT:
+            change = mark_unreadable(load_held(store, record.key))
+            return self.settle(record.key, store, change, record.timestamp)
         return self.transaction(record, headers, store)
 
     # -- consents ------------------------------------------------------------
@@ -97,7 +121,7 @@ class Accounts:
         if change.outcome == "ignored":
             return []
         save_held(store, key, change.held)
-        ended, marker = change.ended_consent, change.held.ended
+        ended, marker = change.ended_consent, change.marker
         if change.outcome != "ended" or ended is None or marker is None:
             return []
         store.delete(ACCOUNTS_TABLE, key)
@@ -117,7 +141,8 @@ class Accounts:
         )
         emits = [self.audit(ended, receipt, model.ERASURE_RECEIPT)]
         if marker.reason != "TOMBSTONE":  # a tombstone leaves nobody to tell
-            emits.append(self.notification(notify.for_consent_ended(ended, marker.version, now)))
+            granted = release("CONSENT_ENDED", Held(ended), now)
+            emits.append(self.notification(notify.for_consent_ended(granted, marker.version, now)))
         return emits
 
     def receipt(self, consent: model.Consent, marker: Ended, now: int) -> model.ErasureReceipt:
@@ -165,13 +190,16 @@ class Accounts:
             return [self.decision(tx, headers, held, "WITHHELD", "STALE", now)]
         emits = [self.decision(tx, headers, held, "FORWARDED", None, now)]
         kinds: list[model.NotificationKind] = []
-        if effect.notify and "TRANSACTIONS" in allowed:
-            kinds.append("TRANSACTION")
-        if "ALERTS" in allowed:
-            kinds += ["LARGE_TRANSACTION"] if effect.large else []
-            kinds += ["LOW_BALANCE"] if effect.low_balance else []
-        emits += [self.notification(notify.for_transaction(k, consent, tx, now)) for k in kinds]
-        if kinds:
+        kinds += ["TRANSACTION"] if effect.notify else []
+        kinds += ["LARGE_TRANSACTION"] if effect.large else []
+        kinds += ["LOW_BALANCE"] if effect.low_balance else []
+        sent = 0
+        for kind in kinds:  # each through the gate, with the consent held now
+            granted = release(kind, held, now, tx["booked_at"])
+            if granted.allowed:
+                emits.append(self.notification(notify.for_transaction(kind, granted, tx, now)))
+                sent += 1
+        if sent:
             self.metrics.child(self.metrics.latency, "ingest").observe(
                 max(0.0, time.time() - record.timestamp / 1000)
             )
@@ -236,12 +264,30 @@ class Accounts:
             store.delete(META_TABLE, SCAN_CURSOR)
         emits: list[Emit] = []
         for key, raw in held_accounts:
-            emits += self.scan(store, key, _held_from_json(raw), now)
+            try:
+                emits += self.scan(store, key, _held_from_json(raw), now)
+            except Exception as exc:  # one account must not stop every scan of its partition
+                self.metrics.child(self.metrics.dlq, _bank_of_key(key), PROCESSING_ERROR).inc()
+                log.warning(
+                    "scan failed on an account of %s: %s; dead-lettered, the scan goes on",
+                    _bank_of_key(key),
+                    type(exc).__name__,
+                    extra=event("processing_error", bank=_bank_of_key(key), reason="scan"),
+                )
+                detail = f"{type(exc).__name__} in the accounts stage's scan"
+                headers = (("reason", PROCESSING_ERROR.encode()), ("error", detail.encode()))
+                emits.append(Emit(catalog.DLQ, key, None, headers=headers))
         return emits
 
     def scan(self, store: PartitionStore, key: bytes, held: Held, now: int) -> list[Emit]:
-        """One account's time-driven work: its consent's expiry, its due digests."""
-        emits = self.settle(key, store, expire(held, now), now)
+        """One account's time-driven work: its consent's expiry, its due digests.
+
+        A day's digest is taken out of the state when its day has ended, whether
+        or not the gate lets it go: a digest withheld now (the consent suspended,
+        SUMMARIES withdrawn, the account unreadable) is never sent later."""
+        change = expire(held, now)
+        emits = self.settle(key, store, change, now)
+        held = change.held if change.outcome != "ignored" else held
         consent = held.consent
         if consent is None or store.get(ACCOUNTS_TABLE, key) is None:
             return emits
@@ -250,14 +296,12 @@ class Accounts:
         due = accounts.due_digests(state, consent, now)
         if len(state["days"]) != days:  # an ended day was released: only then a write
             save_state(store, key, state)
-        if not (consent["daily_digest"] and "SUMMARIES" in consent["permissions"]):
-            return emits
         for digest in due:
-            emits.append(
-                self.notification(
-                    notify.for_digest(consent, digest, state["currency"] or "EUR", now, now)
-                )
-            )
+            granted = release("DAILY_DIGEST", held, now)
+            if granted.allowed:
+                currency = state["currency"] or "EUR"
+                digested = notify.for_digest(granted, digest, currency, now, now)
+                emits.append(self.notification(digested))
         return emits
 
     # -- records -------------------------------------------------------------
@@ -277,6 +321,12 @@ class Accounts:
         return Emit(catalog.AUDIT, key, self.codec.encode(subject, record))
 
 
+def _bank_of_key(key: bytes | None) -> str:
+    """The bank of a per-account stream key `<bank_id>:<account_id>` (a metric label)."""
+    bank, sep, _ = (key or b"").partition(b":")
+    return bank.decode(errors="replace") if sep else "unknown"
+
+
 def _policy(topic: catalog.Topic) -> str:
     if topic.compacted:
         return f"max.compaction.lag.ms={topic.config['max.compaction.lag.ms']}"
@@ -291,12 +341,15 @@ def load_held(store: PartitionStore, key: bytes) -> Held:
 def _held_from_json(raw: bytes) -> Held:
     data = json.loads(raw)
     ended = Ended(**data["ended"]) if data["ended"] else None
-    return Held(data["consent"], ended)
+    return Held(data["consent"], ended, data.get("unreadable", False))
 
 
 def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
     ended = held.ended.__dict__ if held.ended else None
-    store.put(CONSENTS_TABLE, key, json.dumps({"consent": held.consent, "ended": ended}).encode())
+    record: dict[str, Any] = {"consent": held.consent, "ended": ended}
+    if held.unreadable:  # only then: summaries written before it read the same
+        record["unreadable"] = True
+    store.put(CONSENTS_TABLE, key, json.dumps(record).encode())
 
 
 def load_state(store: PartitionStore, key: bytes) -> accounts.State:

@@ -3,7 +3,10 @@
 The record's Avro frame travels on unchanged; headers say what it is
 (`kind`: transaction, consent) and where it came from, for the audit trail.
 A record that cannot be decoded, or that speaks for another bank or account,
-goes to the DLQ with a reason code and its source coordinates.
+goes to the DLQ with a reason code and its source coordinates. A consent that
+is dead-lettered also leaves a `consent-unreadable` marker on its account's
+stream (when its key names one): an unreadable consent withholds, it never
+lets the previous one go on (fail closed).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, model
+from streams.agents.dlq import dead_letter, source_headers
 from streams.codec import Codec
 from streams.core.stage import Emit, StageSpec
 from streams.core.store import PartitionStore
@@ -22,11 +26,9 @@ from streams.logs import event
 from streams.metrics import Metrics
 from streams.rules import ingest as rules
 from streams.rules.ingest import Rejected
+from streams.stream import KIND_CONSENT, KIND_TRANSACTION, KIND_UNREADABLE_CONSENT
 
 log = logging.getLogger(__name__)
-
-KIND_TRANSACTION = b"transaction"
-KIND_CONSENT = b"consent"
 
 
 def spec(
@@ -60,11 +62,22 @@ def spec(
                     reason=routed.reason,
                 ),
             )
-            return [dead_letter(record, routed)]
+            emits = [dead_letter(record, routed.reason, routed.detail)]
+            if kind == KIND_CONSENT:  # fail closed: the account withholds until a readable one
+                emits += _unreadable_marker(record, account_stream)
+            return emits
         return [Emit(account_stream, routed, record.value, headers=_source(record, kind))]
 
     pattern = f"({catalog.BANK_TOPIC_PATTERN[:-1]}|^{consents_topic.replace('.', '[.]')})$"
-    return StageSpec("ingest", handle, pattern=pattern, catch_up=(consents_topic,))
+
+    def on_error(record: ConsumerRecord[bytes, bytes], exc: Exception) -> Sequence[Emit]:
+        bank = catalog.bank_of_topic(record.topic)
+        metrics.child(metrics.dlq, bank or "consents", rules.PROCESSING_ERROR).inc()
+        return [dead_letter(record, rules.PROCESSING_ERROR, f"{type(exc).__name__} in ingest")]
+
+    return StageSpec(
+        "ingest", handle, pattern=pattern, catch_up=(consents_topic,), on_error=on_error
+    )
 
 
 def _transaction(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> bytes | Rejected:
@@ -98,20 +111,17 @@ def _consent(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> bytes | Reje
     return rules.check_consent(*split, consent) or rules.account_key(*split)
 
 
+def _unreadable_marker(record: ConsumerRecord[bytes, bytes], account_stream: str) -> list[Emit]:
+    """For a consent that cannot be read but names its account in its key: a marker on
+    the account's stream (no value), so the accounts stage withholds every output of
+    that account until a newer readable consent arrives. A key that names no account
+    marks nothing (there is no account to withhold)."""
+    split = rules.split_consent_key(record.key)
+    if isinstance(split, Rejected):
+        return []
+    key = rules.account_key(*split)
+    return [Emit(account_stream, key, None, headers=_source(record, KIND_UNREADABLE_CONSENT))]
+
+
 def _source(record: ConsumerRecord[bytes, bytes], kind: bytes) -> tuple[tuple[str, bytes], ...]:
-    return (
-        ("kind", kind),
-        ("source-topic", record.topic.encode()),
-        ("source-partition", str(record.partition).encode()),
-        ("source-offset", str(record.offset).encode()),
-    )
-
-
-def dead_letter(record: ConsumerRecord[bytes, bytes], rejected: Rejected) -> Emit:
-    """The original bytes, keyed as they came, with why and where in the headers."""
-    headers = (
-        ("reason", rejected.reason.encode()),
-        ("error", rejected.detail.encode()),
-        *_source(record, b"")[1:],
-    )
-    return Emit(catalog.DLQ, record.key, record.value, headers=headers)
+    return (("kind", kind), *source_headers(record))

@@ -89,6 +89,7 @@ class Emit:
 
 
 Handler = Callable[[ConsumerRecord[bytes, bytes], PartitionStore], Sequence[Emit]]
+OnError = Callable[[ConsumerRecord[bytes, bytes], Exception], Sequence[Emit]]
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,22 @@ class StageSpec:
     """Input topics whose backlog, as found at assignment, is read before the
     stage's other partitions (paused meanwhile) and before it says it is ready:
     the consents, so no transaction overtakes a consent that was waiting."""
+    on_error: OnError | None = None
+    """What to write instead of a record whose handler raised (its dead letter): the
+    record's changes are undone and the partition goes on, like Kafka Streams'
+    processing-exception handler. None: the stage stops (StageFailed)."""
 
 
 class StageFailed(PasserelleError):
     """The stage cannot go on safely: a handler failed on its input (it would again)."""
+
+
+class _RecordFailed(Exception):
+    """The handler raised on the batch's `index`-th record."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index)
+        self.index, self.error = index, error
 
 
 @dataclass
@@ -359,20 +372,42 @@ class Stage:
     async def _handle(self, part: _Partition, records: Records) -> tuple[list[Emit], Built]:
         """Run the handler over the whole batch before anything is sent: its outputs,
         and its state changes as the changelog record batch they are written as
-        (last, the input offset they bring the state to). Nothing of a batch whose
-        handler raises is written; it would raise again, so the stage stops."""
-        emits: list[Emit] = []
+        (last, the input offset they bring the state to).
+
+        A record whose handler raises is dead-lettered by `spec.on_error`: the
+        batch's changes are dropped and the batch handled again, that record's
+        dead letter in place of its outputs (handlers are deterministic: the
+        records before it do exactly what they did). Without `on_error`, nothing
+        of the batch is written and the stage stops: it would raise again."""
         store = part.store
-        try:
-            for n, record in enumerate(records):
-                if n % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                emits.extend(self.spec.handler(record, store))  # type: ignore[arg-type]  # stateless handlers ignore the store
-        except Exception as exc:
-            raise StageFailed(
-                f"handler failed on {part.tp.topic}-{part.tp.partition} "
-                f"at offsets {records[0].offset}-{records[-1].offset}: {type(exc).__name__}"
-            ) from exc
+        failed: dict[int, Exception] = {}
+        while True:
+            try:
+                emits = await self._handle_records(part, records, failed)
+                break
+            except _RecordFailed as failure:
+                record = records[failure.index]
+                where = f"{part.tp.topic}-{part.tp.partition}@{record.offset}"
+                if self.spec.on_error is None:
+                    raise StageFailed(
+                        f"handler failed on {where} (batch {records[0].offset}-"
+                        f"{records[-1].offset}): {type(failure.error).__name__}"
+                    ) from failure.error
+                log.warning(
+                    "handler failed on %s: %s; dead-lettered, the partition goes on",
+                    where,
+                    type(failure.error).__name__,
+                    extra=event(
+                        "processing_error",
+                        topic=part.tp.topic,
+                        partition=part.tp.partition,
+                        offset=record.offset,
+                        reason=type(failure.error).__name__,
+                    ),
+                )
+                failed[failure.index] = failure.error
+                if store is not None:
+                    store.discard()
         if self.spec.changelog is None or store is None:
             return emits, []
         store.set_input_offset(records[-1].offset + 1)
@@ -385,6 +420,25 @@ class Stage:
             raise
         store.seal()  # the next batch may be handled before this one is committed
         return emits, built
+
+    async def _handle_records(
+        self, part: _Partition, records: Records, failed: dict[int, Exception]
+    ) -> list[Emit]:
+        """The handler's outputs for the batch, the dead letters of `failed` in place of
+        theirs; raises _RecordFailed at the first other record whose handler raises."""
+        emits: list[Emit] = []
+        on_error = self.spec.on_error
+        for n, record in enumerate(records):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if n in failed and on_error is not None:
+                emits.extend(on_error(record, failed[n]))
+                continue
+            try:
+                emits.extend(self.spec.handler(record, part.store))  # type: ignore[arg-type]  # stateless handlers ignore the store
+            except Exception as exc:
+                raise _RecordFailed(n, exc) from exc
+        return emits
 
     def _changelog_end(self, part: _Partition, acked: dict[TopicPartition, int]) -> int:
         """The changelog offset after the batch's last changelog record."""

@@ -8,10 +8,11 @@ that passes is keyed `<bank_id>:<account_id>` in the per-account stream.
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass
 
 from streams.model import Consent, Transaction
-from streams.rules.money import is_currency
+from streams.rules.money import is_currency, is_locale
 
 # DLQ reason codes of ingest (the codec adds its own: streams.errors).
 BANK_MISMATCH = "BANK_MISMATCH"
@@ -23,6 +24,13 @@ BAD_TIMESTAMP = "BAD_TIMESTAMP"
 NO_VALUE = "NO_VALUE"
 TOO_LARGE = "TOO_LARGE"
 FIELD_TOO_LONG = "FIELD_TOO_LONG"
+BAD_TIMEZONE = "BAD_TIMEZONE"
+BAD_LOCALE = "BAD_LOCALE"
+BAD_THRESHOLD = "BAD_THRESHOLD"
+BAD_QUIET_HOURS = "BAD_QUIET_HOURS"
+# The stage's second line: a record that passed these checks and still made a
+# handler raise (agents dead-letter it and go on).
+PROCESSING_ERROR = "PROCESSING_ERROR"
 
 # A transaction or consent frame is a few hundred bytes; anything this large is
 # not one, and is dead-lettered before any decoding.
@@ -51,6 +59,10 @@ MAX_ABS_AMOUNT_MINOR = 10**12
 # a real booking date.
 EARLIEST_BOOKED_AT = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_FUTURE_MS = 86_400_000
+# The IANA zones this machine's tz database knows, read once: a consent's time
+# zone is used for every local day and quiet hour of its account.
+TIMEZONES = frozenset(zoneinfo.available_timezones())
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -116,4 +128,16 @@ def check_consent(bank_id: str, account_id: str, consent: Consent) -> Rejected |
         return too_long
     if (consent["bank_id"], consent["account_id"]) != (bank_id, account_id):
         return Rejected(KEY_MISMATCH, "consent names another account than its key")
+    if consent["timezone"] not in TIMEZONES:
+        return Rejected(BAD_TIMEZONE, "timezone is not an IANA time zone")
+    if not is_locale(consent["locale"]):
+        return Rejected(BAD_LOCALE, "locale is not a known BCP 47 locale (fr-FR, en-GB, ...)")
+    large, low = consent["large_amount_minor"], consent["low_balance_minor"]
+    if large is not None and not 0 < large <= MAX_ABS_AMOUNT_MINOR:
+        return Rejected(BAD_THRESHOLD, "large_amount_minor must be positive and realistic")
+    if low is not None and abs(low) > MAX_ABS_AMOUNT_MINOR:
+        return Rejected(BAD_THRESHOLD, "low_balance_minor is beyond any real balance")
+    quiet = consent["quiet_hours"]
+    if quiet is not None and not (0 <= quiet["start"] < DAY_MS and 0 <= quiet["end"] < DAY_MS):
+        return Rejected(BAD_QUIET_HOURS, "quiet_hours must be times of day")
     return None

@@ -7,8 +7,10 @@ end) to a `Notification`:
   account number: TRANSACTION and the alerts come from the bank's
   transaction id, a digest from the consent and the local date, CONSENT_ENDED
   from the consent id and version. Replays give the same id, text and data.
-- `data` carries only what the consent allows: the balance only with
-  BALANCES; the masked account always.
+- `data` carries only what the gate (`streams.rules.outputs.release`) unlocked,
+  and the text is rendered from that redacted data alone: an ALERTS-only
+  consent's large-transaction alert names the masked account, never the
+  amount or the merchant.
 - The envelope follows Messenger policy (`../shared/notes/domain.md`): a
   purchase is a POST_PURCHASE_UPDATE, another change to the account an
   ACCOUNT_UPDATE (non-recurring), the recurring digest has no tag (it needs
@@ -35,6 +37,7 @@ from streams.model import (
 from streams.redact import mask_account
 from streams.rules.categories import category
 from streams.rules.money import format_money
+from streams.rules.outputs import Release, redact
 
 HOUR_MS = 3_600_000
 # How long a message stays worth delivering.
@@ -120,52 +123,71 @@ def _empty_data(consent: Consent) -> NotificationData:
 
 
 def for_transaction(
-    kind: NotificationKind, consent: Consent, tx: Transaction, now_ms: int
+    kind: NotificationKind, granted: Release, tx: Transaction, now_ms: int
 ) -> Notification:
-    """TRANSACTION, LARGE_TRANSACTION or LOW_BALANCE for one transaction."""
-    with_balance = "BALANCES" in consent["permissions"] and tx["balance_after_minor"] is not None
-    data = _empty_data(consent)
-    data["amount_minor"] = tx["amount_minor"]
-    data["currency"] = tx["currency"]
-    data["merchant_name"] = tx["merchant_name"]
-    data["category"] = category(tx["mcc"], tx["channel"])
-    data["balance_minor"] = tx["balance_after_minor"] if with_balance else None
-    text = render_transaction(kind, consent, tx, with_balance)
+    """TRANSACTION, LARGE_TRANSACTION or LOW_BALANCE for one transaction, carrying only
+    what the gate `granted` unlocks, in data and in text."""
+    consent = _consent(granted)
+    facts = _empty_data(consent)
+    facts["amount_minor"] = tx["amount_minor"]
+    facts["currency"] = tx["currency"]
+    facts["merchant_name"] = tx["merchant_name"]
+    facts["category"] = category(tx["mcc"], tx["channel"])
+    facts["balance_minor"] = tx["balance_after_minor"]
+    data = redact(facts, granted.fields)
+    text = render_transaction(kind, consent, data)
     ident = notification_id(kind, tx["bank_id"], tx["transaction_id"])
     env = envelope(kind, consent, now_ms, debit=tx["amount_minor"] < 0)
     return _base(kind, ident, consent, text, data, tx["booked_at"], now_ms, env)
 
 
-def render_transaction(
-    kind: NotificationKind, consent: Consent, tx: Transaction, with_balance: bool
-) -> str:
+def _consent(granted: Release) -> Consent:
+    if not granted.allowed or granted.consent is None:
+        raise ValueError(f"the gate withheld this output ({granted.withheld})")
+    return granted.consent
+
+
+def render_transaction(kind: NotificationKind, consent: Consent, data: NotificationData) -> str:
+    """The text of an event kind, from its (redacted) data alone."""
     locale = consent["locale"]
     fr = _french(locale)
-    amount = format_money(abs(tx["amount_minor"]), tx["currency"], locale)
-    where = tx["merchant_name"]
+    amount, currency = data["amount_minor"], data["currency"]
+    where = data["merchant_name"]
+    masked = data["account_masked"]
     if kind == "LOW_BALANCE":
+        threshold = consent["low_balance_minor"] or 0
+        limit = format_money(threshold, currency, locale) if currency else None
         line = (
-            f"Votre solde est passé sous {_threshold(consent, tx, locale)}"
+            ("Votre solde est passé sous " + (limit or "votre seuil"))
             if fr
-            else f"Your balance fell below {_threshold(consent, tx, locale)}"
+            else ("Your balance fell below " + (limit or "your threshold"))
         )
-    elif tx["amount_minor"] < 0:
-        line = (
-            f"Paiement de {amount}" + (f" chez {where}" if where else "")
+    elif amount is None or currency is None:  # an alert without TRANSACTIONS: no details
+        return (
+            f"Opération importante sur le compte {masked}"
             if fr
-            else f"Payment of {amount}" + (f" at {where}" if where else "")
+            else f"Large transaction on account {masked}"
+        )
+    elif amount < 0:
+        money = format_money(abs(amount), currency, locale)
+        line = (
+            f"Paiement de {money}" + (f" chez {where}" if where else "")
+            if fr
+            else f"Payment of {money}" + (f" at {where}" if where else "")
         )
     else:
+        money = format_money(abs(amount), currency, locale)
         line = (
-            f"Crédit de {amount}" + (f" {_de(where)}" if where else "")
+            f"Crédit de {money}" + (f" {_de(where)}" if where else "")
             if fr
-            else f"Credit of {amount}" + (f" from {where}" if where else "")
+            else f"Credit of {money}" + (f" from {where}" if where else "")
         )
     if kind == "LARGE_TRANSACTION":
         line = ("Opération importante\u00a0: " if fr else "Large transaction: ") + line
-    if with_balance and tx["balance_after_minor"] is not None:
-        balance = format_money(tx["balance_after_minor"], tx["currency"], locale)
-        line += f" — solde\u00a0: {balance}" if fr else f" — balance: {balance}"
+    balance = data["balance_minor"]
+    if balance is not None and currency is not None:
+        shown = format_money(balance, currency, locale)
+        line += f" — solde\u00a0: {shown}" if fr else f" — balance: {shown}"
     return line
 
 
@@ -174,17 +196,23 @@ def _de(name: str) -> str:
     return f"d’{name}" if name[:1].lower() in "aeiouyàâéèêëîïôöûü" else f"de {name}"
 
 
-def _threshold(consent: Consent, tx: Transaction, locale: str) -> str:
-    return format_money(consent["low_balance_minor"] or 0, tx["currency"], locale)
-
-
 def for_digest(
-    consent: Consent, digest: DigestData, currency: str, occurred_at: int, now_ms: int
+    granted: Release, digest: DigestData, currency: str, occurred_at: int, now_ms: int
 ) -> Notification:
     """DAILY_DIGEST of one account for one local day."""
-    data = _empty_data(consent)
-    data["currency"] = currency
-    data["digest"] = digest
+    consent = _consent(granted)
+    facts = _empty_data(consent)
+    facts["currency"] = currency
+    facts["digest"] = digest
+    data = redact(facts, granted.fields)
+    digest = data["digest"] or {
+        "local_date": digest["local_date"],
+        "spent_minor": 0,
+        "received_minor": 0,
+        "transaction_count": 0,
+        "by_category": [],
+    }
+    currency = data["currency"] or currency
     locale = consent["locale"]
     day = dt.date.fromisoformat(digest["local_date"])
     spent = format_money(digest["spent_minor"], currency, locale)
@@ -205,8 +233,9 @@ def for_digest(
     return _base("DAILY_DIGEST", ident, consent, text, data, occurred_at, now_ms, env)
 
 
-def for_consent_ended(consent: Consent, version: int, now_ms: int) -> Notification:
+def for_consent_ended(granted: Release, version: int, now_ms: int) -> Notification:
     """CONSENT_ENDED: the customer is told, and a worker drops what it has not delivered."""
+    consent = _consent(granted)
     masked = mask_account(consent["account_id"])
     text = (
         f"Vous ne recevrez plus de notifications pour le compte {masked}\u00a0: "
@@ -217,4 +246,5 @@ def for_consent_ended(consent: Consent, version: int, now_ms: int) -> Notificati
     )
     ident = notification_id("CONSENT_ENDED", consent["consent_id"], str(version))
     env = envelope("CONSENT_ENDED", consent, now_ms)
-    return _base("CONSENT_ENDED", ident, consent, text, _empty_data(consent), now_ms, now_ms, env)
+    data = redact(_empty_data(consent), granted.fields)
+    return _base("CONSENT_ENDED", ident, consent, text, data, now_ms, now_ms, env)

@@ -7,15 +7,12 @@ the consent's permissions unlock; `redact` blanks every other field. The
 notification's text is rendered from the redacted data afterwards
 (`streams.rules.notify`), so a text can never say what its data may not carry.
 
-The table (also in docs/consent-gate.md):
-
-| kind | needs | fields it may carry |
-|---|---|---|
-| TRANSACTION | VALID, TRANSACTIONS, booked inside the consent's window | amount, currency, merchant, category; balance with BALANCES |
-| LARGE_TRANSACTION | VALID, ALERTS, booked inside the window | the masked account only; amount, currency, merchant, category with TRANSACTIONS; balance with BALANCES |
-| LOW_BALANCE | VALID, ALERTS and BALANCES | balance and currency; amount, merchant, category with TRANSACTIONS |
-| DAILY_DIGEST | VALID, SUMMARIES, `daily_digest` on | the day's totals and currency |
-| CONSENT_ENDED | the consent that ended (any status) | the masked account only |
+What each kind needs, and what each permission unlocks (the table, with
+examples, is docs/consent-gate.md): `NEEDS` and `UNLOCKS` below. An alert says
+that something happened; what happened (amount, merchant) needs TRANSACTIONS,
+the balance needs BALANCES, a digest's figures need SUMMARIES and the
+consent's `daily_digest`. CONSENT_ENDED goes to the consent that just ended,
+whatever its status, with the masked account only.
 
 "VALID" means: the consent held has status VALID, `now` is before its
 `valid_until`, and no unreadable consent record for the account arrived since

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from streams.model import Consent, Transaction
+from streams.model import Consent, DigestData, Notification, NotificationKind, Transaction
 from streams.rules import notify
 from streams.rules.categories import category
+from streams.rules.consent import Held
 from streams.rules.money import NBSP, NNBSP, format_money
+from streams.rules.outputs import release
 from tests import samples
 
 
@@ -26,6 +28,19 @@ def tx(**changes: Any) -> Transaction:
     return {**samples.TRANSACTION, **changes}  # type: ignore[typeddict-item]  # test records
 
 
+def sent(kind: NotificationKind, c: Consent, t: Transaction, now: int) -> Notification:
+    """A transaction's notification as the accounts stage sends it: through the gate."""
+    return notify.for_transaction(kind, release(kind, Held(c), now, t["booked_at"]), t, now)
+
+
+def digest_of(c: Consent, d: DigestData, currency: str, occurred: int, now: int) -> Notification:
+    return notify.for_digest(release("DAILY_DIGEST", Held(c), now), d, currency, occurred, now)
+
+
+def ended_of(c: Consent, version: int, now: int) -> Notification:
+    return notify.for_consent_ended(release("CONSENT_ENDED", Held(c), now), version, now)
+
+
 class TestMoney:
     @pytest.mark.parametrize(
         ("minor", "currency", "locale", "text"),
@@ -33,17 +48,22 @@ class TestMoney:
             (123456, "EUR", "fr-FR", f"1{NNBSP}234,56{NBSP}€"),
             (123456, "EUR", "en-GB", "€1,234.56"),
             (-123456, "EUR", "en-GB", "-€1,234.56"),
-            (1250, "GBP", "fr-FR", f"12,50{NBSP}£"),
+            (1250, "GBP", "fr-FR", f"12,50{NBSP}£GB"),
             (5, "EUR", "fr-FR", f"0,05{NBSP}€"),
             (123456789, "EUR", "fr-FR", f"1{NNBSP}234{NNBSP}567,89{NBSP}€"),
-            (1234, "JPY", "en-GB", "¥1,234"),
-            (1250, "CHF", "en-GB", f"CHF{NBSP}12.50"),
+            (1234, "JPY", "en-GB", "JP¥1,234"),
+            (1250, "CHF", "en-GB", "CHF12.50"),
+            (150000, "XOF", "fr-FR", f"150{NNBSP}000{NBSP}F{NNBSP}CFA"),  # no minor digits
+            (150000, "XAF", "fr-FR", f"150{NNBSP}000{NBSP}FCFA"),
+            (-1234, "KWD", "en-GB", "-KWD1.234"),  # three
+            (1250, "THB", "en-GB", "THB12.50"),
         ],
     )
     def test_each_locale_writes_money_its_way(
         self, minor: int, currency: str, locale: str, text: str
     ) -> None:
-        """French: narrow-space groups, a comma, the symbol after; English: symbol first."""
+        """French: narrow-space groups, a comma, the symbol after; English: symbol first;
+        each currency with ISO 4217's minor digits (CLDR, via babel)."""
         assert format_money(minor, currency, locale) == text
 
 
@@ -69,7 +89,7 @@ class TestCategories:
 class TestTransactionNotification:
     def test_french_text_with_balance(self) -> None:
         """A French debit names amount, merchant and, with BALANCES, the balance."""
-        n = notify.for_transaction("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        n = sent("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
         assert n["text"] == (
             f"Paiement de 1{NNBSP}234,56{NBSP}€ chez Boulangerie Pâtissière"
             f" — solde{NBSP}: 987,65{NBSP}€"
@@ -77,7 +97,7 @@ class TestTransactionNotification:
 
     def test_english_text(self) -> None:
         """An English credit reads as one."""
-        n = notify.for_transaction(
+        n = sent(
             "TRANSACTION",
             consent(locale="en-GB", permissions=["TRANSACTIONS"]),
             tx(amount_minor=150000, merchant_name=None),
@@ -87,28 +107,22 @@ class TestTransactionNotification:
 
     def test_the_balance_needs_the_balances_permission(self) -> None:
         """Without BALANCES, neither data nor text carries the balance."""
-        n = notify.for_transaction(
-            "TRANSACTION", consent(permissions=["TRANSACTIONS"]), tx(), samples.BOOKED_AT
-        )
+        n = sent("TRANSACTION", consent(permissions=["TRANSACTIONS"]), tx(), samples.BOOKED_AT)
         assert n["data"]["balance_minor"] is None and "solde" not in n["text"]
 
     def test_the_id_is_the_same_on_replay_and_names_no_account(self) -> None:
         """The same transaction and kind give the same id; another kind another id."""
-        first = notify.for_transaction("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
-        again = notify.for_transaction("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
-        large = notify.for_transaction("LARGE_TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        first = sent("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        again = sent("TRANSACTION", consent(), tx(), samples.BOOKED_AT)
+        large = sent("LARGE_TRANSACTION", consent(), tx(), samples.BOOKED_AT)
         assert first == again and first["notification_id"] != large["notification_id"]
         assert samples.TRANSACTION["account_id"] not in first["notification_id"] + first["text"]
         assert first["data"]["account_masked"] == "•••• 0189"
 
     def test_a_purchase_is_a_post_purchase_update_and_an_alert_an_account_update(self) -> None:
         """Messenger tags by kind: purchase confirmation, or a non-recurring account change."""
-        purchase = notify.for_transaction(
-            "TRANSACTION", consent(quiet_hours=None), tx(), samples.BOOKED_AT
-        )
-        alert = notify.for_transaction(
-            "LOW_BALANCE", consent(quiet_hours=None), tx(), samples.BOOKED_AT
-        )
+        purchase = sent("TRANSACTION", consent(quiet_hours=None), tx(), samples.BOOKED_AT)
+        alert = sent("LOW_BALANCE", consent(quiet_hours=None), tx(), samples.BOOKED_AT)
         assert purchase["envelope"]["tag"] == "POST_PURCHASE_UPDATE"
         assert alert["envelope"] == {
             "messaging_type": "MESSAGE_TAG",
@@ -128,7 +142,7 @@ class TestFrench:
     )
     def test_de_is_elided_before_a_vowel(self, merchant: str, text: str) -> None:
         """French writes "d’Employeur" but "de Fnac"."""
-        n = notify.for_transaction(
+        n = sent(
             "TRANSACTION",
             consent(permissions=["TRANSACTIONS"]),
             tx(amount_minor=150000, merchant_name=merchant),
@@ -154,7 +168,7 @@ class TestQuietHours:
 
     def test_quiet_hours_make_it_silent_never_dropped(self) -> None:
         """Inside quiet hours a notification is still built, marked silent."""
-        n = notify.for_transaction("TRANSACTION", consent(), tx(), at("2026-03-28T21:30:00+00:00"))
+        n = sent("TRANSACTION", consent(), tx(), at("2026-03-28T21:30:00+00:00"))
         assert n["envelope"]["silent"] and n["text"]
 
 
@@ -163,8 +177,12 @@ class TestDigestAndEnd:
         """A recurring digest has no ACCOUNT_UPDATE tag; its id is the consent and the day."""
         digest = samples.DIGEST["data"]["digest"]
         assert digest is not None
-        n = notify.for_digest(
-            consent(locale="en-GB", quiet_hours=None), digest, "EUR", 0, samples.BOOKED_AT
+        n = digest_of(
+            consent(locale="en-GB", quiet_hours=None, permissions=["SUMMARIES"]),
+            digest,
+            "EUR",
+            0,
+            samples.BOOKED_AT,
         )
         assert n["envelope"] == {
             "messaging_type": "UPDATE",
@@ -179,6 +197,6 @@ class TestDigestAndEnd:
 
     def test_consent_ended_carries_no_account_data(self) -> None:
         """CONSENT_ENDED says the consent ended and carries only the masked account."""
-        n = notify.for_consent_ended(consent(), 7, samples.BOOKED_AT)
+        n = ended_of(consent(), 7, samples.BOOKED_AT)
         assert n["data"]["amount_minor"] is None and n["data"]["balance_minor"] is None
         assert "consentement a pris fin" in n["text"]

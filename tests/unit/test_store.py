@@ -113,6 +113,7 @@ class TestPartitionStore:
 
         for n in (2, 3):
             value = store.get_object("t", b"k", decode)
+            assert value is not None
             value.append(n)
             store.put_object("t", b"k", value, encode)
         assert store.get_object("t", b"k", decode) is value
@@ -133,6 +134,7 @@ class TestPartitionStore:
         store.put("t", b"k", b"[1]")
         store.commit(1)
         value = store.get_object("t", b"k", json.loads)
+        assert value is not None
         value.append(2)
         store.put_object("t", b"k", value, lambda v: json.dumps(v).encode())
         assert store.get("t", b"k") == b"[1, 2]"

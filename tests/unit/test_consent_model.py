@@ -1,0 +1,455 @@
+"""The consent promise on every path: the real accounts handler against an independent model.
+
+Hypothesis generates interleavings, for one account, of consent records (every
+status, another consent id or psid, permission and window changes, older
+versions arriving late, tombstones, unreadable records), transactions (inside
+and outside the windows, PENDING/BOOKED/REVERSED, duplicates, large amounts,
+low balances, stale bookings) and ticks across local midnights and expiry. They
+run through `Accounts.handle` on a real partition store, without a broker, and
+every record it emits is checked against `Model`, written here from DESIGN.md
+alone: it imports nothing from `streams.rules` or `streams.agents`.
+
+Planted mutants (at the end) prove that the check can fail: each one is a
+known way the promise broke, and hypothesis must find a sequence that shows it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import hypothesis.strategies as st
+import pytest
+from aiokafka.structs import ConsumerRecord
+from hypothesis import HealthCheck, find, given, settings
+from prometheus_client import CollectorRegistry
+
+from streams import catalog
+from streams.agents import accounts as accounts_stage
+from streams.catalog import Catalog
+from streams.codec import Codec
+from streams.core.store import PartitionStore
+from streams.core.ticks import TICK_KEY, encode_tick
+from streams.metrics import Metrics
+from streams.redact import KeyedHasher
+from streams.settings import Settings
+
+BANK, ACCOUNT = "banque-alpine", "FR7630006000011234567890189"
+KEY = f"{BANK}:{ACCOUNT}".encode()
+MASKED = "•••• 0189"
+MERCHANT = "Zorglub Market"
+T0 = int(dt.datetime(2026, 11, 27, tzinfo=dt.UTC).timestamp() * 1000)
+MINUTE, HOUR = 60_000, 3_600_000
+ENDING = {"REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"}
+# What each kind needs, as DESIGN.md ("Notifications", "One gate for every output") says.
+NEEDS = {
+    "TRANSACTION": {"TRANSACTIONS"},
+    "LARGE_TRANSACTION": {"ALERTS"},
+    "LOW_BALANCE": {"ALERTS", "BALANCES"},
+    "DAILY_DIGEST": {"SUMMARIES"},
+}
+DETAIL_FIELDS = ("amount_minor", "merchant_name", "category")
+
+# -- the generated sequences ------------------------------------------------------------
+
+hours = st.integers(0, 96).map(lambda h: T0 + h * HOUR)
+far = st.integers(5, 30).map(lambda d: T0 + d * 24 * HOUR)
+perms = st.sampled_from(["TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"])
+consents = st.fixed_dictionaries(
+    {
+        "consent_id": st.sampled_from(["cns-a"] * 4 + ["cns-b"]),
+        "bank_id": st.just(BANK),
+        "account_id": st.just(ACCOUNT),
+        "psid": st.sampled_from(["psid-1"] * 4 + ["psid-2"]),
+        "page_id": st.sampled_from(["page-1"] * 5 + ["page-2"]),
+        "status": st.sampled_from(["VALID"] * 6 + ["RECEIVED", "REJECTED", *sorted(ENDING)]),
+        "permissions": st.lists(perms, unique=True)
+        | st.just(["TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"]),
+        "valid_until": st.one_of(hours, far, far, far),
+        "transaction_from": st.none() | st.none() | hours,
+        "transaction_to": st.none() | st.none() | hours,
+        "locale": st.sampled_from(["fr-FR", "en-GB"]),
+        "timezone": st.sampled_from(["Europe/Paris", "America/New_York", "Asia/Tokyo"]),
+        "quiet_hours": st.none(),
+        "large_amount_minor": st.sampled_from([None, 5_000, 100_000]),
+        "low_balance_minor": st.sampled_from([None, 1_000, 20_000]),
+        "daily_digest": st.booleans(),
+        "updated_at": st.integers(1, 40),  # small: versions collide, older ones arrive late
+    }
+)
+
+
+@dataclass(frozen=True)
+class Tx:
+    ident: str
+    status: str
+    settles: str | None
+    amount: int
+    balance: int | None
+    age_ms: int  # booked this long before it arrives
+
+
+transactions = st.builds(
+    Tx,
+    st.sampled_from([f"tx-{n}" for n in range(6)]),
+    st.sampled_from(["BOOKED", "BOOKED", "PENDING", "REVERSED"]),
+    st.none() | st.sampled_from([f"tx-{n}" for n in range(6)]),
+    st.sampled_from([-120_000, -6_000, -250, 800, 250_000]),
+    st.none() | st.sampled_from([500, 15_000, 90_000]),
+    st.sampled_from([0, 0, 30 * MINUTE, 5 * HOUR, 20 * HOUR, 3 * 24 * HOUR]),
+)
+# time passes before each event, a minute at least: often minutes, sometimes hours
+steps = st.integers(1, 30).map(lambda m: m * MINUTE) | st.integers(1, 14).map(lambda h: h * HOUR)
+a_consent = st.tuples(st.just("consent"), consents)
+PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
+    "tx": transactions,
+    "tick": st.none(),
+    "consent": consents,
+    "tombstone": st.none(),
+    "unreadable": st.none(),
+}
+# Weighted by repetition: mostly transactions and ticks, now and then a consent change.
+happenings = st.sampled_from(
+    ["tx"] * 6 + ["tick"] * 4 + ["consent"] * 2 + ["tombstone", "unreadable"]
+).flatmap(lambda what: st.tuples(st.just(what), PAYLOADS[what]))
+# Most runs start from a consent, so that much of each run is under one.
+events = st.tuples(
+    st.lists(st.tuples(steps, a_consent), max_size=1),
+    st.lists(st.tuples(steps, happenings), min_size=4, max_size=40),
+).map(lambda parts: parts[0] + parts[1])
+Event = tuple[int, tuple[str, Any]]
+
+# -- the independent model --------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """What DESIGN.md promises, for one account: the newest readable consent record is
+    held; an ending status, a tombstone, a tick past `valid_until` or a record naming
+    another consent or recipient ends it; an unreadable record withholds until a newer
+    readable one; state gathered under one consent never outlives it."""
+
+    version: int | None = None
+    consent: dict[str, Any] | None = None
+    unreadable: bool = False
+    activity: dict[str, int] = field(default_factory=dict)  # local date -> transactions
+    spent: int = 0  # every debit folded under the consent held, as an upper bound
+    ends: list[tuple[str, str, str]] = field(default_factory=list)  # this event's
+
+    def end(self, reason: str) -> None:
+        assert self.consent is not None
+        self.ends.append((self.consent["consent_id"], self.consent["psid"], reason))
+        self.consent, self.activity, self.spent = None, {}, 0
+
+    def record(self, update: dict[str, Any]) -> None:
+        if self.version is not None and update["updated_at"] <= self.version:
+            return  # older than what was seen: ignored (an unreadable mark stays)
+        self.version, self.unreadable = update["updated_at"], False
+        held = self.consent
+        if update["status"] in ENDING:
+            if held is not None:
+                self.end(update["status"])
+            return
+        if held is not None and any(
+            held[k] != update[k] for k in ("consent_id", "psid", "page_id")
+        ):
+            self.end("REPLACED")
+        self.consent = update
+
+    def tombstone(self) -> None:
+        self.unreadable = False
+        if self.consent is not None:
+            self.end("TOMBSTONE")
+
+    def tick(self, now: int) -> None:
+        c = self.consent
+        if c is not None and c["status"] == "VALID" and now >= c["valid_until"]:
+            self.end("EXPIRED")
+
+    def live(self, now: int) -> dict[str, Any] | None:
+        """The consent that lets something out now, if any."""
+        c = self.consent
+        if self.unreadable or c is None or c["status"] != "VALID" or now >= c["valid_until"]:
+            return None
+        return c
+
+    @staticmethod
+    def covers(c: dict[str, Any], booked: int) -> bool:
+        start, end = c["transaction_from"], c["transaction_to"]
+        return (
+            booked < c["valid_until"]
+            and (start is None or booked >= start)
+            and (end is None or booked <= end)
+        )
+
+    def fold(self, now: int, booked: int, amount: int) -> None:
+        """A transaction the account's summary may take in (an upper bound of what it does)."""
+        c = self.live(now)
+        if c is None or not self.covers(c, booked):
+            return
+        if not {"TRANSACTIONS", "ALERTS", "SUMMARIES"} & set(c["permissions"]):
+            return
+        day = dt.datetime.fromtimestamp(booked / 1000, ZoneInfo(c["timezone"])).date()
+        self.activity[day.isoformat()] = self.activity.get(day.isoformat(), 0) + 1
+        self.spent += abs(amount) if amount < 0 else 0
+
+
+def check_notification(model: Model, n: dict[str, Any], now: int, booked: int | None) -> None:
+    """A notification carrying account data, against the consent held when it was emitted."""
+    c = model.live(now)
+    assert c is not None, f"{n['kind']} without a valid, readable consent"
+    assert (n["psid"], n["page_id"], n["consent_id"]) == (c["psid"], c["page_id"], c["consent_id"])
+    granted = set(c["permissions"])
+    assert NEEDS[n["kind"]] <= granted, f"{n['kind']} without {NEEDS[n['kind']] - granted}"
+    data, text = n["data"], n["text"]
+    if "TRANSACTIONS" not in granted:
+        assert all(data[f] is None for f in DETAIL_FIELDS), "details without TRANSACTIONS"
+        assert MERCHANT not in text, "the merchant in a text without TRANSACTIONS"
+    if "BALANCES" not in granted:
+        assert data["balance_minor"] is None, "the balance without BALANCES"
+    if not {"TRANSACTIONS", "BALANCES"} & granted and n["kind"] != "DAILY_DIGEST":
+        assert not any(ch.isdigit() for ch in text.replace(MASKED, "")), "an amount in " + text
+    if n["kind"] == "DAILY_DIGEST":
+        digest = data["digest"]
+        assert c["daily_digest"] and digest is not None
+        assert digest["local_date"] in model.activity, "a digest of a day its consent never saw"
+        assert digest["transaction_count"] <= sum(model.activity.values())
+        assert digest["spent_minor"] <= model.spent, "a digest counting another consent's spend"
+    else:
+        assert data["digest"] is None
+        assert booked is not None and model.covers(c, booked), "a booking the consent excludes"
+
+
+# -- running the real handler -----------------------------------------------------------
+
+
+def record(offset: int, now: int, key: bytes, value: bytes | None, kind: bytes | None) -> Any:
+    headers = [("kind", kind)] if kind else []
+    if kind:
+        headers += [
+            ("source-topic", f"bank.{BANK}.transactions.v1".encode()),
+            ("source-partition", b"0"),
+            ("source-offset", str(offset).encode()),
+        ]
+    return ConsumerRecord("passerelle.accounts", 0, offset, now, 0, key, value, None, 0, 0, headers)
+
+
+def transaction(tx: Tx, now: int) -> dict[str, Any]:
+    return {
+        "transaction_id": tx.ident,
+        "bank_id": BANK,
+        "account_id": ACCOUNT,
+        "status": tx.status,
+        "pending_transaction_id": tx.settles if tx.status == "BOOKED" else None,
+        "reversed_transaction_id": tx.settles if tx.status == "REVERSED" else None,
+        "amount_minor": tx.amount,
+        "currency": "EUR",
+        "booked_at": now - tx.age_ms,
+        "merchant_name": MERCHANT,
+        "mcc": "5411",
+        "description": None,
+        "balance_after_minor": tx.balance,
+        "channel": "CARD",
+    }
+
+
+@contextmanager
+def scratch_store() -> Iterator[PartitionStore]:
+    folder = Path(tempfile.mkdtemp(prefix="consent-model-", dir=_scratch_root()))
+    store = PartitionStore(folder / "p0")
+    try:
+        yield store
+    finally:
+        store.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _scratch_root() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
+
+
+@dataclass
+class Tally:
+    """How much of the promise one run exercised."""
+
+    notifications: dict[str, int] = field(default_factory=dict)
+    ends: int = 0
+
+
+def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -> None:
+    """Run `sequence` through the accounts handler; assert every output against the model."""
+    handler = accounts_stage.Accounts(
+        codec, KeyedHasher("k", "k0"), Catalog(Settings()), Metrics(CollectorRegistry())
+    )
+    model, now = Model(), T0
+    with scratch_store() as store:
+        for offset, (step, (what, payload)) in enumerate(sequence):
+            now += step
+            model.ends = []
+            booked = None
+            if what == "consent":
+                value = codec.encode("passerelle.Consent", payload)
+                emits = handler.handle(record(offset, now, KEY, value, b"consent"), store)
+                model.record(payload)
+            elif what == "tombstone":
+                emits = handler.handle(record(offset, now, KEY, None, b"consent"), store)
+                model.tombstone()
+            elif what == "unreadable":
+                marker = record(offset, now, KEY, None, b"consent-unreadable")
+                emits = handler.handle(marker, store)
+                model.unreadable = True
+            elif what == "tx":
+                tx = transaction(payload, now)
+                booked = tx["booked_at"]
+                value = codec.encode("passerelle.Transaction", tx)
+                emits = handler.handle(record(offset, now, KEY, value, b"transaction"), store)
+                model.fold(now, booked, tx["amount_minor"])
+            else:
+                emits = handler.handle(record(offset, now, TICK_KEY, encode_tick(now), None), store)
+                model.tick(now)
+            store.commit(offset + 1)
+            check_emits(codec, model, emits, now, booked, tally)
+
+
+def check_emits(
+    codec: Codec,
+    model: Model,
+    emits: list[Any],
+    now: int,
+    booked: int | None,
+    tally: Tally | None,
+) -> None:
+    receipts, told = [], []
+    for emit in emits:
+        assert emit.topic != catalog.DLQ, "the handler dead-lettered a record of the run"
+        if emit.topic == catalog.AUDIT:
+            subject, audit = codec.decode_any(emit.value)
+            if subject == "passerelle.ErasureReceipt":
+                receipts.append((audit["consent_id"], audit["reason"]))
+            continue
+        n = codec.decode("passerelle.Notification", emit.value)
+        if tally is not None:
+            tally.notifications[n["kind"]] = tally.notifications.get(n["kind"], 0) + 1
+        if n["kind"] == "CONSENT_ENDED":
+            told.append((n["consent_id"], n["psid"]))
+            assert all(n["data"][f] is None for f in (*DETAIL_FIELDS, "balance_minor", "digest"))
+        else:
+            check_notification(model, n, now, booked)
+    assert receipts == [(c, reason) for c, _, reason in model.ends], "one receipt per end"
+    assert told == [(c, psid) for c, psid, reason in model.ends if reason != "TOMBSTONE"]
+    if tally is not None:
+        tally.ends += len(model.ends)
+
+
+class TestConsentModel:
+    @given(events)
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_every_output_is_one_the_consent_held_then_allows(
+        self, codec: Codec, sequence: list[Event]
+    ) -> None:
+        """Whatever the interleaving, every notification goes to the psid of a VALID,
+        readable, unexpired consent with the permission its kind needs, carries no field
+        the permissions do not unlock, a digest holds only its consent's activity, and
+        every ended consent gets exactly one receipt and one CONSENT_ENDED."""
+        check_run(codec, sequence)
+
+    def test_the_generated_runs_reach_every_kind_and_end(self, codec: Codec) -> None:
+        """The strategy is not vacuous: over a fixed sample, every kind is emitted and
+        consents end for every reason."""
+        tally = Tally()
+        reasons: set[str] = set()
+
+        @given(events)
+        @settings(max_examples=600, deadline=None, database=None, derandomize=True)
+        def sample(sequence: list[Event]) -> None:
+            check_run(codec, sequence, tally)
+            model = Model()
+            for _, (what, payload) in sequence:
+                if what == "consent":
+                    model.record(payload)
+                    reasons.update(r for *_, r in model.ends)
+                    model.ends = []
+
+        sample()
+        kinds = {"TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE", "DAILY_DIGEST"}
+        assert kinds | {"CONSENT_ENDED"} <= tally.notifications.keys(), tally
+        assert {"REPLACED", "REVOKED_BY_PSU"} <= reasons and tally.ends > 0
+
+
+# -- planted mutants: each must make the model check fail --------------------------------
+
+
+def _digest_without_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Digests checked for SUMMARIES and daily_digest, never for the status (finding 1)."""
+    from streams.rules import outputs
+
+    real = accounts_stage.release
+
+    def release(kind: Any, held: Any, now: int, booked_at: int | None = None) -> Any:
+        c = held.consent
+        if kind == "DAILY_DIGEST" and c and "SUMMARIES" in c["permissions"] and c["daily_digest"]:
+            return outputs.Release(c, outputs.ALWAYS | outputs.DIGEST_FIELDS)
+        return real(kind, held, now, booked_at)
+
+    monkeypatch.setattr(accounts_stage, "release", release)
+
+
+def _inherited_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another consent id or psid applied as an update of the one held (finding 2)."""
+    from streams.rules import consent
+
+    monkeypatch.setattr(consent, "same_consent", lambda a, b: True)
+
+
+def _fail_open_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable consent record changes nothing: the previous one goes on (finding 3)."""
+    from streams.rules.consent import Change
+
+    monkeypatch.setattr(accounts_stage, "mark_unreadable", lambda held: Change(held, "ignored"))
+
+
+def _alerts_with_details(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ALERTS unlocks the amount and the merchant (finding 4)."""
+    from streams.rules import outputs
+
+    detailed = frozenset({"amount_minor", "currency", "merchant_name", "category"})
+    monkeypatch.setitem(outputs.UNLOCKS, "ALERTS", detailed)
+
+
+MUTANTS = [_digest_without_status, _inherited_state, _fail_open_unreadable, _alerts_with_details]
+
+
+class TestMutants:
+    @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.__name__.strip("_"))
+    def test_the_model_check_catches_the_planted_mutant(
+        self, codec: Codec, monkeypatch: pytest.MonkeyPatch, mutant: Any
+    ) -> None:
+        """With the mutant planted, hypothesis finds a sequence the model check rejects."""
+        mutant(monkeypatch)
+
+        def violates(sequence: list[Event]) -> bool:
+            try:
+                check_run(codec, sequence)
+            except AssertionError:
+                return True
+            return False
+
+        found = find(
+            events,
+            violates,
+            settings=settings(
+                max_examples=5000,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            ),
+        )
+        assert violates(found)

@@ -233,6 +233,7 @@ def expected_from_stream(
     """(decision per transaction id, TRANSACTION ids expected, TRANSACTION ids never allowed)."""
     newest: dict[bytes, int] = {}
     live: dict[bytes, dict[str, Any] | None] = {}
+    unreadable: set[bytes] = set()
     seen: dict[bytes, set[str]] = defaultdict(set)
     pending: dict[bytes, set[str]] = defaultdict(set)
     decisions: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
@@ -249,18 +250,27 @@ def expected_from_stream(
             continue
         kind = dict(record.headers).get("kind")
         key = record.key
+        if kind == b"consent-unreadable":  # fail closed until a newer readable record
+            unreadable.add(key)
+            continue
         if kind == b"consent":
             update = (
                 None if record.value is None else codec.decode("passerelle.Consent", record.value)
             )
             if update is None:
                 live[key] = None
+                unreadable.discard(key)
                 seen.pop(key, None)
                 pending.pop(key, None)
             elif key not in newest or update["updated_at"] > newest[key]:
                 newest[key] = update["updated_at"]
+                unreadable.discard(key)
+                held = live.get(key)
+                replaced = held is not None and any(
+                    held[f] != update[f] for f in ("consent_id", "psid", "page_id")
+                )
                 live[key] = None if update["status"] in ENDING else update
-                if update["status"] in ENDING:
+                if update["status"] in ENDING or replaced:  # the state is erased
                     seen.pop(key, None)
                     pending.pop(key, None)
             continue
@@ -269,6 +279,7 @@ def expected_from_stream(
         c, now, booked = live.get(key), record.timestamp, tx["booked_at"]
         allowed = (
             c is not None
+            and key not in unreadable
             and c["status"] == "VALID"
             and now < c["valid_until"]
             and booked < c["valid_until"]

@@ -99,6 +99,49 @@ async def test_a_handler_failure_writes_nothing_and_stops_the_stage(
         )
 
 
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+async def test_a_record_that_raises_is_dead_lettered_and_the_partition_goes_on(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path, guarantee: str
+) -> None:
+    """With `on_error`, a record whose handler raises is dead-lettered in place of its
+    outputs, its half-made state changes are undone, and the records around it are
+    handled as if it were not there: 30 in = 28 out + 2 dead letters, counts intact."""
+    source, sink, dlq = await new_topic("in"), await new_topic("out"), await new_topic("dlq")
+    changelog = await new_topic("cl")
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        sends = [await producer.send(source, str(i).encode(), b"k") for i in range(30)]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+    def count(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
+        n = int(store.get("counts", record.key) or b"0") + 1
+        store.put("counts", record.key, str(n).encode())  # a change the failure must undo
+        if record.value in (b"7", b"21"):
+            raise KeyError("a record no rule foresaw")
+        return [Emit(sink, record.key, b"%s:%d" % (record.value, n))]
+
+    def dead_letter(record: ConsumerRecord[bytes, bytes], exc: Exception) -> Sequence[Emit]:
+        return [
+            Emit(dlq, record.key, record.value, headers=(("error", type(exc).__name__.encode()),))
+        ]
+
+    spec = StageSpec("guarded", count, topics=(source,), changelog=changelog, on_error=dead_letter)
+    stage = stage_on(settings, spec, data_dir=tmp_path, processing_guarantee=guarantee)
+    await run_until_processed(stage, 30)
+    survivors = [i for i in range(30) if i not in (7, 21)]
+    assert await read_values(settings, sink) == [
+        f"{i}:{n}".encode() for n, i in enumerate(survivors, start=1)
+    ]
+    letters = await read_partition(settings, dlq)
+    assert [(r.value, dict(r.headers)["error"]) for r in letters] == [
+        (b"7", b"KeyError"),
+        (b"21", b"KeyError"),
+    ]
+
+
 async def test_a_store_at_the_changelog_end_resumes_where_it_committed(
     settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
 ) -> None:

@@ -203,6 +203,51 @@ class TestRetriedSource:
         assert compare_pipeline(expected, decided, [note]).exact
 
 
+class TestConsentPaths:
+    def test_the_model_withholds_after_an_unreadable_consent_and_forgets_on_replacement(
+        self, codec: Any
+    ) -> None:
+        """An unreadable-consent marker withholds the account's next transaction (a
+        notification for it is a leak); a newer consent with another psid starts with
+        nothing seen, so the same transaction id is forwarded again, not a DUPLICATE."""
+        from streams.tools.checker import _notification_id, compare_pipeline, expected_from_stream
+        from tests import samples
+
+        key = b"banque-alpine:FR7630006000011234567890189"
+        consent = {**samples.CONSENT, "valid_until": samples.BOOKED_AT + 10**9}
+        version = samples.CONSENT["updated_at"]
+        newer = {**consent, "psid": "another-psid", "updated_at": version + 1}
+        newest = {**newer, "updated_at": version + 2}
+        frame = codec.encode(
+            "passerelle.Transaction", {**samples.TRANSACTION, "pending_transaction_id": None}
+        )
+        at = samples.BOOKED_AT + 1000
+
+        def rec(offset: int, value: bytes | None, kind: bytes) -> _Stream:
+            return _Stream(key, value, 0, offset, at, [("kind", kind)])
+
+        stream = [
+            rec(0, codec.encode("passerelle.Consent", consent), b"consent"),
+            rec(1, frame, b"transaction"),
+            rec(2, None, b"consent-unreadable"),
+            rec(3, frame, b"transaction"),
+            rec(4, codec.encode("passerelle.Consent", newer), b"consent"),
+            rec(5, codec.encode("passerelle.Consent", newest), b"consent"),
+            rec(6, frame, b"transaction"),
+        ]
+        decisions, wanted, _ = expected_from_stream(codec, stream)
+        tx_id = samples.TRANSACTION["transaction_id"]
+        assert decisions[tx_id] == [("FORWARDED", None), ("WITHHELD", None), ("FORWARDED", None)]
+        ident = _notification_id("TRANSACTION", "banque-alpine", tx_id)
+        assert wanted == {ident}
+        decided: list[dict[str, Any]] = [
+            {"transaction_id": tx_id, "outcome": o, "reason": r}
+            for o, r in [("FORWARDED", None), ("WITHHELD", "NO_CONSENT"), ("FORWARDED", None)]
+        ]
+        note = {"kind": "TRANSACTION", "notification_id": ident}
+        assert compare_pipeline((decisions, wanted, set()), decided, [note, note]).duplicates == 1
+
+
 class TestRepeatedSources:
     def test_a_source_record_forwarded_twice_is_counted_once_per_repeat(self) -> None:
         """Two stream records naming the same bank record are one repeat; ticks and distinct

@@ -164,6 +164,7 @@ def _demo(args: argparse.Namespace) -> None:
     from streams.tools import demo
 
     settings = Settings.from_env()
+    settings.require_hash_key()  # the demo's worker would refuse it: say so at once
     worker.quiet_client_loggers()
     codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
     log = Path(".run") / "demo-worker.log"

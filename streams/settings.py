@@ -67,6 +67,14 @@ class Settings:
     def hash_key_is_default(self) -> bool:
         return self.hash_key == DEV_HASH_KEY
 
+    def require_hash_key(self) -> None:
+        """Refuse the public development hash key unless these settings allow it."""
+        if self.hash_key_is_default and not self.allow_dev_hash_key:
+            raise SettingsError(
+                f"{PREFIX}HASH_KEY (or {PREFIX}HASH_KEY_FILE) is not set and the development "
+                f"key is public: set a secret key, or {PREFIX}ALLOW_DEV_HASH_KEY=on on a laptop"
+            )
+
     @property
     def uses_sasl(self) -> bool:
         return self.security_protocol.startswith("SASL_")

@@ -16,7 +16,6 @@ from streams.codec import Codec, EmbeddedRegistry
 from streams.core.service import StageService
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
-from streams.errors import SettingsError
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.settings import Settings
@@ -73,11 +72,7 @@ def pipeline(settings: Settings, metrics: Metrics, tick_interval_s: float = 1.0)
 def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> PasserelleApp:
     """The pipeline's worker: its two stages as services of the faust App. It refuses
     the public development hash key unless the settings allow it."""
-    if settings.hash_key_is_default and not settings.allow_dev_hash_key:
-        raise SettingsError(
-            "PASSERELLE_HASH_KEY (or PASSERELLE_HASH_KEY_FILE) is not set: the development "
-            "key is public; set a secret key, or PASSERELLE_ALLOW_DEV_HASH_KEY=on on a laptop"
-        )
+    settings.require_hash_key()
     metrics = Metrics(CollectorRegistry())
     built = pipeline(settings, metrics, tick_interval_s)
     services: list[ServiceT] = [

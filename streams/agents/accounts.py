@@ -21,12 +21,11 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from streams import catalog, model
+from streams import catalog, model, stream
 from streams.agents.dlq import dead_letter
 from streams.codec import Codec
-from streams.core.stage import Emit, StageSpec
+from streams.core.spec import Emit, StageSpec
 from streams.core.store import PartitionStore
-from streams.core.ticks import tick_time
 from streams.logs import event
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
@@ -42,7 +41,6 @@ from streams.rules.consent import (
 )
 from streams.rules.ingest import PROCESSING_ERROR
 from streams.rules.outputs import release
-from streams.stream import KIND_CONSENT, KIND_UNREADABLE_CONSENT
 
 log = logging.getLogger(__name__)
 
@@ -96,25 +94,29 @@ class Accounts:
         return [dead_letter(record, PROCESSING_ERROR, detail, carried=True)]
 
     def handle(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
-        now = tick_time(record)
-        if now is not None:
-            self.metrics.tick_time.set(now / 1000)
-            return self.tick(store, now)
-        headers = {k: v for k, v in record.headers}
-        kind = headers.get("kind")
-        if kind == KIND_CONSENT:
-            return self.consent(record, store)
-        if kind == KIND_UNREADABLE_CONSENT:
-            change = mark_unreadable(load_held(store, record.key))
-            return self.settle(record.key, store, change, record.timestamp)
-        return self.transaction(record, headers, store)
+        """One record of the per-account stream, in the account's order."""
+        read = stream.read(record)
+        now = record.timestamp
+        match read:
+            case stream.Tick(now=tick):
+                self.metrics.tick_time.set(tick / 1000)
+                return self.tick(store, tick)
+            case stream.ConsentFrame(key=key, frame=frame):
+                return self.consent(key, frame, store, now)
+            case stream.UnreadableConsent(key=key):
+                return self.settle(key, store, mark_unreadable(load_held(store, key)), now)
+            case stream.TransactionFrame():
+                return self.transaction(read, store, now)
+        raise AssertionError(f"not a per-account stream record: {type(read).__name__}")
 
     # -- consents ------------------------------------------------------------
 
-    def consent(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
-        update = None if record.value is None else self.codec.decode(model.CONSENT, record.value)
-        change = apply_update(load_held(store, record.key), update)  # type: ignore[arg-type]  # decoded Consent
-        return self.settle(record.key, store, change, record.timestamp)
+    def consent(
+        self, key: bytes, frame: bytes | None, store: PartitionStore, now: int
+    ) -> list[Emit]:
+        update = None if frame is None else self.codec.decode(model.CONSENT, frame)
+        change = apply_update(load_held(store, key), update)  # type: ignore[arg-type]  # decoded Consent
+        return self.settle(key, store, change, now)
 
     def settle(self, key: bytes, store: PartitionStore, change: Change, now: int) -> list[Emit]:
         """Keep the new consent state; on an end, erase, tell and leave a receipt."""
@@ -171,24 +173,24 @@ class Accounts:
     # -- transactions --------------------------------------------------------
 
     def transaction(
-        self, record: ConsumerRecord[bytes, bytes], headers: dict[str, bytes], store: PartitionStore
+        self, read: stream.TransactionFrame, store: PartitionStore, now: int
     ) -> list[Emit]:
-        tx: model.Transaction = self.codec.decode(model.TRANSACTION, record.value)  # type: ignore[assignment]  # decoded Transaction
-        now = record.timestamp
-        held = load_held(store, record.key)
+        tx: model.Transaction = self.codec.decode(model.TRANSACTION, read.frame)  # type: ignore[assignment]  # decoded Transaction
+        key, source = read.key, read.source
+        held = load_held(store, key)
         allowed = {p for p in OUTPUT_PERMISSIONS if gate(held, tx, now, p).forwarded}
         consent = held.consent
         if not allowed or consent is None:
             reason = gate(held, tx, now, "TRANSACTIONS").reason
-            return [self.decision(tx, headers, held, "WITHHELD", reason, now)]
-        state = load_state(store, record.key)
+            return [self.decision(tx, source, held, "WITHHELD", reason, now)]
+        state = load_state(store, key)
         effect = accounts.apply(state, tx, consent, now)
         if effect.duplicate:
-            return [self.decision(tx, headers, held, "WITHHELD", "DUPLICATE", now)]
-        save_state(store, record.key, state)
+            return [self.decision(tx, source, held, "WITHHELD", "DUPLICATE", now)]
+        save_state(store, key, state)
         if effect.stale:
-            return [self.decision(tx, headers, held, "WITHHELD", "STALE", now)]
-        emits = [self.decision(tx, headers, held, "FORWARDED", None, now)]
+            return [self.decision(tx, source, held, "WITHHELD", "STALE", now)]
+        emits = [self.decision(tx, source, held, "FORWARDED", None, now)]
         kinds: list[model.NotificationKind] = []
         kinds += ["TRANSACTION"] if effect.notify else []
         kinds += ["LARGE_TRANSACTION"] if effect.large else []
@@ -201,14 +203,14 @@ class Accounts:
                 sent += 1
         if sent:
             self.metrics.child(self.metrics.latency, "ingest").observe(
-                max(0.0, time.time() - record.timestamp / 1000)
+                max(0.0, time.time() - now / 1000)
             )
         return emits
 
     def decision(
         self,
         tx: model.Transaction,
-        headers: dict[str, bytes],
+        source: stream.Source,
         held: Held,
         outcome: model.Outcome,
         reason: model.WithheldReason | None,
@@ -220,9 +222,9 @@ class Accounts:
             "bank_id": tx["bank_id"],
             "account_hash": self.hasher.account(tx["bank_id"], tx["account_id"]),
             "transaction_id": tx["transaction_id"],
-            "source_topic": headers.get("source-topic", b"").decode(),
-            "source_partition": int(headers.get("source-partition", b"-1")),
-            "source_offset": int(headers.get("source-offset", b"-1")),
+            "source_topic": source.topic,
+            "source_partition": source.partition,
+            "source_offset": source.offset,
             "outcome": outcome,
             "reason": reason,
             "consent_id": consent["consent_id"]

@@ -13,32 +13,17 @@ from __future__ import annotations
 from aiokafka.structs import ConsumerRecord
 
 from streams import catalog
-from streams.core.stage import Emit
-
-SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
-
-
-def source_headers(
-    record: ConsumerRecord[bytes, bytes], carried: bool = False
-) -> tuple[tuple[str, bytes], ...]:
-    """Where a record was read: its own coordinates, or with `carried` (a record of our
-    own per-account stream) the ones it carries. Never trust a bank's record to say
-    where it came from: it could name another bank's topic."""
-    if carried:
-        found = {k: v for k, v in record.headers if k in SOURCE_HEADERS}
-        if len(found) == len(SOURCE_HEADERS):
-            return tuple((h, found[h]) for h in SOURCE_HEADERS)
-    return (
-        ("source-topic", record.topic.encode()),
-        ("source-partition", str(record.partition).encode()),
-        ("source-offset", str(record.offset).encode()),
-    )
+from streams.core.spec import Emit
+from streams.stream import Source
 
 
 def dead_letter(
     record: ConsumerRecord[bytes, bytes], reason: str, detail: str, carried: bool = False
 ) -> Emit:
-    """The original bytes, keyed as they came, with why and where in the headers."""
-    source = source_headers(record, carried)
-    headers = (("reason", reason.encode()), ("error", detail.encode()), *source)
+    """The original bytes, keyed as they came, with why and where in the headers. With
+    `carried` (a record of our own per-account stream), where is the bank record's
+    coordinates it carries; never trust a bank's own headers to say where it came from:
+    they could name another bank's topic."""
+    source = (Source.carried(record) if carried else None) or Source.of(record)
+    headers = (("reason", reason.encode()), ("error", detail.encode()), *source.headers())
     return Emit(catalog.DLQ, record.key, record.value, headers=headers)

@@ -17,16 +17,22 @@ from collections.abc import Sequence
 from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, model
-from streams.agents.dlq import dead_letter, source_headers
+from streams.agents.dlq import dead_letter
 from streams.codec import Codec
-from streams.core.stage import Emit, StageSpec
+from streams.core.spec import Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.errors import CodecError
 from streams.logs import event
 from streams.metrics import Metrics
 from streams.rules import ingest as rules
 from streams.rules.ingest import Rejected
-from streams.stream import KIND_CONSENT, KIND_TRANSACTION, KIND_UNREADABLE_CONSENT
+from streams.stream import (
+    KIND_CONSENT,
+    KIND_TRANSACTION,
+    KIND_UNREADABLE_CONSENT,
+    Source,
+    encode_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,4 +130,4 @@ def _unreadable_marker(record: ConsumerRecord[bytes, bytes], account_stream: str
 
 
 def _source(record: ConsumerRecord[bytes, bytes], kind: bytes) -> tuple[tuple[str, bytes], ...]:
-    return (("kind", kind), *source_headers(record))
+    return encode_headers(kind, Source.of(record))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from aiokafka.structs import ConsumerRecord
 
-from streams.core.stage import Emit, StageSpec
+from streams.core.spec import Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.core.ticks import tick_time
 

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, kafka
 from streams.core.batches import BatchWriter, Built, SendFailed, TooLarge
+from streams.core.spec import Emit, StageSpec
 from streams.core.standby import Standby
 from streams.core.store import PartitionStore
 from streams.errors import PasserelleError
@@ -75,41 +76,6 @@ TRANSACTION_TIMEOUT_MS = 30_000
 FETCH_MAX_WAIT_MS = 10
 # How often the stage refreshes its gauges (lag, table keys) and readiness.
 REPORT_INTERVAL_S = 1.0
-
-
-@dataclass(frozen=True)
-class Emit:
-    """One record a handler asks the stage to write."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    partition: int | None = None
-
-
-Handler = Callable[[ConsumerRecord[bytes, bytes], PartitionStore], Sequence[Emit]]
-OnError = Callable[[ConsumerRecord[bytes, bytes], Exception], Sequence[Emit]]
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What a stage reads, what it does with each record, and where its state goes."""
-
-    name: str
-    handler: Handler
-    topics: tuple[str, ...] = ()
-    pattern: str | None = None
-    changelog: str | None = None
-    """The changelog topic of a stateful stage (one input topic, co-partitioned)."""
-    catch_up: tuple[str, ...] = ()
-    """Input topics whose backlog, as found at assignment, is read before the
-    stage's other partitions (paused meanwhile) and before it says it is ready:
-    the consents, so no transaction overtakes a consent that was waiting."""
-    on_error: OnError | None = None
-    """What to write instead of a record whose handler raised (its dead letter): the
-    record's changes are undone and the partition goes on, like Kafka Streams'
-    processing-exception handler. None: the stage stops (StageFailed)."""
 
 
 class StageFailed(PasserelleError):

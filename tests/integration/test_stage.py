@@ -15,7 +15,8 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streams import catalog, kafka
-from streams.core.stage import Emit, Stage, StageFailed, StageSpec
+from streams.core.spec import Emit, StageSpec
+from streams.core.stage import Stage, StageFailed
 from streams.core.store import INPUT_OFFSET_KEY, PartitionStore, split_key
 from streams.metrics import Metrics
 from streams.settings import Settings

@@ -10,7 +10,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.memory_records import MemoryRecords
 
 from streams.core.batches import BatchWriter, TooLarge, partition_of
-from streams.core.stage import Emit
+from streams.core.spec import Emit
 
 
 def test_keys_land_where_the_default_partitioner_puts_them() -> None:

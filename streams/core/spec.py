@@ -1,0 +1,54 @@
+"""The handler contract: what a stage asks of the code it runs, and what it writes back.
+
+Agents import this module, not the engine: a handler is a function from one
+input record (and its partition's store) to the records it asks the stage to
+write, and a `StageSpec` says what a stage reads and where its state goes.
+The engine (`streams.core.stage`) runs specs; it knows nothing of banks or
+consents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka.structs import ConsumerRecord
+
+from streams.core.store import PartitionStore
+
+__all__ = ["Emit", "Handler", "OnError", "StageSpec"]
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One record a handler asks the stage to write."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+
+Handler = Callable[[ConsumerRecord[bytes, bytes], PartitionStore], Sequence[Emit]]
+OnError = Callable[[ConsumerRecord[bytes, bytes], Exception], Sequence[Emit]]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a stage reads, what it does with each record, and where its state goes."""
+
+    name: str
+    handler: Handler
+    topics: tuple[str, ...] = ()
+    pattern: str | None = None
+    changelog: str | None = None
+    """The changelog topic of a stateful stage (one input topic, co-partitioned)."""
+    catch_up: tuple[str, ...] = ()
+    """Input topics whose backlog, as found at assignment, is read before the
+    stage's other partitions (paused meanwhile) and before it says it is ready:
+    the consents, so no transaction overtakes a consent that was waiting."""
+    on_error: OnError | None = None
+    """What to write instead of a record whose handler raised (its dead letter): the
+    record's changes are undone and the partition goes on, like Kafka Streams'
+    processing-exception handler. None: the stage stops (StageFailed)."""

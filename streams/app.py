@@ -61,8 +61,7 @@ def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> 
 
 def main(app: PasserelleApp, settings: Settings, loglevel: str = "info") -> None:
     """Run the worker until SIGTERM or SIGINT; exits the process with its status."""
-    from streams.logs import logging_config
-    from streams.worker import quiet_client_loggers
+    from streams.logs import logging_config, quiet_client_loggers
 
     worker = faust.Worker(
         app,

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from streams import model
+from streams.limits import MAX_CHANGELOG_BATCH_BYTES, MAX_DLQ_BYTES, MAX_INPUT_BYTES
 from streams.settings import Settings
 
 HOUR_MS = 3_600_000
@@ -37,14 +38,6 @@ COMPACTED_SEGMENT_MS = HOUR_MS
 DELETE_RETENTION_MS = HOUR_MS
 # "delete, long" in the design: the audit trail is kept for a year.
 AUDIT_RETENTION_MS = 365 * DAY_MS
-# The largest record a bank or the consent authority may write (the broker
-# refuses more), and the DLQ's, which must hold any of them plus our headers.
-MAX_INPUT_BYTES = 1024 * 1024
-MAX_DLQ_BYTES = 2 * MAX_INPUT_BYTES
-# A stage writes one batch's changelog records to a partition as one record batch,
-# so they are written whole or not at all; a batch whose changes exceed this is
-# processed in halves.
-MAX_CHANGELOG_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)

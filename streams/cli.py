@@ -137,7 +137,7 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from streams import worker
+    from streams.logs import quiet_client_loggers
     from streams.settings import Settings
     from streams.tools import bench
 
@@ -145,7 +145,7 @@ def _bench(args: argparse.Namespace) -> None:
         raise PasserelleError("--records must be at least 1000 for a meaningful rate")
     if args.full and args.quick:
         raise PasserelleError("--full and --quick exclude each other")
-    worker.quiet_client_loggers()
+    quiet_client_loggers()
     sizes: tuple[int, ...] = (10_000, 100_000)
     if args.full:
         sizes += (1_000_000,)
@@ -158,14 +158,14 @@ def _bench(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from streams import worker
     from streams.codec import Codec, EmbeddedRegistry
+    from streams.logs import quiet_client_loggers
     from streams.settings import Settings
     from streams.tools import demo
 
     settings = Settings.from_env()
     settings.require_hash_key()  # the demo's worker would refuse it: say so at once
-    worker.quiet_client_loggers()
+    quiet_client_loggers()
     codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
     log = Path(".run") / "demo-worker.log"
     if not asyncio.run(demo.run(settings, codec, args.seconds, args.rate, log)):
@@ -262,15 +262,15 @@ def _consent(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from streams import worker
     from streams.codec import Codec, EmbeddedRegistry
+    from streams.logs import quiet_client_loggers
     from streams.settings import Settings
     from streams.tools import simulate
 
     if args.events < 1 or args.rate < 0:
         raise PasserelleError("--events must be at least 1 and --rate at least 0")
     settings = Settings.from_env()
-    worker.quiet_client_loggers()
+    quiet_client_loggers()
     codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
     feed = asyncio.run(simulate.run(settings, codec, args.events, args.rate, seed=args.seed))
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(feed.kinds.items()))

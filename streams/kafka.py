@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams import catalog
+from streams import limits
 from streams.settings import Settings
 
 
@@ -50,7 +50,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "enable_idempotence": True,
         "acks": "all",
         # Room for a dead letter: the largest input plus its headers.
-        "max_request_size": catalog.MAX_DLQ_BYTES,
+        "max_request_size": limits.MAX_DLQ_BYTES,
         **connection_options(settings),
     }
     options.update(overrides)
@@ -95,3 +95,24 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     elif settings.uses_tls:
         options["broker_credentials"] = faust.SSLCredentials(ssl_context(settings))
     return options
+
+
+async def read_all(settings: Settings, topic: str) -> list[Any]:
+    """Every committed record of a topic, partition by partition, in offset order."""
+    reader = consumer(settings, group_id=None, enable_auto_commit=False)
+    await reader.start()
+    try:
+        tps = await partitions_of(reader, topic)
+        if not tps:
+            return []
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        ends = await reader.end_offsets(tps)
+        records: list[Any] = []
+        for tp in tps:
+            while await reader.position(tp) < ends[tp]:
+                fetched = await reader.getmany(tp, timeout_ms=1000)
+                records.extend(r for r in fetched.get(tp, []) if r.offset < ends[tp])
+        return records
+    finally:
+        await reader.stop()

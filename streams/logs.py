@@ -78,3 +78,10 @@ def logging_config(log_format: str, level: str) -> dict[str, Any] | None:
         },
         "root": {"level": level.upper(), "handlers": ["default"]},
     }
+
+
+def quiet_client_loggers() -> None:
+    """aiokafka logs every connection and rebalance step at INFO; a logger left at
+    DEBUG also costs CPU on every send even when nothing is printed."""
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

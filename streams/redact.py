@@ -39,8 +39,3 @@ class KeyedHasher:
     def account(self, bank_id: str, account_id: str) -> str:
         """The hash that stands for one bank account wherever it must be named."""
         return self.digest("account", bank_id, account_id)
-
-
-def mask_account(account_id: str) -> str:
-    """The last four characters, as a customer sees them: `•••• 0189`."""
-    return "•••• " + account_id[-4:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from mode import ServiceT
@@ -19,13 +18,6 @@ from streams.core.ticks import Ticker
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.settings import Settings
-
-
-def quiet_client_loggers() -> None:
-    """aiokafka logs every connection and rebalance step at INFO; a logger left at
-    DEBUG also costs CPU on every send even when nothing is printed."""
-    for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> PasserelleApp:

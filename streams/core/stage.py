@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import IllegalOperation, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from streams import catalog, kafka
+from streams import kafka, limits
 from streams.core.batches import BatchWriter, Built, SendFailed, TooLarge
 from streams.core.spec import Emit, StageSpec
 from streams.core.standby import Standby
@@ -380,7 +380,7 @@ class Stage:
         p = part.tp.partition
         changes = [Emit(self.spec.changelog, k, v, partition=p) for k, v in store.pending().items()]
         try:
-            built = part.writer.whole(changes, catalog.MAX_CHANGELOG_BATCH_BYTES)
+            built = part.writer.whole(changes, limits.MAX_CHANGELOG_BATCH_BYTES)
         except TooLarge:
             store.discard()
             raise

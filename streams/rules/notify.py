@@ -34,8 +34,8 @@ from streams.model import (
     NotificationKind,
     Transaction,
 )
-from streams.redact import mask_account
 from streams.rules.categories import category
+from streams.rules.masking import mask_account
 from streams.rules.money import format_money
 from streams.rules.outputs import Release, redact
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from streams import kafka
+from streams.kafka import read_all
 from streams.settings import Settings
 
 TICK_KEY = b"\x00tick"
@@ -64,27 +64,6 @@ class Report:
     def table(self) -> str:
         fields = asdict(self)
         return "  ".join(f"{name}={value}" for name, value in fields.items())
-
-
-async def read_all(settings: Settings, topic: str) -> list[Any]:
-    """Every committed record of a topic, partition by partition, in offset order."""
-    consumer = kafka.consumer(settings, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = await kafka.partitions_of(consumer, topic)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[Any] = []
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                fetched = await consumer.getmany(tp, timeout_ms=1000)
-                records.extend(r for r in fetched.get(tp, []) if r.offset < ends[tp])
-        return records
-    finally:
-        await consumer.stop()
 
 
 async def check_standin(

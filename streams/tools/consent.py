@@ -15,9 +15,9 @@ from streams import kafka, model
 from streams.catalog import CONSENTS
 from streams.codec import Codec
 from streams.errors import PasserelleError
-from streams.redact import mask_account
+from streams.kafka import read_all
+from streams.rules.masking import mask_account
 from streams.settings import Settings
-from streams.tools.checker import read_all
 
 DAY_MS = 86_400_000
 

@@ -17,8 +17,8 @@ from streams import kafka, model
 from streams.catalog import AUDIT, DLQ, bank_of_topic, bank_topic_name
 from streams.codec import Codec
 from streams.errors import CodecError
+from streams.kafka import read_all
 from streams.settings import Settings
-from streams.tools.checker import read_all
 
 
 @dataclass

@@ -309,7 +309,7 @@ async def until_in_stream(
     settings: Settings, stream: str, keys: set[bytes], timeout_s: float = 120
 ) -> None:
     """Wait until every key has reached `stream` (the pipeline's account stream)."""
-    from streams.tools.checker import read_all
+    from streams.kafka import read_all
 
     deadline = time.monotonic() + timeout_s
     while not keys <= {r.key for r in await read_all(settings, stream)}:

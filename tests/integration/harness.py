@@ -77,7 +77,7 @@ async def caught_up(settings: Settings, group: str, topic: str) -> bool:
     Compared with the last *record*, not the end offset: a topic written in
     transactions ends with a commit marker that consumers never commit past.
     """
-    from streams.tools.checker import read_all
+    from streams.kafka import read_all
 
     last: dict[int, int] = {}
     for record in await read_all(settings, topic):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from streams import kafka
 from streams.settings import Settings
 from streams.tools import checker, standin
 from tests.integration.harness import Worker, committed, end_offsets, until_ready
@@ -101,7 +102,7 @@ async def test_a_tick_emits_once_with_no_further_input_across_a_restart(
     group, topic = f"{prefix}-standin", f"{prefix}.in"
     worker.start()
     deadline = time.monotonic() + 60
-    while len(await checker.read_all(settings, f"{prefix}.summaries")) < 50:
+    while len(await kafka.read_all(settings, f"{prefix}.summaries")) < 50:
         assert worker.alive() and time.monotonic() < deadline, f"no summaries; see {worker.log}"
         await asyncio.sleep(0.2)
     worker.kill()

@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from streams import catalog, kafka, model
+from streams import catalog, kafka, limits, model
 from streams.codec import Codec
+from streams.kafka import read_all
 from streams.settings import Settings
 from streams.tools import reconcile
-from streams.tools.checker import read_all
 from tests import samples
 from tests.conftest import fresh_app, unique_bank
 from tests.integration.harness import Worker, metrics_text, page
@@ -90,7 +90,7 @@ def hostile(codec: Codec, bank: str, rng: random.Random) -> list[Payload]:
     ]
     payloads = [rng.choice(kinds)() for _ in range(PAYLOADS - 12)]
     # Values up to the topic's limit: refused unread, and kept whole in the DLQ.
-    limit = catalog.MAX_INPUT_BYTES - 512  # the record batch's own overhead
+    limit = limits.MAX_INPUT_BYTES - 512  # the record batch's own overhead
     sizes = [65 * 1024, 100_000, 500_000, limit] * 3
     payloads += [(key, rng.randbytes(size), {"TOO_LARGE"}) for size in sizes]
     return payloads

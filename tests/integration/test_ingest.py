@@ -6,11 +6,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streams import model
+from streams import kafka, model
 from streams.catalog import CONSENTS, DLQ, Catalog
 from streams.codec import Codec
 from streams.settings import Settings
-from streams.tools import checker, topics
+from streams.tools import topics
 from tests import samples
 from tests.conftest import unique_bank
 from tests.integration.harness import Worker, produce, until
@@ -88,7 +88,7 @@ async def test_ingest_rekeys_and_rejects(
     ours = (alpine.encode(), bretagne.encode(), late.encode())
 
     async def stream_records() -> list[Any]:
-        return [r for r in await checker.read_all(settings, stream) if r.key.startswith(ours)]
+        return [r for r in await kafka.read_all(settings, stream) if r.key.startswith(ours)]
 
     expected = len(good) + 3
     await until(lambda: _count_at_least(stream_records, expected), worker)
@@ -116,14 +116,14 @@ async def test_ingest_rekeys_and_rejects(
         + [f"{alpine}:{acc}" for acc in accounts[:3]]
         + [f"{late}:L1"]
     )
-    consents_read = {r.key: r.partition for r in await checker.read_all(settings, CONSENTS)}
+    consents_read = {r.key: r.partition for r in await kafka.read_all(settings, CONSENTS)}
     for record in seen:
         if dict(record.headers)["kind"] == b"consent":
             assert consents_read[record.key] == record.partition, "not co-partitioned"
     planted = {(topic.encode(), key) for topic, key, _ in bad.values()}
     dead = [
         dict(r.headers)
-        for r in await checker.read_all(settings, DLQ)
+        for r in await kafka.read_all(settings, DLQ)
         if (dict(r.headers).get("source-topic"), r.key) in planted
     ]
     assert sorted(h["reason"].decode() for h in dead) == sorted(bad)

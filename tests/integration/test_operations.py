@@ -21,9 +21,9 @@ from streams.catalog import CONSENTS, Catalog, bank_topic_name
 from streams.codec import Codec
 from streams.core.store import table_key
 from streams.core.ticks import TICK_KEY, encode_tick
+from streams.kafka import read_all
 from streams.settings import Settings
 from streams.tools import reconcile, simulate, standin
-from streams.tools.checker import read_all
 from tests.conftest import fresh_app, unique_bank
 from tests.deploy import (
     PROMETHEUS,

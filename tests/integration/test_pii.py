@@ -21,10 +21,10 @@ from pathlib import Path
 from streams import catalog, model
 from streams.catalog import Catalog
 from streams.codec import Codec
+from streams.kafka import read_all
 from streams.rules.money import format_money
 from streams.settings import Settings
 from streams.tools import simulate
-from streams.tools.checker import read_all
 from tests.conftest import fresh_app, unique_bank
 from tests.integration.harness import Worker, metrics_text, until
 

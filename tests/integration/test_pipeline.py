@@ -65,7 +65,7 @@ async def test_notifications_follow_consent_and_stop_at_revocation(
         return codec.encode(model.TRANSACTION, record)
 
     async def ours(topic: str) -> list[Any]:
-        records = await checker.read_all(settings, topic)
+        records = await kafka.read_all(settings, topic)
         if topic == NOTIFICATIONS:
             return [
                 codec.decode(model.NOTIFICATION, r.value) for r in records if r.key == psid.encode()
@@ -128,14 +128,14 @@ async def test_notifications_follow_consent_and_stop_at_revocation(
     state_key = b"accounts\x00" + f"{bank}:ACC-A".encode()
     changelog = [
         r
-        for r in await checker.read_all(settings, cat.changelog("accounts").name)
+        for r in await kafka.read_all(settings, cat.changelog("accounts").name)
         if r.key == state_key
     ]
     assert changelog and changelog[-1].value is None, "the erasure must tombstone the changelog"
 
 
 async def _has_key(settings: Settings, topic: str, key: str) -> bool:
-    return any(r.key == key.encode() for r in await checker.read_all(settings, topic))
+    return any(r.key == key.encode() for r in await kafka.read_all(settings, topic))
 
 
 async def _has_subject(ours: Callable[[str], Awaitable[list[Any]]], subject: str) -> bool:
@@ -292,7 +292,7 @@ async def test_digests_and_expiry_follow_the_test_clock(
     psids = {psid: account for account, (psid, *_rest) in people.items()}
     notes = [
         codec.decode(model.NOTIFICATION, r.value)
-        for r in await checker.read_all(settings, NOTIFICATIONS)
+        for r in await kafka.read_all(settings, NOTIFICATIONS)
         if r.key.decode() in psids
     ]
     kinds = sorted((psids[n["psid"]], n["kind"]) for n in notes)
@@ -308,7 +308,7 @@ async def test_digests_and_expiry_follow_the_test_clock(
     )
     receipts = [
         d
-        for s, d in (codec.decode_any(r.value) for r in await checker.read_all(settings, AUDIT))
+        for s, d in (codec.decode_any(r.value) for r in await kafka.read_all(settings, AUDIT))
         if s == model.ERASURE_RECEIPT and d["bank_id"] == bank
     ]
     assert [r["reason"] for r in receipts] == ["EXPIRED"]
@@ -407,7 +407,7 @@ async def test_gate_and_accounts_rules_hold_through_a_worker(
 
     decisions = {
         d["transaction_id"].removeprefix(f"{bank}-"): (d["outcome"], d["reason"])
-        for s, d in (codec.decode_any(r.value) for r in await checker.read_all(settings, AUDIT))
+        for s, d in (codec.decode_any(r.value) for r in await kafka.read_all(settings, AUDIT))
         if s == model.DECISION and d["bank_id"] == bank
     }
     assert decisions == {
@@ -421,7 +421,7 @@ async def test_gate_and_accounts_rules_hold_through_a_worker(
     }
     notes = [
         codec.decode(model.NOTIFICATION, r.value)
-        for r in await checker.read_all(settings, NOTIFICATIONS)
+        for r in await kafka.read_all(settings, NOTIFICATIONS)
         if r.key.decode().endswith(f"-{bank}")
     ]
     by_account = sorted(
@@ -443,7 +443,7 @@ async def test_gate_and_accounts_rules_hold_through_a_worker(
 
 async def _decided(settings: Settings, codec: Codec, bank: str, n: int) -> bool:
     found = 0
-    for record in await checker.read_all(settings, AUDIT):
+    for record in await kafka.read_all(settings, AUDIT):
         subject, decision = codec.decode_any(record.value)
         found += subject == model.DECISION and decision["bank_id"] == bank
     return found >= n

@@ -14,7 +14,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from streams import catalog, kafka
+from streams import kafka, limits
 from streams.core.spec import Emit, StageSpec
 from streams.core.stage import Stage, StageFailed
 from streams.core.store import INPUT_OFFSET_KEY, PartitionStore, split_key
@@ -249,7 +249,7 @@ async def test_a_batch_changing_more_than_one_changelog_batch_holds_is_done_in_h
     """Each batch's state changes are written as one changelog record batch ending with
     the input offset they reach; when they do not fit one, the batch is processed in
     halves: every input's change lands once, between the offsets that enclose it."""
-    monkeypatch.setattr(catalog, "MAX_CHANGELOG_BATCH_BYTES", 4096)
+    monkeypatch.setattr(limits, "MAX_CHANGELOG_BATCH_BYTES", 4096)
     source, changelog = await new_topic("in"), await new_topic("cl")
     producer = kafka.producer(settings)
     await producer.start()

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from streams import kafka
 from streams.catalog import Catalog
 from streams.settings import Settings
-from streams.tools import checker, topics
+from streams.tools import topics
 from tests import samples
 from tests.conftest import fresh_app, unique_bank
 
@@ -39,7 +40,7 @@ async def test_produce_sends_good_lines_and_names_bad_ones(
     assert result.returncode == 1
     assert "line 3: field currency" in result.stdout
     assert "sent 2 records" in result.stdout
-    assert len(await checker.read_all(settings, f"bank.{bank}.transactions.v1")) == 2
+    assert len(await kafka.read_all(settings, f"bank.{bank}.transactions.v1")) == 2
 
 
 async def test_consent_grant_show_revoke(settings: Settings) -> None:

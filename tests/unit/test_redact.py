@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from streams.redact import KeyedHasher, mask_account
+from streams.redact import KeyedHasher
+from streams.rules.masking import mask_account
 
 ACCOUNT = "FR7630006000011234567890189"
 

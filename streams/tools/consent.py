@@ -12,10 +12,11 @@ import uuid
 from typing import Any
 
 from streams import kafka, model
-from streams.catalog import CONSENTS
+from streams.catalog import CONSENTS, bank_topic_name
 from streams.codec import Codec
 from streams.errors import PasserelleError
 from streams.kafka import read_all
+from streams.rules.ingest import check_consent
 from streams.rules.masking import mask_account
 from streams.settings import Settings
 
@@ -63,6 +64,15 @@ def grant(
     large: int | None,
     low: int | None,
 ) -> model.Consent:
+    """A VALID consent for `days` days, checked as ingest will check it: a consent the
+    worker would dead-letter (and so withhold the account for) is refused here, in one
+    line naming the field."""
+    try:
+        bank_topic_name(bank_id)
+    except ValueError as exc:
+        raise PasserelleError(str(exc)) from None
+    if days < 1:
+        raise PasserelleError(f"--days must be at least 1 (a consent valid for {days} days)")
     now = int(time.time() * 1000)
     consent: dict[str, Any] = {
         "consent_id": f"cns-{uuid.uuid4().hex[:12]}",
@@ -83,6 +93,9 @@ def grant(
         "daily_digest": digest,
         "updated_at": now,
     }
+    refused = check_consent(bank_id, account_id, consent)  # type: ignore[arg-type]  # built above
+    if refused is not None:
+        raise PasserelleError(f"{refused.detail} ({refused.reason})")
     return consent  # type: ignore[return-value]  # built field by field above
 
 

@@ -1,9 +1,10 @@
 """`passerelle produce`: a bank's integration engineer sends JSON lines as framed Avro.
 
 Each line is one Transaction as JSON. Timestamps may be epoch milliseconds or
-ISO 8601 strings. Every line is checked before anything is sent: the schema,
-the bank (it must be the topic's), the currency. A bad line is reported with
-its number and the field at fault, and is not sent; the others are.
+ISO 8601 strings with a zone. Every line is checked before anything is sent: the
+schema, the bank (it must be the topic's), the currency, whole minor units. A
+bad line is reported with its number and the field at fault, and is not sent;
+the others are.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from streams.settings import Settings
 
 Say = Callable[[str], None]
 TIMESTAMPS = ("booked_at",)
+# Avro would truncate 12.5 to 12 without a word: refused instead.
+INTEGERS = ("amount_minor", "balance_after_minor")
 
 
 @dataclass
@@ -42,9 +45,16 @@ def parse_line(codec: Codec, bank_id: str, number: int, line: str) -> tuple[byte
     for name in TIMESTAMPS:
         if isinstance(record.get(name), str):
             try:
-                record[name] = int(dt.datetime.fromisoformat(record[name]).timestamp() * 1000)
+                when = dt.datetime.fromisoformat(record[name])
             except ValueError:
                 return f"line {number}: field {name}: not an ISO 8601 timestamp"
+            if when.tzinfo is None:  # read in this machine's zone, it would move the booking
+                return f"line {number}: field {name}: needs a zone offset (Z or +01:00)"
+            record[name] = int(when.timestamp() * 1000)
+    for name in INTEGERS:
+        value = record.get(name)
+        if isinstance(value, bool) or (value is not None and not isinstance(value, int)):
+            return f"line {number}: field {name}: must be a whole number of minor units"
     if record.get("bank_id") != bank_id:
         return f"line {number}: field bank_id: must be {bank_id}, the bank of this topic"
     if not is_currency(str(record.get("currency"))):

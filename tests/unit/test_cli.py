@@ -59,6 +59,25 @@ class TestWrongArguments:
         assert result.returncode == 1 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
+    @pytest.mark.parametrize(
+        ("option", "value", "message"),
+        [
+            ("--timezone", "Europe/Londn", "timezone is not an IANA time zone"),
+            ("--locale", "xx-YY", "locale is not a known BCP 47 locale"),
+            ("--days", "-3", "--days must be at least 1"),
+            ("--bank", "Bad_Bank", "must be lowercase letters, digits and dashes"),
+        ],
+    )
+    def test_consent_grant_refuses_what_the_worker_would_refuse(
+        self, option: str, value: str, message: str
+    ) -> None:
+        """`consent grant` checks the consent as ingest will, before any Kafka call: one
+        line, exit 1, instead of a consent that would withhold the account."""
+        args = ["consent", "grant", "--bank", "b", "--account", "A1", "--psid", "p1"]
+        result = run(*args, option, value, PASSERELLE_BOOTSTRAP="127.0.0.1:1")
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
     def test_an_invalid_bank_id_gives_one_line(self) -> None:
         """A bank id that could forge a topic name is refused before any Kafka call."""
         result = run("topics", "list", "--bank", "Evil.Bank")

@@ -33,7 +33,10 @@ class TestParseLine:
             ("{not json", "line 7: not JSON"),
             (json.dumps({**GOOD, "bank_id": "other"}), "line 7: field bank_id: must be alpine"),
             (json.dumps({**GOOD, "currency": "EURO"}), "line 7: field currency: not an ISO 4217"),
-            (json.dumps({**GOOD, "amount_minor": "12.50"}), "line 7: record does not fit"),
+            (json.dumps({**GOOD, "amount_minor": "12.50"}), "field amount_minor: must be a whole"),
+            (json.dumps({**GOOD, "amount_minor": 12.5}), "field amount_minor: must be a whole"),
+            (json.dumps({**GOOD, "balance_after_minor": 1.5}), "field balance_after_minor"),
+            (json.dumps({**GOOD, "booked_at": "2026-11-29T00:00:00"}), "needs a zone offset"),
             (json.dumps({k: v for k, v in GOOD.items() if k != "status"}), "status"),
             (json.dumps({**GOOD, "booked_at": "yesterday"}), "line 7: field booked_at"),
         ],
@@ -44,4 +47,4 @@ class TestParseLine:
         """Each fault names the line number and the field, and never echoes the value."""
         error = parse_line(codec, "alpine", 7, line)
         assert isinstance(error, str) and message in error and error.startswith("line 7:")
-        assert "12.50" not in error
+        assert "12.50" not in error and "12.5" not in error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -19,6 +20,17 @@ from streams.security import DEFAULT_BANK_QUOTA
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+def _bank_id(text: str) -> str:
+    """An argparse type: a bank id as topic names need it (a usage error otherwise)."""
+    from streams.catalog import bank_topic_name
+
+    try:
+        bank_topic_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -304,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bank",
         action="append",
         default=[],
+        type=_bank_id,
         metavar="BANK_ID",
         help="also the ingest topic of this bank (repeatable)",
     )
@@ -317,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bank",
         action="append",
         default=[],
+        type=_bank_id,
         metavar="BANK_ID",
         help="a bank to grant (repeatable)",
     )
@@ -362,13 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     prod = commands.add_parser("produce", help="send JSON-lines transactions as a bank would")
-    prod.add_argument("--bank", required=True, metavar="BANK_ID", help="your bank id (the topic's)")
+    prod.add_argument(
+        "--bank", required=True, type=_bank_id, metavar="BANK_ID", help="your bank id (the topic's)"
+    )
     prod.add_argument("file", nargs="?", default="-", help="JSON lines (default: stdin)")
     prod.set_defaults(run=_produce)
 
     cns = commands.add_parser("consent", help="grant, revoke or show an account's consent")
     cns.add_argument("action", choices=["grant", "revoke", "show"])
-    cns.add_argument("--bank", required=True, metavar="BANK_ID")
+    cns.add_argument("--bank", required=True, type=_bank_id, metavar="BANK_ID")
     cns.add_argument("--account", required=True, metavar="ACCOUNT_ID")
     cns.add_argument("--psid", help="the customer's page-scoped id (grant)")
     cns.add_argument("--page", default="page-demo", help="the bank's Messenger page (grant)")
@@ -393,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     rec = commands.add_parser("reconcile", help="in = forwarded + withheld + dlq, per bank")
-    rec.add_argument("--bank", action="append", required=True, metavar="BANK_ID")
+    rec.add_argument("--bank", action="append", required=True, type=_bank_id, metavar="BANK_ID")
     rec.add_argument("--wait", type=float, default=0.0, help="seconds to wait for balance")
     rec.set_defaults(run=_reconcile)
 
@@ -411,10 +427,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], None] = args.run
+    from aiokafka.errors import KafkaConnectionError
+
     try:
         run(args)
     except PasserelleError as exc:
         print(f"passerelle {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KafkaConnectionError:
+        where = os.environ.get("PASSERELLE_BOOTSTRAP", "127.0.0.1:9092")
+        print(
+            f"passerelle {args.command}: cannot reach Kafka at {where}: start it "
+            "(make kafka-up) or point PASSERELLE_BOOTSTRAP at it",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -65,7 +65,6 @@ class TestWrongArguments:
             ("--timezone", "Europe/Londn", "timezone is not an IANA time zone"),
             ("--locale", "xx-YY", "locale is not a known BCP 47 locale"),
             ("--days", "-3", "--days must be at least 1"),
-            ("--bank", "Bad_Bank", "must be lowercase letters, digits and dashes"),
         ],
     )
     def test_consent_grant_refuses_what_the_worker_would_refuse(
@@ -78,10 +77,32 @@ class TestWrongArguments:
         assert result.returncode == 1, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
-    def test_an_invalid_bank_id_gives_one_line(self) -> None:
-        """A bank id that could forge a topic name is refused before any Kafka call."""
-        result = run("topics", "list", "--bank", "Evil.Bank")
-        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("topics", "list", "--bank", "Evil.Bank"),
+            ("consent", "grant", "--bank", "Bad_Bank", "--account", "A1", "--psid", "p1"),
+            ("reconcile", "--bank", "NOT_VALID"),
+            ("produce", "--bank", "a.b"),
+        ],
+    )
+    def test_an_invalid_bank_id_is_a_usage_error(self, args: tuple[str, ...]) -> None:
+        """A bank id that could forge a topic name is refused by the parser, before any
+        Kafka call: one line naming the rule, exit 2."""
+        result = run(*args, PASSERELLE_BOOTSTRAP="127.0.0.1:1")
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "lowercase letters, digits and dashes" in result.stderr
+
+    @pytest.mark.parametrize(
+        "args", [("tail",), ("consent", "show", "--bank", "a", "--account", "b")]
+    )
+    def test_no_broker_is_a_sentence_not_a_traceback(self, args: tuple[str, ...]) -> None:
+        """Without a broker a tool says where it looked and what to do, and exits 1 (aiokafka
+        still logs its own connection error above it)."""
+        result = run(*args, PASSERELLE_BOOTSTRAP="127.0.0.1:1")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert f"passerelle {args[0]}: cannot reach Kafka at 127.0.0.1:1" in result.stderr
 
 
 class TestCommands:

@@ -41,12 +41,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _kafka(args: argparse.Namespace) -> None:
+    from streams.devkit import localkafka
     from streams.settings import LocalKafkaSettings
-    from streams.tools import localkafka
+    from streams.tools import kafkajars
 
     settings = LocalKafkaSettings.from_env()
     if args.action == "fetch":
-        print(f"Kafka {localkafka.kafka_version()} jars: {localkafka.ensure_jars(settings)}")
+        print(f"Kafka {kafkajars.kafka_version()} jars: {kafkajars.ensure_jars(settings)}")
         return
     if args.cluster:
         cluster = localkafka.Cluster.three(settings)
@@ -149,9 +150,9 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    from streams.devkit import bench
     from streams.logs import quiet_client_loggers
     from streams.settings import Settings
-    from streams.tools import bench
 
     if args.records < 1000:
         raise PasserelleError("--records must be at least 1000 for a meaningful rate")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from mode import ServiceT
 from prometheus_client import CollectorRegistry
 
-from streams.agents import ingest, standin
+from streams.agents import ingest
 from streams.agents.accounts import Accounts
 from streams.app import PasserelleApp, create_app
 from streams.catalog import Catalog
@@ -15,6 +15,7 @@ from streams.codec import Codec, EmbeddedRegistry
 from streams.core.service import StageService
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
+from streams.devkit import standin_stage as standin
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.settings import Settings

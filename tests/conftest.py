@@ -1,6 +1,6 @@
 """Shared fixtures: one real broker per test session, uuid-named topics per test.
 
-The broker is the project's own (`streams.tools.localkafka`), on its own ports
+The broker is the project's own (`streams.devkit.localkafka`), on its own ports
 and run folder so that a developer's `make kafka-up` broker is left alone. A
 test that needs Kafka fails when it cannot get one: nothing here skips.
 """
@@ -21,8 +21,8 @@ from aiokafka.admin import NewTopic
 
 from streams import kafka
 from streams.codec import Codec, EmbeddedRegistry
+from streams.devkit import localkafka
 from streams.settings import LocalKafkaSettings, Settings
-from streams.tools import localkafka
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_BROKER_PORT = 9192

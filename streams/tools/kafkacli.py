@@ -15,7 +15,7 @@ from pathlib import Path
 
 from streams.errors import PasserelleError
 from streams.settings import LocalKafkaSettings, Settings
-from streams.tools import localkafka
+from streams.tools import kafkajars
 
 ACL_COMMAND = "org.apache.kafka.tools.AclCommand"
 CONFIG_COMMAND = "kafka.admin.ConfigCommand"
@@ -56,8 +56,8 @@ def _quoted(value: str) -> str:
 def run(settings: Settings, main_class: str, *args: str, timeout_s: float = 120) -> str:
     """Run one tool against the brokers of `settings`; its stdout, or KafkaToolError."""
     local = LocalKafkaSettings.from_env()
-    libs = localkafka.ensure_jars(local)
-    java = localkafka.require_java()
+    libs = kafkajars.ensure_jars(local)
+    java = kafkajars.require_java()
     with tempfile.TemporaryDirectory(prefix="passerelle-kafka-cli-") as folder:
         config = Path(folder) / "client.properties"
         config.touch(mode=0o600)
@@ -66,7 +66,7 @@ def run(settings: Settings, main_class: str, *args: str, timeout_s: float = 120)
             java,
             "-Xmx256m",
             "-XX:TieredStopAtLevel=1",  # short-lived: start fast rather than run fast
-            f"-Dlog4j2.configurationFile={localkafka.LOG4J_CONFIG}",
+            f"-Dlog4j2.configurationFile={kafkajars.LOG4J_CONFIG}",
             f"-Dkafka.logs.dir={folder}",  # the tool's own log, gone with the folder
             "-cp",
             f"{libs}/*",

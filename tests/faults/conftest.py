@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from streams.devkit import localkafka
 from streams.settings import LocalKafkaSettings
-from streams.tools import localkafka
 from tests.conftest import REPO, _session_cluster
 
 FAULTS_CLUSTER_PORT = 19292  # nodes on 19292, 19302, 19312: below the ephemeral range

@@ -37,8 +37,9 @@ from aiokafka.errors import KafkaError
 from streams import catalog, kafka
 from streams.catalog import Catalog
 from streams.codec import Codec
+from streams.devkit import checker, localkafka
 from streams.settings import LocalKafkaSettings, Settings
-from streams.tools import checker, kafkacli, localkafka, reconcile, simulate, topics
+from streams.tools import kafkacli, reconcile, simulate, topics
 from tests.conftest import unique_bank
 from tests.integration.harness import (
     Worker,

@@ -14,8 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streams import kafka
+from streams.devkit.workerproc import Worker, free_port, http_get, page, scraped, until_ready
 from streams.settings import Settings
-from streams.tools.workerproc import Worker, free_port, http_get, page, scraped, until_ready
 
 # re-exported for the tests
 __all__ = ["Worker", "free_port", "http_get", "page", "scraped", "until_ready"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from streams import kafka
+from streams.devkit import checker, standin
 from streams.settings import Settings
-from streams.tools import checker, standin
 from tests.integration.harness import Worker, committed, end_offsets, until_ready
 
 INPUTS = 60_000

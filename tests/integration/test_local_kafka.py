@@ -13,8 +13,8 @@ import pytest
 from aiokafka.admin import NewTopic
 
 from streams import kafka
+from streams.devkit import localkafka
 from streams.settings import LocalKafkaSettings, Settings
-from streams.tools import localkafka
 
 QUIET = {"say": lambda _: None}
 

@@ -16,14 +16,15 @@ import yaml
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams import kafka, model
-from streams.agents.standin import COUNTS
 from streams.catalog import CONSENTS, Catalog, bank_topic_name
 from streams.codec import Codec
 from streams.core.store import table_key
 from streams.core.ticks import TICK_KEY, encode_tick
+from streams.devkit import standin
+from streams.devkit.standin_stage import COUNTS
 from streams.kafka import read_all
 from streams.settings import Settings
-from streams.tools import reconcile, simulate, standin
+from streams.tools import reconcile, simulate
 from tests.conftest import fresh_app, unique_bank
 from tests.deploy import (
     PROMETHEUS,

@@ -12,8 +12,9 @@ from typing import Any
 from streams import kafka, model
 from streams.catalog import AUDIT, CONSENTS, NOTIFICATIONS, Catalog
 from streams.codec import Codec
+from streams.devkit import checker
 from streams.settings import Settings
-from streams.tools import checker, topics
+from streams.tools import topics
 from tests import samples
 from tests.conftest import unique_bank
 from tests.integration.harness import Worker, metrics_text, send, until

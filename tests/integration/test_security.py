@@ -18,9 +18,10 @@ from aiokafka.errors import KafkaError, for_code
 from streams import catalog, kafka, model, security
 from streams.catalog import Catalog
 from streams.codec import Codec
+from streams.devkit import localkafka
 from streams.kafka import read_all
 from streams.settings import Settings
-from streams.tools import acls, localkafka, topics
+from streams.tools import acls, topics
 from tests import samples
 from tests.conftest import SECURE_BANKS
 from tests.integration.harness import Worker, send, until

@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from streams import kafka
 from streams.core.loopwatch import LoopWatch
+from streams.devkit import localkafka
 from streams.errors import LocalKafkaError
 from streams.metrics import ALLOWED_LABELS, Metrics
 from streams.settings import LocalKafkaSettings, Settings
-from streams.tools import localkafka
+from streams.tools import kafkajars
 
 
 class TestClientFactory:
@@ -104,7 +105,7 @@ class TestLocalKafkaConfig:
 
     def test_the_kafka_version_is_read_from_the_pom(self) -> None:
         """deploy/kafka/pom.xml is the one place the Kafka version is pinned."""
-        assert localkafka.kafka_version().startswith("4.")
+        assert kafkajars.kafka_version().startswith("4.")
 
     def test_a_port_in_use_is_reported_with_what_to_do(self, tmp_path: Path) -> None:
         """Starting on a port another process holds fails in one line naming the port."""

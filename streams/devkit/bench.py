@@ -40,10 +40,11 @@ from aiokafka import TopicPartition
 from streams import catalog, kafka, model
 from streams.catalog import Catalog, Topic
 from streams.codec import Codec, EmbeddedRegistry
+from streams.devkit import localkafka
+from streams.devkit.workerproc import Worker, metric_sum, metrics_page, scraped, until_ready
 from streams.errors import PasserelleError
 from streams.settings import LocalKafkaSettings, Settings
-from streams.tools import localkafka, simulate, topics
-from streams.tools.workerproc import Worker, metric_sum, metrics_page, scraped, until_ready
+from streams.tools import simulate, topics
 
 Say = Callable[[str], None]
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"

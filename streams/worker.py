@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mode import ServiceT
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from streams.agents import ingest
 from streams.agents.accounts import Accounts
@@ -23,7 +23,7 @@ from streams.settings import Settings
 
 def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> PasserelleApp:
     """The core's proof workload as a worker."""
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(worker_registry())
     topics = standin.StandinTopics(prefix)
     ticker = (
         Ticker(settings, topics.input, settings.partitions, tick_interval_s)
@@ -62,11 +62,22 @@ def pipeline(settings: Settings, metrics: Metrics, tick_interval_s: float = 1.0)
     )
 
 
+def worker_registry() -> CollectorRegistry:
+    """A worker's registry: its own metrics, and the process's (CPU, memory, open
+    files: `process_*`) and the interpreter's (`python_gc_*`, `python_info`) that an
+    SRE expects from any Python service."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
 def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> PasserelleApp:
     """The pipeline's worker: its two stages as services of the faust App. It refuses
     the public development hash key unless the settings allow it."""
     settings.require_hash_key()
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(worker_registry())
     built = pipeline(settings, metrics, tick_interval_s)
     services: list[ServiceT] = [
         StageService(built.ingest),

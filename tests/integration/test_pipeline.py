@@ -101,6 +101,7 @@ async def test_notifications_follow_consent_and_stop_at_revocation(
     ]:
         assert line in scraped, line
     assert 'passerelle_e2e_latency_seconds_count{source="event_time"}' in scraped
+    assert "process_resident_memory_bytes" in scraped and "python_gc_collections_total" in scraped
     assert psid not in scraped and "ACC-A" not in scraped and "55000" not in scraped
 
     notes = await ours(NOTIFICATIONS)

@@ -11,12 +11,19 @@ a no-break space before the symbol); en-GB writes `€1,234.56` and
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+import re
+from dataclasses import dataclass
 from functools import cache
 
 from babel import Locale, UnknownLocaleError
 from babel.core import get_global
-from babel.numbers import format_currency, get_currency_precision, get_territory_currencies
+from babel.numbers import (
+    get_currency_precision,
+    get_currency_symbol,
+    get_decimal_symbol,
+    get_group_symbol,
+    get_territory_currencies,
+)
 
 NNBSP = "\u202f"  # narrow no-break space: French thousands separator (CLDR)
 NBSP = "\u00a0"  # no-break space: between a French amount and its symbol
@@ -60,7 +67,56 @@ def is_locale(tag: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """How one locale writes one currency, read once from CLDR: what goes before and
+    after the number (positive, negative), the separators, the grouping, the digits."""
+
+    around: tuple[tuple[str, str], tuple[str, str]]
+    group: str
+    decimal: str
+    grouping: tuple[int, int]
+    digits: int
+    min_int: int
+
+
+@cache
+def _shape(locale: str, currency: str) -> _Shape:
+    where = _locale(locale)
+    pattern = where.currency_formats["standard"]
+    symbol = get_currency_symbol(currency, where)
+
+    def fill(affix: str) -> str:  # as babel's NumberPattern.apply fills its affixes
+        affix = affix.replace("¤¤", currency.upper()).replace("¤", symbol)
+        return re.sub(r"'([^']*)'", lambda m: m.group(1) or "'", affix)
+
+    return _Shape(
+        around=(
+            (fill(pattern.prefix[0]), fill(pattern.suffix[0])),
+            (fill(pattern.prefix[1]), fill(pattern.suffix[1])),
+        ),
+        group=get_group_symbol(where),
+        decimal=get_decimal_symbol(where),
+        grouping=pattern.grouping,
+        digits=minor_digits(currency),
+        min_int=pattern.int_prec[0],
+    )
+
+
 def format_money(amount_minor: int, currency: str, locale: str) -> str:
-    """`amount_minor` of `currency` as the locale writes it (the sign kept)."""
-    amount = Decimal(amount_minor).scaleb(-minor_digits(currency))
-    return str(format_currency(amount, currency, locale=_locale(locale)))
+    """`amount_minor` of `currency` as the locale writes it (the sign kept): exactly
+    what babel's `format_currency` writes (a test holds the two together), from a
+    shape read once per locale and currency, since babel takes ~80 µs an amount and
+    this is on the hot path of every notification."""
+    shape = _shape(locale, currency)
+    units, cents = divmod(abs(amount_minor), 10**shape.digits)
+    whole = str(units).rjust(shape.min_int, "0")
+    size, grouped = shape.grouping[0], ""
+    while len(whole) > size:
+        grouped = shape.group + whole[-size:] + grouped
+        whole, size = whole[:-size], shape.grouping[1]
+    number = whole + grouped
+    if shape.digits:
+        number += shape.decimal + str(cents).rjust(shape.digits, "0")
+    before, after = shape.around[amount_minor < 0]
+    return before + number + after

@@ -178,11 +178,12 @@ class Accounts:
         tx: model.Transaction = self.codec.decode(model.TRANSACTION, read.frame)  # type: ignore[assignment]  # decoded Transaction
         key, source = read.key, read.source
         held = load_held(store, key)
-        allowed = {p for p in OUTPUT_PERMISSIONS if gate(held, tx, now, p).forwarded}
+        verdict = gate(held, tx, now, "TRANSACTIONS")
         consent = held.consent
-        if not allowed or consent is None:
-            reason = gate(held, tx, now, "TRANSACTIONS").reason
-            return [self.decision(tx, source, held, "WITHHELD", reason, now)]
+        if consent is None or not (
+            verdict.forwarded or (verdict.reason == "PERMISSION" and _uses(consent))
+        ):  # no output of this transaction could be permitted: the TRANSACTIONS reason
+            return [self.decision(tx, source, held, "WITHHELD", verdict.reason, now)]
         state = load_state(store, key)
         effect = accounts.apply(state, tx, consent, now)
         if effect.duplicate:
@@ -321,6 +322,11 @@ class Accounts:
     def audit(self, consent: model.Consent, record: Any, subject: str) -> Emit:
         key = self.hasher.account(consent["bank_id"], consent["account_id"]).encode()
         return Emit(catalog.AUDIT, key, self.codec.encode(subject, record))
+
+
+def _uses(consent: model.Consent) -> bool:
+    """Whether the consent permits any output a transaction can have."""
+    return any(p in consent["permissions"] for p in OUTPUT_PERMISSIONS)
 
 
 def _bank_of_key(key: bytes | None) -> str:

@@ -8,20 +8,27 @@ consent for another recipient ends the previous one before anything reaches the 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer
+from prometheus_client import CollectorRegistry
 
-from streams import kafka, model
+from streams import kafka, model, worker
 from streams.catalog import AUDIT, CONSENTS, DLQ, NOTIFICATIONS, Catalog
 from streams.codec import Codec
+from streams.metrics import Metrics
+from streams.rules import accounts as account_rules
+from streams.rules import notify
 from streams.settings import Settings
 from streams.tools import reconcile, topics
 from tests import samples
-from tests.conftest import unique_bank
+from tests.conftest import bounded, fresh_app, unique_bank
 from tests.integration.harness import Worker, until
 
 
@@ -156,11 +163,13 @@ async def test_an_unreadable_consent_withholds_and_a_new_recipient_ends_the_old_
         codec.decode(model.NOTIFICATION, m.value())
         for m in librdkafka_read(settings, NOTIFICATIONS, {first.encode(), second.encode()}, 3)
     ]
-    assert [(n["psid"], n["kind"]) for n in notes] == [
-        (first, "TRANSACTION"),
-        (first, "CONSENT_ENDED"),
-        (second, "TRANSACTION"),
-    ]
+    # Keyed by psid, the two recipients' notifications sit on their own partitions: the
+    # order holds per recipient, and in time across them.
+    to_first = [n for n in notes if n["psid"] == first]
+    to_second = [n for n in notes if n["psid"] == second]
+    assert [n["kind"] for n in to_first] == ["TRANSACTION", "CONSENT_ENDED"]
+    assert [n["kind"] for n in to_second] == ["TRANSACTION"]
+    assert to_second[0]["created_at"] >= to_first[1]["created_at"]
     receipts = [
         d
         for s, d in (codec.decode_any(r.value) for r in await kafka.read_all(settings, AUDIT))
@@ -170,6 +179,85 @@ async def test_an_unreadable_consent_withholds_and_a_new_recipient_ends_the_old_
     letters = [r for r in await kafka.read_all(settings, DLQ) if r.key == key]
     assert [dict(_headers(r))["reason"] for r in letters] == [b"FIELD_TOO_LONG"]
     assert counts[bank].balanced and counts[bank].ingested == 3
+
+
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+async def test_a_transaction_that_raises_in_the_accounts_handler_is_dead_lettered(
+    settings: Settings,
+    codec: Codec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    guarantee: str,
+) -> None:
+    """A transaction on which the accounts handler raises (a rule planted to fail) is
+    dead-lettered as PROCESSING_ERROR with its bank topic's coordinates; the partition
+    goes on (the transactions after it are notified) and the bank reconciles: 5 in =
+    4 forwarded + 1 dead letter."""
+    bank = unique_bank()
+    app = await fresh_app(settings, "raises", [bank])
+    app = dataclasses.replace(app, data_dir=tmp_path, processing_guarantee=guarantee)  # type: ignore[arg-type]  # a Guarantee literal
+    real = account_rules.apply
+
+    def apply(state: Any, tx: Any, consent: Any, now: int) -> Any:
+        if tx["transaction_id"].endswith("-boom"):
+            raise ZeroDivisionError("a rule that fails on one record")
+        return real(state, tx, consent, now)
+
+    monkeypatch.setattr(account_rules, "apply", apply)
+    built = worker.pipeline(app, Metrics(CollectorRegistry()), tick_interval_s=0)
+    tasks = [asyncio.create_task(built.ingest.run()), asyncio.create_task(built.accounts.run())]
+    now = int(time.time() * 1000)
+    psid = f"psid-{uuid.uuid4().hex[:10]}"
+    cat = Catalog(app)
+    consent = {
+        **samples.CONSENT,
+        "bank_id": bank,
+        "account_id": "ACC-A",
+        "psid": psid,
+        "valid_until": now + 86_400_000,
+        "updated_at": now,
+        "permissions": ["TRANSACTIONS"],
+    }
+    key = f"{bank}:ACC-A".encode()
+    ids = ["1", "2", "boom", "4", "5"]
+    try:
+        librdkafka_send(app, CONSENTS, key, codec.encode(model.CONSENT, consent))
+        await bounded(_until_in(app, cat.account_stream().name, key), 60)
+        for n in ids:
+            tx = {
+                **samples.TRANSACTION,
+                "bank_id": bank,
+                "account_id": "ACC-A",
+                "transaction_id": f"{bank}-{n}",
+                "pending_transaction_id": None,
+                "booked_at": now,
+            }
+            librdkafka_send(app, cat.bank(bank).name, b"ACC-A", codec.encode(model.TRANSACTION, tx))
+        counts = await reconcile.wait_balanced(app, codec, [bank], 60)
+    finally:
+        built.ingest.stop()
+        built.accounts.stop()
+        await bounded(asyncio.gather(*tasks), 60)
+    assert counts[bank].balanced and counts[bank].ingested == 5, counts[bank].line(bank)
+    assert counts[bank].forwarded == 4 and dict(counts[bank].dlq) == {"PROCESSING_ERROR": 1}
+    notes = [
+        codec.decode(model.NOTIFICATION, r.value)
+        for r in await kafka.read_all(app, NOTIFICATIONS)
+        if r.key == psid.encode()
+    ]
+    expected = {notify.notification_id("TRANSACTION", bank, f"{bank}-{n}") for n in ids}
+    expected.discard(notify.notification_id("TRANSACTION", bank, f"{bank}-boom"))
+    assert {n["notification_id"] for n in notes} == expected
+    [letter] = [r for r in await kafka.read_all(app, DLQ) if r.key == key]
+    headers = dict(letter.headers)
+    assert headers["reason"] == b"PROCESSING_ERROR"
+    assert headers["error"] == b"ZeroDivisionError in the accounts stage"
+    assert headers["source-topic"] == cat.bank(bank).name.encode()
+
+
+async def _until_in(settings: Settings, topic: str, key: bytes) -> None:
+    while not any(r.key == key for r in await kafka.read_all(settings, topic)):
+        await asyncio.sleep(0.5)
 
 
 def _headers(record: Any) -> list[tuple[str, bytes]]:

@@ -65,6 +65,8 @@ def _session_cluster(
     yield cluster
     if not already_running:
         localkafka.down(cluster, say=lambda _: None)
+        for node in cluster.nodes:  # the data (GBs after the fault suite); logs stay
+            shutil.rmtree(node.dir / "data", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

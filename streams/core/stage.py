@@ -16,14 +16,18 @@ never followed by an abort (KAFKA-17754): the partition is re-opened, and its
 new producer (same transactional id) makes the broker finish the transaction
 one way or the other before the state and offset are read back.
 
-With `at_least_once` each partition has an idempotent producer; a batch's
-outputs are acknowledged, then its input offsets committed (a member the
-group has moved on from is refused here, before it writes state), then its
-changelog records, which carry the next input offset, so a replay starts
-from the state that produced the outputs and repeats them identically. The
-commit and the changelog write (a round's tail) run while the next round is
-read, handled and its outputs sent; that round's own tail starts once the
-one before it is done, so commits and state writes stay in order.
+With `at_least_once` a batch's outputs go first, through an idempotent
+producer of the partition, outside any transaction: readable once
+acknowledged. Then its changelog records (which carry the next input offset)
+and its input offsets are committed together in a transaction of the
+partition's transactional producer, which a new owner fences: a replay starts
+from the state that produced the outputs and repeats them identically, and an
+owner paused between the two (the fault suite's SIGSTOP) cannot write its old
+state after its successor's. That transaction (a round's tail) runs while the
+next round is read, handled and its outputs sent; that round's own tail starts
+once the one before it is done, so state writes stay in order. A stateless
+stage has no state: its tail is one offset commit, refused to a member the
+group has moved on from.
 
 Under either guarantee a batch's changelog records for its partition are one
 record batch, which Kafka appends whole or not at all: a failed write never
@@ -94,8 +98,14 @@ class _RecordFailed(Exception):
 class _Partition:
     tp: TopicPartition
     store: PartitionStore | None
-    producer: AIOKafkaProducer | None
+    producers: tuple[AIOKafkaProducer, ...]
+    """Its producers: the first sends the outputs; under at_least_once a stateful stage
+    has a second, transactional one for its state (`state`)."""
     writer: BatchWriter
+    """Sends the outputs (under exactly_once, in the batch's transaction)."""
+    state: BatchWriter
+    """Sends the changelog records and input offsets, in a transaction (under
+    exactly_once the batch's own, with its outputs: the same writer)."""
     next_offset: int
     """The next input offset this owner processes: records before it are stale."""
     opened_at: int
@@ -380,7 +390,7 @@ class Stage:
         p = part.tp.partition
         changes = [Emit(self.spec.changelog, k, v, partition=p) for k, v in store.pending().items()]
         try:
-            built = part.writer.whole(changes, limits.MAX_CHANGELOG_BATCH_BYTES)
+            built = part.state.whole(changes, limits.MAX_CHANGELOG_BATCH_BYTES)
         except TooLarge:
             store.discard()
             raise
@@ -416,31 +426,45 @@ class Stage:
         if prepared is None:
             return
         records, emits, changelog = prepared
-        producer = part.producer
-        assert producer is not None
-        await producer.begin_transaction()
+        outcome = await self._transaction(part, records, emits, changelog)
+        if isinstance(outcome, Exception):
+            await self._redo(part, records, outcome)
+
+    async def _transaction(
+        self, part: _Partition, records: Records, emits: Sequence[Emit], changelog: Built
+    ) -> Exception | None:
+        """One transaction of the partition's state writer: these outputs (none under
+        at_least_once, sent ahead), the changelog record batch and the input offsets,
+        committed together; then the store applies the changes. The error if it was not
+        committed (or may not have been): the partition must be re-opened.
+
+        The transactional id is the partition's, so a new owner's producer fences this
+        one: a member the group has moved on from (a paused worker) never commits state
+        or offsets over its successor's."""
+        producer = part.state.producer
         try:
-            acked = await part.writer.send(emits, changelog)
+            await producer.begin_transaction()
+            acked = await part.state.send(emits, changelog)
             await producer.send_offsets_to_transaction(
                 {part.tp: records[-1].offset + 1}, self.group_id
             )
         except SEND_ERRORS as exc:
-            # Nothing of this batch is committed yet: abort it and start the
-            # partition again from what Kafka holds.
+            # Nothing of this batch is committed yet: abort it; the partition starts
+            # again from what Kafka holds.
             await _abort(producer)
-            await self._redo(part, records, exc)
-            return
+            return exc
         try:
             await producer.commit_transaction()
         except KafkaError as exc:
             # The outcome is unknown, and an abort now could be wrong (KAFKA-17754):
             # the re-opened partition's new producer makes the broker finish the
             # transaction either way, then its state and offset say which it was.
-            await self._redo(part, records, exc)
-            return
+            unknown: Exception = exc
+            return unknown
         if part.store is not None and changelog:
             part.store.commit(self._changelog_end(part, acked))
         self._done(part, records)
+        return None
 
     async def _round_at_least_once(self, batches: list[tuple[_Partition, Records]]) -> None:
         """Every partition's outputs, acknowledged; then, once the round before has
@@ -462,14 +486,25 @@ class Stage:
             self._tail = asyncio.create_task(self._finish(sent))
 
     async def _finish(self, sent: list[tuple[_Partition, Records, Built]]) -> list[_Partition]:
-        """A round's tail: one offset commit for every partition, then each partition's
-        changelog record batch; the partitions whose state was not written.
+        """A round's tail: the partitions' input offsets committed (with their state, for
+        a stateful stage); the partitions whose tail failed.
 
-        The commit goes before the state: it is the fence at-least-once has, so a
-        member the group has moved on from (a paused or cut-off worker) learns it
-        here and never writes state over its successor's. One commit for the whole
-        round, not one per partition: a broker answers a connection's requests one
-        at a time, and the commits were most of a round's time."""
+        A stateful stage commits each partition's changelog record batch and input
+        offset in one transaction (`_transaction`), which a new owner fences. An
+        offset commit followed by a state write could not be fenced: a worker paused
+        between the two (SIGSTOP in the fault suite) wrote its old state after its
+        successor's newer one, and the next restore read it (one notification of
+        84 266 conflicted). A stateless stage has no state to protect: one offset commit
+        for the whole round (a broker answers a connection's requests one at a time),
+        refused to a member the group has moved on from."""
+        if self.spec.changelog is not None:
+            failures = await asyncio.gather(*(self._transaction(p, r, (), c) for p, r, c in sent))
+            failed = []
+            for (part, records, _), failure in zip(sent, failures, strict=True):
+                if failure is not None:
+                    self._aborted(part, records, failure)
+                    failed.append(part)
+            return failed
         assert self._consumer is not None
         try:
             await self._consumer.commit({p.tp: r[-1].offset + 1 for p, r, _ in sent})
@@ -478,8 +513,9 @@ class Stage:
             for part, records, _ in sent:
                 self._aborted(part, records, exc)
             return [part for part, _, _ in sent]
-        written = await asyncio.gather(*(self._write_state(p, r, c) for p, r, c in sent))
-        return [part for (part, _, _), ok in zip(sent, written, strict=True) if not ok]
+        for part, records, _ in sent:
+            self._done(part, records)
+        return []
 
     async def _settle(self) -> None:
         """Wait for the last round's tail; the partitions it could not finish are broken.
@@ -528,21 +564,6 @@ class Stage:
             return None
         return part, records, changelog
 
-    async def _write_state(self, part: _Partition, records: Records, changelog: Built) -> bool:
-        """A replay starts from the state that produced the outputs (the store's input
-        offset wins over the committed one), so it repeats them identically. False if
-        the state was not written."""
-        if changelog:
-            try:
-                acked = await part.writer.send((), changelog)
-            except SEND_ERRORS as exc:
-                self._aborted(part, records, exc)
-                return False
-            assert part.store is not None
-            part.store.commit(self._changelog_end(part, acked))
-        self._done(part, records)
-        return True
-
     async def _redo(self, part: _Partition, records: Records, exc: Exception) -> None:
         """A batch whose sends failed: log it, count it, and re-open the partition (once
         the round before has finished with it)."""
@@ -581,14 +602,14 @@ class Stage:
         owner."""
         new = [tp for tp in tps if tp not in kept]
         started = await asyncio.gather(
-            *(self._start_producer(tp) for tp in new), return_exceptions=True
+            *(self._start_producers(tp) for tp in new), return_exceptions=True
         )
         if failed := [e for e in started if isinstance(e, BaseException)]:
-            for producer in started:
-                if isinstance(producer, AIOKafkaProducer):
-                    await producer.stop()
+            for pair in started:
+                if isinstance(pair, tuple):
+                    await _stop(pair)
             raise failed[0]
-        producers = {tp: part.producer for tp, part in kept.items()}
+        producers = {tp: part.producers for tp, part in kept.items()}
         producers |= {tp: p for tp, p in zip(new, started, strict=True)}
         # Under exactly_once a kept partition resumes at its own position, and Kafka is
         # not asked: right after our last commit its markers may still be on their way,
@@ -612,37 +633,47 @@ class Stage:
             await self._restore(restoring)
             stores |= restoring  # a store found ahead of its changelog was rebuilt
         for tp in tps:
-            producer, store = producers[tp], stores.get(tp)
-            assert producer is not None
+            store = stores.get(tp)
             if tp in own_position:
                 start = own_position[tp]
                 assert self._consumer is not None
                 self._consumer.seek(tp, start)
             else:
                 start = await self._seek_start(tp, store)
-            writer = BatchWriter(producer, self.exactly_once)
+            outputs = BatchWriter(producers[tp][0], self.exactly_once)
+            state = BatchWriter(producers[tp][1], True) if len(producers[tp]) > 1 else outputs
             self._partitions[tp] = _Partition(
-                tp, store, producer, writer, start, opened_at=self._polls
+                tp, store, producers[tp], outputs, state, start, opened_at=self._polls
             )
 
-    async def _start_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
-        if self.exactly_once:
-            # Starting a producer with this transactional id fences any older
-            # owner of the partition and ends its open transaction, so the
-            # changelog's last stable offset can move before we restore.
-            producer = kafka.producer(
-                self.settings,
-                transactional_id=f"{self.group_id}-{tp.topic}-{tp.partition}",
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-                max_batch_size=kafka.BATCH_BYTES,
-            )
-        else:
+    async def _start_producers(self, tp: TopicPartition) -> tuple[AIOKafkaProducer, ...]:
+        """The partition's producers, started: the transactional one that fences any
+        older owner of the partition and ends its open transaction (so the
+        changelog's last stable offset can move before we restore), and under
+        at_least_once, first, the idempotent one its outputs are sent by, ahead of
+        the transaction (a stateless stage, without state, commits its offsets with
+        its consumer and needs no other)."""
+        transactional = self.exactly_once or self.spec.changelog is not None
+        producers = []
+        if not self.exactly_once:
             # One idempotent producer per partition too: aiokafka keeps one
             # request in flight per producer and broker, so a shared producer
             # would serialise every partition's sends.
-            producer = kafka.producer(self.settings, max_batch_size=kafka.BATCH_BYTES)
-        await producer.start()
-        return producer
+            producers.append(kafka.producer(self.settings, max_batch_size=kafka.BATCH_BYTES))
+        if transactional:
+            producers.append(
+                kafka.producer(
+                    self.settings,
+                    transactional_id=f"{self.group_id}-{tp.topic}-{tp.partition}",
+                    transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                    max_batch_size=kafka.BATCH_BYTES,
+                )
+            )
+        started = await asyncio.gather(*(p.start() for p in producers), return_exceptions=True)
+        if failed := [e for e in started if isinstance(e, BaseException)]:
+            await _stop(tuple(p for p, e in zip(producers, started, strict=True) if e is None))
+            raise failed[0]
+        return tuple(producers)
 
     async def _seek_start(self, tp: TopicPartition, store: PartitionStore | None) -> int:
         """Seek to where this owner resumes, and return it. A stateful stage resumes at
@@ -664,8 +695,7 @@ class Stage:
         await self._own([part.tp], kept={})
 
     async def _close(self, part: _Partition) -> None:
-        if part.producer is not None:
-            await part.producer.stop()
+        await _stop(part.producers)
         if part.store is not None:
             part.store.close()  # what it has not committed is read again from Kafka
             if self.standby is not None:
@@ -744,6 +774,11 @@ class Stage:
                 records=records,
             ),
         )
+
+
+async def _stop(producers: tuple[AIOKafkaProducer, ...]) -> None:
+    for producer in producers:
+        await producer.stop()
 
 
 async def _abort(producer: AIOKafkaProducer) -> None:

@@ -122,6 +122,13 @@ class Standby:
                             [(r.key, r.value) for r in records], records[-1].offset + 1
                         )
                         self._applied.inc(len(records))
+                    # A changelog partition ends with a transaction's commit marker, which
+                    # the reader steps over without returning a record: a copy reaches
+                    # the end past it, so a takeover reads nothing.
+                    for p, store in self._stores.items():
+                        position = await reader.position(TopicPartition(self.changelog, p))
+                        if position > store.checkpoint:
+                            store.apply_changelog([], position)
         finally:
             async with self._lock:
                 for store in self._stores.values():

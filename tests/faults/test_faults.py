@@ -51,6 +51,7 @@ from tests.integration.harness import (
     until_ready,
 )
 
+SCENARIO_APP_PREFIX = "faults-"  # each scenario's app id: its own groups and internal topics
 SEEDED_EVENTS = 25_000  # written before the workers start
 LIVE_EVENTS = 90_000  # written while they run...
 LIVE_RATE = 1_200  # ...at this many a second, 75 s: a restart takes 10-30 s to be ready
@@ -214,7 +215,7 @@ async def start(
 ) -> Run:
     settings = dataclasses.replace(
         cluster.client_settings(),
-        app_id=f"faults-{uuid.uuid4().hex[:8]}",
+        app_id=f"{SCENARIO_APP_PREFIX}{uuid.uuid4().hex[:8]}",
         replication_factor=3,
     )
     banks = [
@@ -518,17 +519,23 @@ async def alter_topic(settings: Settings, topic: str, config: dict[str, str]) ->
 
 
 async def forget_earlier_scenarios(settings: Settings) -> None:
-    """Delete earlier scenarios' bank topics and empty the shared output topics (audit,
-    notifications, DLQ), so a scenario's workers and checker read little else than what it
-    wrote: ingest's pattern matches every bank topic and a new group reads from the
-    beginning. (The consents topic is compacted: Kafka refuses to delete its records.)"""
+    """Delete earlier scenarios' bank topics and their account streams and changelogs, and
+    empty the shared output topics (audit, notifications, DLQ), so a scenario's workers and
+    checker read little else than what it wrote (ingest's pattern matches every bank topic
+    and a new group reads from the beginning), and the cluster's disk holds one scenario:
+    a scenario's changelog alone is ~700 MB a node, and fourteen of them filled CI's disk.
+    (The consents topic is compacted: Kafka refuses to delete its records.)"""
     shared = [catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ]
     client = kafka.admin(settings)
     await client.start()
     try:
-        banks = [t for t in await client.list_topics() if re.match(catalog.BANK_TOPIC_PATTERN, t)]
-        if banks:
-            await client.delete_topics(banks)
+        earlier = [
+            t
+            for t in await client.list_topics()
+            if re.match(catalog.BANK_TOPIC_PATTERN, t) or t.startswith(SCENARIO_APP_PREFIX)
+        ]
+        if earlier:
+            await client.delete_topics(earlier)
         ends = await end_offsets_of(settings, shared)
         if any(ends.values()):
             await client.delete_records(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
@@ -437,11 +437,11 @@ async def test_a_partition_given_back_by_the_next_assignment_keeps_its_producer_
     await counting.produce(500)
     first = counting.start("first", guarantee)
     await until(lambda: first.processed == 1000, "the first worker counts everything")
-    before = {tp: (part.producer, part.store) for tp, part in first._partitions.items()}
+    before = {tp: (part.producers, part.store) for tp, part in first._partitions.items()}
     second = counting.start("second", guarantee)
     await counting.one_partition_each(first, second)
     (kept,) = first._partitions
-    assert (first._partitions[kept].producer, first._partitions[kept].store) == before[kept]
+    assert (first._partitions[kept].producers, first._partitions[kept].store) == before[kept]
     await counting.produce(100)
     await until(lambda: first.processed + second.processed == 1200, "both count the new ones")
     await counting.stop_all()
@@ -452,23 +452,21 @@ async def test_a_partition_given_back_by_the_next_assignment_keeps_its_producer_
 async def test_under_at_least_once_a_round_is_sent_while_the_one_before_commits(
     settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
 ) -> None:
-    """A round waits for its outputs only: while the first round's offset commit is held
-    back, the next round's outputs are already readable, and nothing counts as processed
-    until the commits and state writes are done, in order."""
+    """A round waits for its outputs only: while the first round's state and offsets
+    transaction is held back, the next round's outputs are already readable, and nothing
+    counts as processed until the transactions are done, in order."""
     counting = await Counting.create(settings, new_topic, tmp_path)
     stage = counting.start("only")
-    await until(lambda: stage._consumer is not None and stage.ready.is_set(), "it owns both")
-    consumer = stage._consumer
-    assert consumer is not None
-    commit, held, released = consumer.commit, asyncio.Event(), asyncio.Event()
+    await until(lambda: stage.ready.is_set(), "it owns both")
+    transaction, held, released = stage._transaction, asyncio.Event(), asyncio.Event()
 
-    async def held_commit(offsets: Any = None) -> None:
+    async def held_transaction(*args: Any) -> Exception | None:
         if not released.is_set():
             held.set()
             await released.wait()
-        await commit(offsets)
+        return await transaction(*args)
 
-    consumer.commit = held_commit  # holds the first commit
+    stage._transaction = held_transaction  # type: ignore[method-assign,assignment]  # holds the first tail
     await counting.produce(50)
     await bounded(held.wait(), 60)
     first_round = await read_count(settings, counting.sink)
@@ -486,23 +484,21 @@ async def test_under_at_least_once_a_round_is_sent_while_the_one_before_commits(
 async def test_under_at_least_once_a_failed_tail_reopens_its_partitions_and_repeats_identically(
     settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
 ) -> None:
-    """A round whose offset commit fails leaves its partitions to be re-opened from their
-    changelog: the redo repeats the outputs already sent, value for value, and the counts
-    go on from the state that produced them."""
+    """A round whose state and offsets commit fails (its outcome unknown) leaves its
+    partitions to be re-opened from their changelog: the redo repeats the outputs already
+    sent, value for value, and the counts go on from the state that produced them."""
     counting = await Counting.create(settings, new_topic, tmp_path)
     stage = counting.start("only")
-    await until(lambda: stage._consumer is not None and stage.ready.is_set(), "it owns both")
-    consumer = stage._consumer
-    assert consumer is not None
-    commit, refused = consumer.commit, list[dict[TopicPartition, int]]()
+    await until(lambda: stage.ready.is_set(), "it owns both")
+    refused: list[TopicPartition] = []
+    for tp, part in stage._partitions.items():
+        producer = part.state.producer
 
-    async def refusing_commit(offsets: Any = None) -> None:
-        if not refused:
-            refused.append(offsets)
-            raise CommitFailedError("refused by the test")
-        await commit(offsets)
+        async def refusing_commit(tp: TopicPartition = tp) -> None:
+            refused.append(tp)
+            raise KafkaConnectionError("refused by the test")
 
-    consumer.commit = refusing_commit  # refuses the first commit
+        producer.commit_transaction = refusing_commit  # this producer's every commit
     await counting.produce(50)
     await until(lambda: stage.processed == 100, "the refused round is done again")
     await counting.produce(50)
@@ -511,12 +507,63 @@ async def test_under_at_least_once_a_failed_tail_reopens_its_partitions_and_repe
     aborts = stage.metrics.registry.get_sample_value(
         "passerelle_transactions_total", {"result": "abort"}
     )
-    (offsets,) = refused
-    assert aborts == len(offsets)  # one per partition of the refused round
+    assert refused and aborts == len(refused)  # one per partition of the refused round
     for partition in (0, 1):
         counted = await read_values(settings, counting.sink, partition)
-        redone = [b"1"] * 50 if TopicPartition(counting.source, partition) in offsets else []
+        redone = [b"1"] * 50 if TopicPartition(counting.source, partition) in refused else []
         assert counted == [b"1"] * 50 + redone + [b"2"] * 50
+
+
+async def test_under_at_least_once_a_paused_owner_never_writes_state_after_its_successor(
+    settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """An owner paused in the middle of a round's tail (SIGSTOP, a long GC) while a
+    successor takes its partitions and writes newer state: once it resumes, its old
+    state is refused (the successor's producer, same transactional id, fenced it) and
+    nothing of it lands after the successor's, where the next restore would read it."""
+    counting = await Counting.create(settings, new_topic, tmp_path)
+    stage = counting.start("paused")
+    await until(lambda: stage.ready.is_set(), "it owns both")
+    await counting.produce(50)
+    await until(lambda: stage.processed == 100, "the first round is committed")
+    transaction, paused, resumed = stage._transaction, asyncio.Event(), asyncio.Event()
+    pausing: list[int] = []  # the partitions of the paused round (one or both)
+    outcomes: dict[int, tuple[Exception | None, list[bytes]]] = {}
+
+    async def paused_tail(part: Any, *args: Any) -> Exception | None:
+        pausing.append(part.tp.partition)
+        paused.set()
+        await resumed.wait()
+        outcome = await transaction(part, *args)
+        changelog = await read_partition(settings, counting.changelog, part.tp.partition)
+        after = [r.key for r in changelog][[r.key for r in changelog].index(b"successor") + 1 :]
+        outcomes[part.tp.partition] = (outcome, after)
+        return outcome
+
+    stage._transaction = paused_tail  # type: ignore[method-assign,assignment]
+    await counting.produce(50)
+    await bounded(paused.wait(), 60)
+    for partition in (0, 1):  # the successor: the partition's transactional id, newer state
+        successor = kafka.producer(
+            settings, transactional_id=f"{stage.group_id}-{counting.source}-{partition}"
+        )
+        await successor.start()
+        try:
+            await successor.begin_transaction()
+            await successor.send_and_wait(
+                counting.changelog, b"newer", b"successor", partition=partition
+            )
+            await successor.commit_transaction()
+        finally:
+            await successor.stop()
+    stage._transaction = transaction  # type: ignore[method-assign]  # the redo runs as usual
+    resumed.set()
+    await until(lambda: len(outcomes) == len(pausing), "the paused tails have resumed")
+    await counting.stop_all()
+    assert outcomes
+    for partition, (outcome, after) in outcomes.items():
+        assert outcome is not None, f"partition {partition}: a fenced owner committed its state"
+        assert after == [], f"partition {partition}: {after} written after the successor's"
 
 
 async def read_count(settings: Settings, topic: str) -> int:

@@ -14,10 +14,11 @@ every partition it does not own, so each partition has as many standbys as
 there are other workers; fine for the few workers a deployment runs (see
 docs/core.md), not a placement of k copies.
 
-Records are applied as fetched. A batch's changelog records are one record
-batch (and, under exactly_once, one transaction), so what a store holds
-between two fetches may be part of a batch: the owner's restore reads on
-to the changelog's end, which is always a batch's end.
+The changelog is read with `core/recovery.py`'s `where_to_start` and `apply`,
+as an owner's restore reads it. Records are applied as fetched. A batch's
+changelog records are one record batch (and one transaction), so what a store
+holds between two fetches may be part of a batch: the owner's restore reads
+on to the changelog's end, which is always a batch's end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import kafka
+from streams.core import recovery
 from streams.core.store import PartitionStore
 from streams.logs import event
 from streams.metrics import Metrics
@@ -112,23 +114,18 @@ class Standby:
                 if not self._stores:
                     await _either(self._changed, stopping)
                     continue
-                fetched = await reader.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=10_000)
+                fetched = await reader.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=recovery.FETCH_RECORDS
+                )
                 async with self._lock:
-                    for ctp, records in fetched.items():
-                        store = self._stores.get(ctp.partition)
-                        if store is None or not records:  # taken since the fetch began
-                            continue
-                        store.apply_changelog(
-                            [(r.key, r.value) for r in records], records[-1].offset + 1
-                        )
-                        self._applied.inc(len(records))
-                    # A changelog partition ends with a transaction's commit marker, which
-                    # the reader steps over without returning a record: a copy reaches
-                    # the end past it, so a takeover reads nothing.
+                    # (a partition taken since the fetch began has no store here any more)
                     for p, store in self._stores.items():
-                        position = await reader.position(TopicPartition(self.changelog, p))
-                        if position > store.checkpoint:
-                            store.apply_changelog([], position)
+                        ctp = TopicPartition(self.changelog, p)
+                        records = fetched.get(ctp, [])
+                        position = await reader.position(ctp)
+                        if records or position > store.checkpoint:  # (or past a marker)
+                            recovery.apply(store, records, position)
+                            self._applied.inc(len(records))
         finally:
             async with self._lock:
                 for store in self._stores.values():
@@ -146,9 +143,18 @@ class Standby:
                 self._stores.pop(p).close()
             for p in wanted - set(self._stores):
                 self._stores[p] = PartitionStore(self.store_path(TopicPartition(self.topic, p)))
-            reader.assign([TopicPartition(self.changelog, p) for p in sorted(self._stores)])
-            for p, store in self._stores.items():
-                reader.seek(TopicPartition(self.changelog, p), store.checkpoint)
+            changelog = [TopicPartition(self.changelog, p) for p in sorted(self._stores)]
+            reader.assign(changelog)
+            firsts = await reader.beginning_offsets(changelog)
+            ends = await reader.end_offsets(changelog)
+            for ctp in changelog:
+                store = self._stores[ctp.partition]
+                start = recovery.where_to_start(store.checkpoint, firsts[ctp], ends[ctp])
+                if start is not recovery.Start.RESUME:  # a copy is only warmth: start over
+                    store.wipe()
+                    path = self.store_path(TopicPartition(self.topic, ctp.partition))
+                    store = self._stores[ctp.partition] = PartitionStore(path)
+                reader.seek(ctp, max(store.checkpoint, firsts[ctp]))
         log.info(
             "stage %s keeps standby copies of %d partitions",
             self.stage,

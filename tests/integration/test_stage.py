@@ -371,7 +371,7 @@ class Counting:
     async def one_partition_each(self, first: Stage, second: Stage) -> None:
         await until(
             lambda: (
-                len(first._partitions) == len(second._partitions) == 1
+                len(first.ownership.partitions) == len(second.ownership.partitions) == 1
                 and first.ready.is_set()
                 and second.ready.is_set()
             ),
@@ -407,7 +407,7 @@ async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the
     await until(lambda: first.processed == 1000, "the first worker counts everything")
     second = counting.start("second")
     await counting.one_partition_each(first, second)
-    (moving,) = first._partitions
+    (moving,) = first.ownership.partitions
     await counting.produce(300)
     await until(lambda: first.processed + second.processed == 1600, "both count the new ones")
     end = (await changelog_ends(settings, counting.changelog))[moving.partition]
@@ -417,7 +417,7 @@ async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the
     )
     before = restored(second)
     await counting.stop(first)
-    await until(lambda: moving in second._partitions, "the second worker takes over")
+    await until(lambda: moving in second.ownership.partitions, "the second worker takes over")
     assert restored(second) == before  # its copy held every record already
     await counting.produce(100)
     await until(lambda: second.processed == 300 + 200, "the second worker counts on")
@@ -437,11 +437,14 @@ async def test_a_partition_given_back_by_the_next_assignment_keeps_its_producer_
     await counting.produce(500)
     first = counting.start("first", guarantee)
     await until(lambda: first.processed == 1000, "the first worker counts everything")
-    before = {tp: (part.producers, part.store) for tp, part in first._partitions.items()}
+    before = {tp: (part.producers, part.store) for tp, part in first.ownership.partitions.items()}
     second = counting.start("second", guarantee)
     await counting.one_partition_each(first, second)
-    (kept,) = first._partitions
-    assert (first._partitions[kept].producers, first._partitions[kept].store) == before[kept]
+    (kept,) = first.ownership.partitions
+    assert (
+        first.ownership.partitions[kept].producers,
+        first.ownership.partitions[kept].store,
+    ) == before[kept]
     await counting.produce(100)
     await until(lambda: first.processed + second.processed == 1200, "both count the new ones")
     await counting.stop_all()
@@ -458,7 +461,7 @@ async def test_under_at_least_once_a_round_is_sent_while_the_one_before_commits(
     counting = await Counting.create(settings, new_topic, tmp_path)
     stage = counting.start("only")
     await until(lambda: stage.ready.is_set(), "it owns both")
-    transaction, held, released = stage._transaction, asyncio.Event(), asyncio.Event()
+    transaction, held, released = stage.transaction, asyncio.Event(), asyncio.Event()
 
     async def held_transaction(*args: Any) -> Exception | None:
         if not released.is_set():
@@ -466,7 +469,7 @@ async def test_under_at_least_once_a_round_is_sent_while_the_one_before_commits(
             await released.wait()
         return await transaction(*args)
 
-    stage._transaction = held_transaction  # type: ignore[method-assign,assignment]  # holds the first tail
+    stage.transaction = held_transaction  # type: ignore[method-assign,assignment]  # holds the first tail
     await counting.produce(50)
     await bounded(held.wait(), 60)
     first_round = await read_count(settings, counting.sink)
@@ -491,7 +494,7 @@ async def test_under_at_least_once_a_failed_tail_reopens_its_partitions_and_repe
     stage = counting.start("only")
     await until(lambda: stage.ready.is_set(), "it owns both")
     refused: list[TopicPartition] = []
-    for tp, part in stage._partitions.items():
+    for tp, part in stage.ownership.partitions.items():
         producer = part.state.producer
 
         async def refusing_commit(tp: TopicPartition = tp) -> None:
@@ -526,7 +529,7 @@ async def test_under_at_least_once_a_paused_owner_never_writes_state_after_its_s
     await until(lambda: stage.ready.is_set(), "it owns both")
     await counting.produce(50)
     await until(lambda: stage.processed == 100, "the first round is committed")
-    transaction, paused, resumed = stage._transaction, asyncio.Event(), asyncio.Event()
+    transaction, paused, resumed = stage.transaction, asyncio.Event(), asyncio.Event()
     pausing: list[int] = []  # the partitions of the paused round (one or both)
     outcomes: dict[int, tuple[Exception | None, list[bytes]]] = {}
 
@@ -540,7 +543,7 @@ async def test_under_at_least_once_a_paused_owner_never_writes_state_after_its_s
         outcomes[part.tp.partition] = (outcome, after)
         return outcome
 
-    stage._transaction = paused_tail  # type: ignore[method-assign,assignment]
+    stage.transaction = paused_tail  # type: ignore[method-assign,assignment]
     await counting.produce(50)
     await bounded(paused.wait(), 60)
     for partition in (0, 1):  # the successor: the partition's transactional id, newer state
@@ -556,7 +559,7 @@ async def test_under_at_least_once_a_paused_owner_never_writes_state_after_its_s
             await successor.commit_transaction()
         finally:
             await successor.stop()
-    stage._transaction = transaction  # type: ignore[method-assign]  # the redo runs as usual
+    stage.transaction = transaction  # type: ignore[method-assign]  # the redo runs as usual
     resumed.set()
     await until(lambda: len(outcomes) == len(pausing), "the paused tails have resumed")
     await counting.stop_all()

@@ -40,45 +40,27 @@ from collections.abc import Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from streams import kafka, limits
-from streams.core import guarantees
+from streams import kafka
+from streams.core import guarantees, handling
 from streams.core.batches import Built, TooLarge
 from streams.core.guarantees import SEND_ERRORS, Records
+from streams.core.handling import StageFailed
 from streams.core.ownership import Ownership, Partition, store_path
 from streams.core.recovery import Recovery
 from streams.core.spec import Emit, StageSpec
 from streams.core.standby import Standby
-from streams.errors import PasserelleError
 from streams.logs import event
 from streams.metrics import Metrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The handler lets the loop run every this many records. A round handles a batch
-# of every partition, seconds of CPU on a loaded machine, and aiokafka's
-# heartbeats run on this loop: the fault suite's workers held it for 3-6 s at a
-# time (passerelle_event_loop_lag_seconds) and their sessions expired while
-# they worked. 250 records are a few tens of milliseconds.
-YIELD_EVERY = 250
 # How long a poll waits for records before the loop looks at its stop flag.
 POLL_TIMEOUT_MS = 200
 # How long the broker may hold a fetch that has nothing new.
 FETCH_MAX_WAIT_MS = 10
 # How often the stage refreshes its gauges (lag, table keys) and readiness.
 REPORT_INTERVAL_S = 1.0
-
-
-class StageFailed(PasserelleError):
-    """The stage cannot go on safely: a handler failed on its input (it would again)."""
-
-
-class _RecordFailed(Exception):
-    """The handler raised on the batch's `index`-th record."""
-
-    def __init__(self, index: int, error: Exception) -> None:
-        super().__init__(index)
-        self.index, self.error = index, error
 
 
 class Stage:
@@ -339,7 +321,7 @@ class Stage:
         if not records:
             return None
         try:
-            emits, changelog = await self._handle(part, records)
+            emits, changelog = await handling.handle(self.spec, part, records)
         except TooLarge:
             await self._in_halves(part, records)
             return None
@@ -363,77 +345,6 @@ class Stage:
         part.next_offset = records[-1].offset + 1
         self.processed += len(records)
         self.metrics.child(self.metrics.transactions, "commit").inc()
-
-    async def _handle(self, part: Partition, records: Records) -> tuple[list[Emit], Built]:
-        """Run the handler over the whole batch before anything is sent: its outputs,
-        and its state changes as the changelog record batch they are written as
-        (last, the input offset they bring the state to).
-
-        A record whose handler raises is dead-lettered by `spec.on_error`: the
-        batch's changes are dropped and the batch handled again, that record's
-        dead letter in place of its outputs (handlers are deterministic: the
-        records before it do exactly what they did). Without `on_error`, nothing
-        of the batch is written and the stage stops: it would raise again."""
-        store = part.store
-        failed: dict[int, Exception] = {}
-        while True:
-            try:
-                emits = await self._handle_records(part, records, failed)
-                break
-            except _RecordFailed as failure:
-                record = records[failure.index]
-                where = f"{part.tp.topic}-{part.tp.partition}@{record.offset}"
-                if self.spec.on_error is None:
-                    raise StageFailed(
-                        f"handler failed on {where} (batch {records[0].offset}-"
-                        f"{records[-1].offset}): {type(failure.error).__name__}"
-                    ) from failure.error
-                log.warning(
-                    "handler failed on %s: %s; dead-lettered, the partition goes on",
-                    where,
-                    type(failure.error).__name__,
-                    extra=event(
-                        "processing_error",
-                        topic=part.tp.topic,
-                        partition=part.tp.partition,
-                        offset=record.offset,
-                        reason=type(failure.error).__name__,
-                    ),
-                )
-                failed[failure.index] = failure.error
-                if store is not None:
-                    store.discard()
-        if self.spec.changelog is None or store is None:
-            return emits, []
-        store.set_input_offset(records[-1].offset + 1)
-        p = part.tp.partition
-        changes = [Emit(self.spec.changelog, k, v, partition=p) for k, v in store.pending().items()]
-        try:
-            built = part.state.whole(changes, limits.MAX_CHANGELOG_BATCH_BYTES)
-        except TooLarge:
-            store.discard()
-            raise
-        store.seal()  # the next batch may be handled before this one is committed
-        return emits, built
-
-    async def _handle_records(
-        self, part: Partition, records: Records, failed: dict[int, Exception]
-    ) -> list[Emit]:
-        """The handler's outputs for the batch, the dead letters of `failed` in place of
-        theirs; raises _RecordFailed at the first other record whose handler raises."""
-        emits: list[Emit] = []
-        on_error = self.spec.on_error
-        for n, record in enumerate(records):
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            if n in failed and on_error is not None:
-                emits.extend(on_error(record, failed[n]))
-                continue
-            try:
-                emits.extend(self.spec.handler(record, part.store))  # type: ignore[arg-type]  # stateless handlers ignore the store
-            except Exception as exc:
-                raise _RecordFailed(n, exc) from exc
-        return emits
 
     def _changelog_end(self, part: Partition, acked: dict[TopicPartition, int]) -> int:
         """The changelog offset after the batch's last changelog record."""

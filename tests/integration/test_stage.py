@@ -15,8 +15,9 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streams import kafka, limits
+from streams.core.handling import StageFailed
 from streams.core.spec import Emit, StageSpec
-from streams.core.stage import Stage, StageFailed
+from streams.core.stage import Stage
 from streams.core.store import INPUT_OFFSET_KEY, PartitionStore, split_key
 from streams.metrics import Metrics
 from streams.settings import Settings

@@ -1,0 +1,119 @@
+"""A batch's handling: the stage's handler over every record of a batch, before
+anything is sent.
+
+The outputs come out in record order; a stateful stage's changes come out as
+one changelog record batch (last, the input offset they bring the state to),
+built whole so that Kafka appends all of it or none (`TooLarge` if it cannot
+be one: the stage does the batch in halves). A record whose handler raises is
+dead-lettered by `spec.on_error` and the batch handled again without it;
+without `on_error` the stage stops (`StageFailed`): it would raise again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from streams import limits
+from streams.core.batches import Built, TooLarge
+from streams.core.guarantees import Records
+from streams.core.ownership import Partition
+from streams.core.spec import Emit, StageSpec
+from streams.errors import PasserelleError
+from streams.logs import event
+
+log = logging.getLogger(__name__)
+
+# The handler lets the loop run every this many records. A round handles a batch
+# of every partition, seconds of CPU on a loaded machine, and aiokafka's
+# heartbeats run on this loop: the fault suite's workers held it for 3-6 s at a
+# time (passerelle_event_loop_lag_seconds) and their sessions expired while
+# they worked. 250 records are a few tens of milliseconds.
+YIELD_EVERY = 250
+
+
+class StageFailed(PasserelleError):
+    """The stage cannot go on safely: a handler failed on its input (it would again)."""
+
+
+class _RecordFailed(Exception):
+    """The handler raised on the batch's `index`-th record."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index)
+        self.index, self.error = index, error
+
+
+async def handle(spec: StageSpec, part: Partition, records: Records) -> tuple[list[Emit], Built]:
+    """Run the handler over the whole batch before anything is sent: its outputs,
+    and its state changes as the changelog record batch they are written as
+    (last, the input offset they bring the state to).
+
+    A record whose handler raises is dead-lettered by `spec.on_error`: the
+    batch's changes are dropped and the batch handled again, that record's
+    dead letter in place of its outputs (handlers are deterministic: the
+    records before it do exactly what they did). Without `on_error`, nothing
+    of the batch is written and the stage stops: it would raise again."""
+    store = part.store
+    failed: dict[int, Exception] = {}
+    while True:
+        try:
+            emits = await _handle_records(spec, part, records, failed)
+            break
+        except _RecordFailed as failure:
+            record = records[failure.index]
+            where = f"{part.tp.topic}-{part.tp.partition}@{record.offset}"
+            if spec.on_error is None:
+                if store is not None:
+                    store.discard()
+                raise StageFailed(
+                    f"handler failed on {where} (batch {records[0].offset}-"
+                    f"{records[-1].offset}): {type(failure.error).__name__}"
+                ) from failure.error
+            log.warning(
+                "handler failed on %s: %s; dead-lettered, the partition goes on",
+                where,
+                type(failure.error).__name__,
+                extra=event(
+                    "processing_error",
+                    topic=part.tp.topic,
+                    partition=part.tp.partition,
+                    offset=record.offset,
+                    reason=type(failure.error).__name__,
+                ),
+            )
+            failed[failure.index] = failure.error
+            if store is not None:
+                store.discard()
+    if spec.changelog is None or store is None:
+        return emits, []
+    store.set_input_offset(records[-1].offset + 1)
+    p = part.tp.partition
+    changes = [Emit(spec.changelog, k, v, partition=p) for k, v in store.pending().items()]
+    try:
+        built = part.state.whole(changes, limits.MAX_CHANGELOG_BATCH_BYTES)
+    except TooLarge:
+        store.discard()
+        raise
+    store.seal()  # the next batch may be handled before this one is committed
+    return emits, built
+
+
+async def _handle_records(
+    spec: StageSpec, part: Partition, records: Records, failed: dict[int, Exception]
+) -> list[Emit]:
+    """The handler's outputs for the batch, the dead letters of `failed` in place of
+    theirs; raises _RecordFailed at the first other record whose handler raises."""
+    emits: list[Emit] = []
+    on_error = spec.on_error
+    for n, record in enumerate(records):
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        if n in failed and on_error is not None:
+            emits.extend(on_error(record, failed[n]))
+            continue
+        try:
+            emits.extend(spec.handler(record, part.store))  # type: ignore[arg-type]  # stateless handlers ignore the store
+        except Exception as exc:
+            raise _RecordFailed(n, exc) from exc
+    return emits

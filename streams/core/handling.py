@@ -1,5 +1,6 @@
 """A batch's handling: the stage's handler over every record of a batch, before
-anything is sent.
+anything is sent (`handle`), and the one Kafka transaction that commits it
+(`commit`).
 
 The outputs come out in record order; a stateful stage's changes come out as
 one changelog record batch (last, the input offset they bring the state to),
@@ -13,10 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams import limits
 from streams.core.batches import Built, TooLarge
-from streams.core.guarantees import Records
+from streams.core.guarantees import SEND_ERRORS, Records
 from streams.core.ownership import Partition
 from streams.core.spec import Emit, StageSpec
 from streams.errors import PasserelleError
@@ -117,3 +122,56 @@ async def _handle_records(
         except Exception as exc:
             raise _RecordFailed(n, exc) from exc
     return emits
+
+
+async def commit(
+    spec: StageSpec,
+    group_id: str,
+    part: Partition,
+    records: Records,
+    emits: Sequence[Emit],
+    changelog: Built,
+) -> Exception | None:
+    """One transaction of the partition's state writer: these outputs (none under
+    at_least_once, sent ahead), the changelog record batch and the input offsets,
+    committed together; then the store applies the changes. The error if it was not
+    committed (or may not have been): the partition must be re-opened.
+
+    The transactional id is the partition's, so a new owner's producer fences this
+    one: a member the group has moved on from (a paused worker) never commits state
+    or offsets over its successor's."""
+    producer = part.state.producer
+    try:
+        await producer.begin_transaction()
+        acked = await part.state.send(emits, changelog)
+        await producer.send_offsets_to_transaction({part.tp: records[-1].offset + 1}, group_id)
+    except SEND_ERRORS as exc:
+        # Nothing of this batch is committed yet: abort it; the partition starts
+        # again from what Kafka holds.
+        await _abort(producer)
+        return exc
+    try:
+        await producer.commit_transaction()
+    except KafkaError as exc:
+        # The outcome is unknown, and an abort now could be wrong (KAFKA-17754):
+        # the re-opened partition's new producer makes the broker finish the
+        # transaction either way, then its state and offset say which it was.
+        unknown: Exception = exc
+        return unknown
+    if part.store is not None and changelog:
+        assert spec.changelog is not None
+        part.store.commit(acked[TopicPartition(spec.changelog, part.tp.partition)] + 1)
+    return None
+
+
+async def _abort(producer: AIOKafkaProducer) -> None:
+    """Abort the open transaction if the producer still can.
+
+    aiokafka turns some connection errors of its sender (a coordinator lookup
+    while a broker restarts) into a fatal state in which abort is refused. The
+    partition is re-opened anyway, and the new producer, with the same
+    transactional id, makes the broker abort what this one left open."""
+    try:
+        await producer.abort_transaction()
+    except Exception as exc:  # the re-open settles the transaction
+        log.warning("abort refused (%r); the re-opened partition's producer settles it", exc)

@@ -72,6 +72,26 @@ def apply(
     store.apply_changelog([(r.key, r.value) for r in records], position)
 
 
+def readable(store: PartitionStore, first: int, end: int, path: Path, stage: str) -> PartitionStore:
+    """The store to read the changelog partition [first, end) into: this one, or, where
+    it cannot be read on (`where_to_start`), a new empty one at `path` (the owner's
+    restore and the standby copies alike)."""
+    start = where_to_start(store.checkpoint, first, end)
+    if start is Start.RESUME:
+        return store
+    log.warning(
+        "store %s %s its changelog (checkpoint %d, changelog %d-%d): rebuilding",
+        path.name,
+        "is ahead of" if start is Start.AHEAD else "was truncated past",
+        store.checkpoint,
+        first,
+        end,
+        extra=event("rebuild", stage=stage, store=path.name, case=start.value),
+    )
+    store.wipe()
+    return PartitionStore(path)
+
+
 class Recovery:
     """Restores a stage's partition stores from its changelog (the owner's mode)."""
 
@@ -107,7 +127,9 @@ class Recovery:
             firsts = await reader.beginning_offsets(list(changelog))
             ends = await reader.end_offsets(list(changelog))
             for ctp, tp in changelog.items():
-                stores[tp] = self._start(stores[tp], tp, firsts[ctp], ends[ctp])
+                stores[tp] = readable(
+                    stores[tp], firsts[ctp], ends[ctp], self.store_path(tp), self.stage
+                )
                 reader.seek(ctp, max(stores[tp].checkpoint, firsts[ctp]))
             restored = await self._read_to_end(reader, changelog, stores, ends)
             for ctp, tp in changelog.items():
@@ -120,27 +142,6 @@ class Recovery:
             for ctp in changelog:
                 self.restoring.pop(ctp.partition, None)
             await reader.stop()
-
-    def _start(
-        self, store: PartitionStore, tp: TopicPartition, first: int, end: int
-    ) -> PartitionStore:
-        """The store to restore into: this one, or a new empty one where it cannot be
-        read on (`where_to_start`)."""
-        start = where_to_start(store.checkpoint, first, end)
-        if start is Start.RESUME:
-            return store
-        log.warning(
-            "store of %s-%d %s its changelog (checkpoint %d, changelog %d-%d): rebuilding",
-            tp.topic,
-            tp.partition,
-            "is ahead of" if start is Start.AHEAD else "was truncated past",
-            store.checkpoint,
-            first,
-            end,
-            extra=event("rebuild", stage=self.stage, partition=tp.partition, case=start.value),
-        )
-        store.wipe()
-        return PartitionStore(self.store_path(tp))
 
     async def _read_to_end(
         self,

@@ -37,13 +37,13 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from streams import kafka
 from streams.core import guarantees, handling
 from streams.core.batches import Built, TooLarge
-from streams.core.guarantees import SEND_ERRORS, Records
+from streams.core.guarantees import Records
 from streams.core.handling import StageFailed
 from streams.core.ownership import Ownership, Partition, store_path
 from streams.core.recovery import Recovery
@@ -346,46 +346,14 @@ class Stage:
         self.processed += len(records)
         self.metrics.child(self.metrics.transactions, "commit").inc()
 
-    def _changelog_end(self, part: Partition, acked: dict[TopicPartition, int]) -> int:
-        """The changelog offset after the batch's last changelog record."""
-        assert self.spec.changelog is not None
-        return acked[TopicPartition(self.spec.changelog, part.tp.partition)] + 1
-
     async def transaction(
         self, part: Partition, records: Records, emits: Sequence[Emit], changelog: Built
     ) -> Exception | None:
-        """One transaction of the partition's state writer: these outputs (none under
-        at_least_once, sent ahead), the changelog record batch and the input offsets,
-        committed together; then the store applies the changes. The error if it was not
-        committed (or may not have been): the partition must be re-opened.
-
-        The transactional id is the partition's, so a new owner's producer fences this
-        one: a member the group has moved on from (a paused worker) never commits state
-        or offsets over its successor's."""
-        producer = part.state.producer
-        try:
-            await producer.begin_transaction()
-            acked = await part.state.send(emits, changelog)
-            await producer.send_offsets_to_transaction(
-                {part.tp: records[-1].offset + 1}, self.group_id
-            )
-        except SEND_ERRORS as exc:
-            # Nothing of this batch is committed yet: abort it; the partition starts
-            # again from what Kafka holds.
-            await _abort(producer)
-            return exc
-        try:
-            await producer.commit_transaction()
-        except KafkaError as exc:
-            # The outcome is unknown, and an abort now could be wrong (KAFKA-17754):
-            # the re-opened partition's new producer makes the broker finish the
-            # transaction either way, then its state and offset say which it was.
-            unknown: Exception = exc
-            return unknown
-        if part.store is not None and changelog:
-            part.store.commit(self._changelog_end(part, acked))
-        self.done(part, records)
-        return None
+        """`handling.commit` the batch; once committed, the partition goes on after it."""
+        failure = await handling.commit(self.spec, self.group_id, part, records, emits, changelog)
+        if failure is None:
+            self.done(part, records)
+        return failure
 
     def aborted(self, part: Partition, records: Records, exc: Exception) -> None:
         log.warning(
@@ -417,19 +385,6 @@ class Stage:
 
     async def release(self, part: Partition) -> None:
         await self.ownership.release(part)
-
-
-async def _abort(producer: AIOKafkaProducer) -> None:
-    """Abort the open transaction if the producer still can.
-
-    aiokafka turns some connection errors of its sender (a coordinator lookup
-    while a broker restarts) into a fatal state in which abort is refused. The
-    partition is re-opened anyway, and the new producer, with the same
-    transactional id, makes the broker abort what this one left open."""
-    try:
-        await producer.abort_transaction()
-    except Exception as exc:  # the re-open settles the transaction
-        log.warning("abort refused (%r); the re-opened partition's producer settles it", exc)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's base is untyped

@@ -148,12 +148,11 @@ class Standby:
             firsts = await reader.beginning_offsets(changelog)
             ends = await reader.end_offsets(changelog)
             for ctp in changelog:
-                store = self._stores[ctp.partition]
-                start = recovery.where_to_start(store.checkpoint, firsts[ctp], ends[ctp])
-                if start is not recovery.Start.RESUME:  # a copy is only warmth: start over
-                    store.wipe()
-                    path = self.store_path(TopicPartition(self.topic, ctp.partition))
-                    store = self._stores[ctp.partition] = PartitionStore(path)
+                path = self.store_path(TopicPartition(self.topic, ctp.partition))
+                store = recovery.readable(
+                    self._stores[ctp.partition], firsts[ctp], ends[ctp], path, self.stage
+                )
+                self._stores[ctp.partition] = store
                 reader.seek(ctp, max(store.checkpoint, firsts[ctp]))
         log.info(
             "stage %s keeps standby copies of %d partitions",

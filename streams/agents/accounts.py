@@ -13,7 +13,6 @@ tick's), so a replay decides exactly as the first run did.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from itertools import islice
@@ -23,6 +22,18 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, model, stream
 from streams.agents.dlq import dead_letter
+from streams.agents.stored import (
+    ACCOUNTS_TABLE,
+    CONSENTS_TABLE,
+    LAST_SCAN,
+    META_TABLE,
+    SCAN_CURSOR,
+    decode_held,
+    load_held,
+    load_state,
+    save_held,
+    save_state,
+)
 from streams.codec import Codec
 from streams.core.spec import Emit, StageSpec
 from streams.core.store import PartitionStore
@@ -44,11 +55,6 @@ from streams.rules.outputs import release
 
 log = logging.getLogger(__name__)
 
-CONSENTS_TABLE = "consents"
-ACCOUNTS_TABLE = "accounts"
-META_TABLE = "meta"
-LAST_SCAN = b"last-scan"
-SCAN_CURSOR = b"scan-cursor"
 # Ticks arrive every second; expiry and digests need minute precision, and a scan
 # reads every account of the partition: at most one scan per minute of tick time.
 SCAN_EVERY_MS = 60_000
@@ -268,7 +274,7 @@ class Accounts:
         emits: list[Emit] = []
         for key, raw in held_accounts:
             try:
-                emits += self.scan(store, key, _held_from_json(raw), now)
+                emits += self.scan(store, key, decode_held(raw), now)
             except Exception as exc:  # one account must not stop every scan of its partition
                 self.metrics.child(self.metrics.dlq, _bank_of_key(key), PROCESSING_ERROR).inc()
                 log.warning(
@@ -339,37 +345,3 @@ def _policy(topic: catalog.Topic) -> str:
     if topic.compacted:
         return f"max.compaction.lag.ms={topic.config['max.compaction.lag.ms']}"
     return f"retention.ms={topic.config['retention.ms']}"
-
-
-def load_held(store: PartitionStore, key: bytes) -> Held:
-    held: Held | None = store.get_object(CONSENTS_TABLE, key, _held_from_json)
-    return held if held is not None else Held()
-
-
-def _held_from_json(raw: bytes) -> Held:
-    data = json.loads(raw)
-    ended = Ended(**data["ended"]) if data["ended"] else None
-    return Held(data["consent"], ended, data.get("unreadable", False))
-
-
-def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
-    ended = held.ended.__dict__ if held.ended else None
-    record: dict[str, Any] = {"consent": held.consent, "ended": ended}
-    if held.unreadable:  # only then: summaries written before it read the same
-        record["unreadable"] = True
-    store.put(CONSENTS_TABLE, key, json.dumps(record).encode())
-
-
-def load_state(store: PartitionStore, key: bytes) -> accounts.State:
-    """The account's summary, decoded once per batch (see `PartitionStore.get_object`)."""
-    state: accounts.State | None = store.get_object(ACCOUNTS_TABLE, key, json.loads)
-    return state if state is not None else accounts.new_state()
-
-
-def save_state(store: PartitionStore, key: bytes, state: accounts.State) -> None:
-    """Keep the changed summary; it is encoded once, when the batch is written."""
-    store.put_object(ACCOUNTS_TABLE, key, state, _state_to_json)
-
-
-def _state_to_json(state: accounts.State) -> bytes:
-    return json.dumps(state, separators=(",", ":")).encode()

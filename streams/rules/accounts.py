@@ -1,7 +1,7 @@
 """Per-account summaries: what a forwarded transaction changes, and what it should say.
 
-Pure functions over a JSON-serialisable state (one per account, kept in the
-accounts table and erased when consent ends):
+Pure functions over a `State` (one per account, kept in the accounts table
+and erased when consent ends; `streams/agents/stored.py` encodes it):
 
 - a `transaction_id` seen within `DEDUPE_WINDOW_MS` is a duplicate;
 - a PENDING and the BOOKED that settles it (`pending_transaction_id`) are one
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, TypedDict
 from zoneinfo import ZoneInfo
 
 from streams.model import CategoryTotal, Consent, DigestData, Transaction
@@ -34,7 +34,43 @@ STALE_AFTER_MS = 2 * DAY_MS
 # Digested days remembered, so a late event cannot trigger a second digest.
 DIGESTED_KEPT = 7
 
-State = dict[str, Any]
+Side = Literal["spent", "received"]
+
+
+class Totals(TypedDict):
+    """Money moved in a day or a month, by side and category, in minor units."""
+
+    spent: dict[str, int]
+    received: dict[str, int]
+    count: int
+
+
+class Counted(TypedDict):
+    """What a transaction counted, so that a BOOKED or a REVERSED can correct it."""
+
+    amount: int
+    category: str
+    day: str
+    """The local day it was counted in (ISO)."""
+
+
+class State(TypedDict):
+    """One account's summary."""
+
+    balance: int | None
+    below: bool
+    """The balance is below the low-balance threshold (LOW_BALANCE fired)."""
+    days: dict[str, Totals]
+    """Local days (ISO) not yet digested."""
+    month: str | None
+    month_totals: Totals
+    seen: dict[str, int]
+    """Transaction ids within the dedupe window, with their booked_at."""
+    pending: dict[str, Counted]
+    counted: dict[str, Counted]
+    digested: list[str]
+    """The last DIGESTED_KEPT digested days."""
+    currency: str | None
 
 
 def new_state() -> State:
@@ -52,7 +88,7 @@ def new_state() -> State:
     }
 
 
-def _totals() -> dict[str, Any]:
+def _totals() -> Totals:
     return {"spent": {}, "received": {}, "count": 0}
 
 
@@ -94,7 +130,9 @@ def apply(state: State, tx: Transaction, consent: Consent, now_ms: int) -> Effec
             abs(tx["amount_minor"]) - abs(pending["amount"]),
             0,
         )
-        state["counted"][tx_id] = {**pending, "amount": tx["amount_minor"]}
+        state["counted"][tx_id] = Counted(
+            amount=tx["amount_minor"], category=pending["category"], day=pending["day"]
+        )
         notify = False
     elif tx["status"] == "REVERSED":
         target_id = tx["reversed_transaction_id"] or ""
@@ -110,8 +148,8 @@ def apply(state: State, tx: Transaction, consent: Consent, now_ms: int) -> Effec
             )
     else:
         _count(state, day, cat, tx["amount_minor"], abs(tx["amount_minor"]), 1)
-        entry = {"amount": tx["amount_minor"], "category": cat, "day": day.isoformat()}
-        state["pending" if tx["status"] == "PENDING" else "counted"][tx_id] = entry
+        entry = Counted(amount=tx["amount_minor"], category=cat, day=day.isoformat())
+        (state["pending"] if tx["status"] == "PENDING" else state["counted"])[tx_id] = entry
     crossed = _balance(state, tx, consent)
     if stale:
         return Effect(stale=True)
@@ -127,7 +165,7 @@ def apply(state: State, tx: Transaction, consent: Consent, now_ms: int) -> Effec
 def _count(state: State, day: dt.date, cat: str, original: int, change: int, count: int) -> None:
     """Move the side of `original`'s sign (spent for a debit, received for a credit) by
     `change` (a magnitude, negative to take back) in the day's and the month's totals."""
-    side = "spent" if original < 0 else "received"
+    side: Side = "spent" if original < 0 else "received"
     key = day.isoformat()
     if key not in state["digested"]:
         _add(state["days"].setdefault(key, _totals()), side, cat, change, count)
@@ -138,7 +176,7 @@ def _count(state: State, day: dt.date, cat: str, original: int, change: int, cou
         _add(state["month_totals"], side, cat, change, count)
 
 
-def _add(totals: dict[str, Any], side: str, cat: str, change: int, count: int) -> None:
+def _add(totals: Totals, side: Side, cat: str, change: int, count: int) -> None:
     totals[side][cat] = totals[side].get(cat, 0) + change
     totals["count"] += count
 
@@ -184,7 +222,7 @@ def due_digests(state: State, consent: Consent, now_ms: int) -> list[DigestData]
     return due
 
 
-def _digest(day: str, totals: dict[str, Any]) -> DigestData:
+def _digest(day: str, totals: Totals) -> DigestData:
     categories = sorted(set(totals["spent"]) | set(totals["received"]))
     by_category: list[CategoryTotal] = [
         {

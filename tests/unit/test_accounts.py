@@ -37,9 +37,8 @@ def tx(n: int, amount: int = -1_000, **changes: Any) -> Transaction:
     return {**base, **changes}  # type: ignore[typeddict-item]  # test records
 
 
-def today(state: accounts.State) -> dict[str, Any]:
-    totals: dict[str, Any] = state["days"]["2026-11-28"]
-    return totals
+def today(state: accounts.State) -> accounts.Totals:
+    return state["days"]["2026-11-28"]
 
 
 class TestFolding:

@@ -9,12 +9,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streams.agents import accounts as accounts_stage
-from streams.agents.accounts import (
+from streams.agents.accounts import Accounts
+from streams.agents.stored import (
     ACCOUNTS_TABLE,
     LAST_SCAN,
     META_TABLE,
     SCAN_CURSOR,
-    Accounts,
     save_held,
     save_state,
 )

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from streams import catalog, model
 from streams.agents import ingest
-from streams.agents.accounts import ACCOUNTS_TABLE, Accounts, save_held, save_state
+from streams.agents.accounts import Accounts
+from streams.agents.stored import ACCOUNTS_TABLE, save_held, save_state
 from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.store import PartitionStore

@@ -1,0 +1,74 @@
+"""What the accounts stage keeps in its store, and the bytes it keeps it as.
+
+Three tables of a partition's store (and so of its changelog), each keyed by
+the per-account stream's key `<bank_id>:<account_id>`, except `meta`:
+
+    consents  the gate's `Held` (a live consent, an ended marker, unreadable)
+    accounts  the account's summary (`rules.accounts.State`), erased with consent
+    meta      where the partition's scan of consents is (`LAST_SCAN`, `SCAN_CURSOR`)
+
+Each value has one encode/decode pair here. The bytes are JSON, and they must
+stay what they are: a worker restores its state from changelog records that
+earlier versions wrote (`tests/unit/test_stored.py` pins them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from streams.core.store import PartitionStore
+from streams.model import Consent
+from streams.rules.accounts import State, new_state
+from streams.rules.consent import Ended, Held
+
+CONSENTS_TABLE = "consents"
+ACCOUNTS_TABLE = "accounts"
+META_TABLE = "meta"
+LAST_SCAN = b"last-scan"
+"""The minute of tick time (an integer, as text) the last scan started in."""
+SCAN_CURSOR = b"scan-cursor"
+"""The last consents key a scan under way has read."""
+
+
+def encode_held(held: Held) -> bytes:
+    ended = held.ended.__dict__ if held.ended else None
+    record: dict[str, Any] = {"consent": held.consent, "ended": ended}
+    if held.unreadable:  # only then: what was stored before the flag reads the same
+        record["unreadable"] = True
+    return json.dumps(record).encode()
+
+
+def decode_held(raw: bytes) -> Held:
+    data = json.loads(raw)
+    ended = Ended(**data["ended"]) if data["ended"] else None
+    consent = cast(Consent | None, data["consent"])
+    return Held(consent, ended, data.get("unreadable", False))
+
+
+def encode_state(state: State) -> bytes:
+    return json.dumps(state, separators=(",", ":")).encode()
+
+
+def decode_state(raw: bytes) -> State:
+    return cast(State, json.loads(raw))
+
+
+def load_held(store: PartitionStore, key: bytes) -> Held:
+    held: Held | None = store.get_object(CONSENTS_TABLE, key, decode_held)
+    return held if held is not None else Held()
+
+
+def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
+    store.put(CONSENTS_TABLE, key, encode_held(held))
+
+
+def load_state(store: PartitionStore, key: bytes) -> State:
+    """The account's summary, decoded once per batch (see `PartitionStore.get_object`)."""
+    state: State | None = store.get_object(ACCOUNTS_TABLE, key, decode_state)
+    return state if state is not None else new_state()
+
+
+def save_state(store: PartitionStore, key: bytes, state: State) -> None:
+    """Keep the changed summary; it is encoded once, when the batch is written."""
+    store.put_object(ACCOUNTS_TABLE, key, state, encode_state)

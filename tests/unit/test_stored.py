@@ -1,0 +1,61 @@
+"""The accounts stage's stored values: golden bytes, because a worker restores its state
+from changelog records that earlier versions wrote."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from streams.agents.stored import decode_held, decode_state, encode_held, encode_state
+from streams.model import Consent, Transaction
+from streams.rules import accounts
+from streams.rules.consent import Ended, Held
+from tests import samples
+
+NOON = int(dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def test_an_ended_unreadable_account_is_stored_as_it_always_was() -> None:
+    """A Held's bytes name the consent, the ended marker and (only when set) unreadable."""
+    held = Held(None, Ended("c-1", 1764000000000, "REVOKED"), unreadable=True)
+    golden = (
+        b'{"consent": null, "ended": {"consent_id": "c-1", "version": 1764000000000, '
+        b'"reason": "REVOKED"}, "unreadable": true}'
+    )
+    assert encode_held(held) == golden and decode_held(golden) == held
+
+
+def test_a_held_stored_before_the_unreadable_flag_reads_as_readable() -> None:
+    """Bytes without `unreadable` (every consent stored before it existed) decode to a
+    readable Held, and a readable Held is stored without the flag."""
+    consent: Any = {"consent_id": "c-2", "updated_at": 5}
+    stored = b'{"consent": {"consent_id": "c-2", "updated_at": 5}, "ended": null}'
+    assert decode_held(stored) == Held(consent) and encode_held(Held(consent)) == stored
+
+
+def test_a_summary_after_one_purchase_is_stored_as_it_always_was() -> None:
+    """The summary the rules build for one booked purchase encodes to these bytes, and
+    decodes back to an equal summary."""
+    consent: Consent = {**samples.CONSENT, "timezone": "Europe/Paris"}  # type: ignore[typeddict-item]  # a sample
+    tx: Transaction = {  # type: ignore[typeddict-item]  # a sample
+        **samples.TRANSACTION,
+        "transaction_id": "t-1",
+        "status": "BOOKED",
+        "pending_transaction_id": None,
+        "amount_minor": -1250,
+        "currency": "EUR",
+        "balance_after_minor": 40000,
+        "mcc": "5411",
+        "booked_at": NOON,
+    }
+    state = accounts.new_state()
+    accounts.apply(state, tx, consent, NOON)
+    golden = (
+        b'{"balance":40000,"below":false,'
+        b'"days":{"2026-11-28":{"spent":{"groceries":1250},"received":{},"count":1}},'
+        b'"month":"2026-11","month_totals":{"spent":{"groceries":1250},"received":{},"count":1},'
+        b'"seen":{"t-1":' + str(NOON).encode() + b'},"pending":{},'
+        b'"counted":{"t-1":{"amount":-1250,"category":"groceries","day":"2026-11-28"}},'
+        b'"digested":[],"currency":"EUR"}'
+    )
+    assert encode_state(state) == golden and decode_state(golden) == state

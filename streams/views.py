@@ -38,8 +38,9 @@ def register(app: Any, stages: list[Any], metrics: Metrics) -> None:
 
 def readiness(stage: Stage) -> dict[str, Any]:
     """What a stage waits for, in offsets: changelog records to restore, input to catch up."""
+    catching_up = stage.readiness.catching_up
     return {
         "ready": stage.ready.is_set(),
         "restoring": {str(p): n for p, n in sorted(stage.restoring.items())},
-        "catching_up": {f"{tp.topic}-{tp.partition}": end for tp, end in stage.catching_up.items()},
+        "catching_up": {f"{tp.topic}-{tp.partition}": end for tp, end in catching_up.items()},
     }

@@ -19,7 +19,7 @@ docs/core.md, "Rebalances", has the cases.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,23 @@ from streams.settings import Settings
 
 # The broker aborts a transaction left open this long (a crashed owner's).
 TRANSACTION_TIMEOUT_MS = 30_000
+
+NewProducer = Callable[[str | None], AIOKafkaProducer]
+"""Makes a producer (not started): transactional with this id, or idempotent (None)."""
+
+
+def kafka_producers(settings: Settings) -> NewProducer:
+    def new(transactional_id: str | None) -> AIOKafkaProducer:
+        if transactional_id is None:
+            return kafka.producer(settings, max_batch_size=kafka.BATCH_BYTES)
+        return kafka.producer(
+            settings,
+            transactional_id=transactional_id,
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+            max_batch_size=kafka.BATCH_BYTES,
+        )
+
+    return new
 
 
 @dataclass
@@ -68,8 +85,10 @@ class Ownership:
         guarantee: Guarantee[Partition],
         recovery: Recovery | None,
         standby: Standby | None,
+        new_producer: NewProducer | None = None,
     ) -> None:
         self.spec = spec
+        self.new_producer = new_producer or kafka_producers(settings)
         self.settings = settings
         self.group_id = group_id
         self.guarantee = guarantee
@@ -181,15 +200,9 @@ class Ownership:
         transactional one (its id is the partition's) fences any older owner of the
         partition and ends its open transaction, so the changelog's last stable
         offset can move before we restore."""
+        transactional_id = f"{self.group_id}-{tp.topic}-{tp.partition}"
         producers = [
-            kafka.producer(
-                self.settings,
-                transactional_id=f"{self.group_id}-{tp.topic}-{tp.partition}",
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-                max_batch_size=kafka.BATCH_BYTES,
-            )
-            if transactional
-            else kafka.producer(self.settings, max_batch_size=kafka.BATCH_BYTES)
+            self.new_producer(transactional_id if transactional else None)
             for transactional in self.guarantee.producers(self.stateful)
         ]
         started = await asyncio.gather(*(p.start() for p in producers), return_exceptions=True)

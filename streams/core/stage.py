@@ -31,14 +31,12 @@ record batch holds is processed in halves).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError
 
 from streams import kafka
 from streams.core import guarantees, handling
@@ -46,6 +44,7 @@ from streams.core.batches import Built, TooLarge
 from streams.core.guarantees import Records
 from streams.core.handling import StageFailed
 from streams.core.ownership import Ownership, Partition, store_path
+from streams.core.readiness import Readiness
 from streams.core.recovery import Recovery
 from streams.core.spec import Emit, StageSpec
 from streams.core.standby import Standby
@@ -78,17 +77,10 @@ class Stage:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
-        self.ready = asyncio.Event()
-        """Set once partitions are assigned, their state restored, and the
-        `catch_up` topics read up to where they ended at assignment."""
-        self.catching_up: dict[TopicPartition, int] = {}
-        """The end offsets a `catch_up` partition must reach before the stage is ready."""
-        self.paused: set[TopicPartition] = set()
-        """Other partitions, paused until the `catch_up` ones reach those offsets."""
+        self.readiness = Readiness(spec.name, spec.catch_up, metrics)
         self.processed = 0
         """Input records committed by this stage since it started."""
         self._next_report = 0.0
-        self._assigned = False  # the group has given this stage its partitions (maybe none)
         self._failure: StageFailed | None = None
         self.recovery: Recovery | None = None
         """Restores the stores of the partitions it opens (a stateful stage)."""
@@ -154,15 +146,15 @@ class Stage:
                         if part is None or part.opened_at >= poll:
                             del batches[tp]
                     # One held back since it was opened is read again once resumed.
-                    for tp in self.paused.intersection(batches):
+                    for tp in self.readiness.paused.intersection(batches):
                         if batches[tp]:
                             consumer.seek(tp, batches.pop(tp)[0].offset)
                     await self.guarantee.round(
                         [(owned[tp], records) for tp, records in batches.items()]
                     )
                     await self.guarantee.repair()
-                    if self.paused:
-                        await self._catch_up_progress()
+                    if self.readiness.paused:
+                        await self.readiness.progress(consumer)
             if self._failure is not None:
                 raise self._failure
         finally:
@@ -176,6 +168,11 @@ class Stage:
             if standby is not None:
                 self._stopping.set()  # ends the standby too, whether stopped or failed
                 await standby
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set while the stage owns its partitions and has caught up (`Readiness`)."""
+        return self.readiness.ready
 
     def stop(self) -> None:
         self._stopping.set()
@@ -194,12 +191,7 @@ class Stage:
             await self.guarantee.settle()
             await self.guarantee.repair(revoking=True)
             self.ownership.revoke(revoked)
-            for tp in revoked:
-                self.catching_up.pop(tp, None)
-                self.paused.discard(tp)
-                with contextlib.suppress(KeyError):  # no lag reported for it yet
-                    self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-            self._not_ready()
+            self.readiness.revoke(revoked)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Own the assigned partitions, then hold those that wait for the `catch_up`
@@ -215,14 +207,8 @@ class Stage:
                 # (`run` closes what it holds, the kept partitions not yet owned too).
                 self.fail(StageFailed(f"opening the assigned partitions failed: {exc!r}"))
                 return
-            backlog = [tp for tp in assigned if tp.topic in self.spec.catch_up]
-            if backlog and self._consumer is not None:
-                self.catching_up.update(await self._consumer.end_offsets(backlog))
-                await self._catch_up_progress()
-                if self.catching_up:
-                    self.paused = {tp for tp in assigned if tp.topic not in self.spec.catch_up}
-                    self._consumer.pause(*self.paused)
-            self._assigned = True
+            assert self._consumer is not None
+            await self.readiness.hold_back(self._consumer, assigned)
             self._log_assigned(kept, opened, closed, time.monotonic() - started)
         self._next_report = 0.0  # readiness is decided on the next loop, not a second later
 
@@ -249,55 +235,11 @@ class Stage:
     # -- what the stage tells operators ----------------------------------------
 
     async def _report(self) -> None:
-        """Refresh lag and table-size gauges, and readiness once caught up."""
+        """Refresh the gauges (lag, table keys) and readiness, once a second."""
         self._next_report = time.monotonic() + REPORT_INTERVAL_S
-        consumer = self._consumer
-        assert consumer is not None
-        async with self._lock:
-            await self._catch_up_progress()
-            keys = 0
-            for tp, part in self.ownership.partitions.items():
-                try:
-                    position = await consumer.position(tp)
-                except IllegalStateError:  # a rebalance took it away meanwhile
-                    continue
-                end = consumer.last_stable_offset(tp)
-                if end is None or end < 0:
-                    end = consumer.highwater(tp)
-                if end is not None and end >= 0:
-                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                        max(0, end - position)
-                    )
-                if part.store is not None:
-                    keys += part.store.estimated_keys()
-            if self.spec.changelog is not None:
-                self.metrics.table_keys.labels(self.spec.name).set(keys)
-            if self._assigned and not self.catching_up and not self.ready.is_set():
-                self.ready.set()
-                self.metrics.stage_ready.labels(self.spec.name).set(1)
-                log.info(
-                    "stage %s is ready", self.spec.name, extra=event("ready", stage=self.spec.name)
-                )
-
-    async def _catch_up_progress(self) -> None:
-        """Forget `catch_up` partitions that reached their target; once none is left,
-        resume the partitions held back (so no transaction overtakes the consents
-        that were already waiting when the stage got its partitions)."""
         assert self._consumer is not None
-        for tp, target in list(self.catching_up.items()):
-            try:
-                if await self._consumer.position(tp) >= target:
-                    del self.catching_up[tp]
-            except IllegalStateError:  # a rebalance took it away meanwhile
-                del self.catching_up[tp]
-        if not self.catching_up and self.paused:
-            self._consumer.resume(*self.paused)
-            self.paused.clear()
-
-    def _not_ready(self) -> None:
-        self._assigned = False
-        self.ready.clear()
-        self.metrics.stage_ready.labels(self.spec.name).set(0)
+        async with self._lock:
+            await self.readiness.report(self._consumer, self.ownership.partitions, self.stateful)
 
     # -- one batch ---------------------------------------------------------
 

@@ -17,10 +17,10 @@ NOON = int(dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC).timestamp() * 1000)
 
 def test_an_ended_unreadable_account_is_stored_as_it_always_was() -> None:
     """A Held's bytes name the consent, the ended marker and (only when set) unreadable."""
-    held = Held(None, Ended("c-1", 1764000000000, "REVOKED"), unreadable=True)
+    held = Held(None, Ended("c-1", 1764000000000, "REVOKED_BY_PSU"), unreadable=True)
     golden = (
         b'{"consent": null, "ended": {"consent_id": "c-1", "version": 1764000000000, '
-        b'"reason": "REVOKED"}, "unreadable": true}'
+        b'"reason": "REVOKED_BY_PSU"}, "unreadable": true}'
     )
     assert encode_held(held) == golden and decode_held(golden) == held
 
@@ -36,8 +36,8 @@ def test_a_held_stored_before_the_unreadable_flag_reads_as_readable() -> None:
 def test_a_summary_after_one_purchase_is_stored_as_it_always_was() -> None:
     """The summary the rules build for one booked purchase encodes to these bytes, and
     decodes back to an equal summary."""
-    consent: Consent = {**samples.CONSENT, "timezone": "Europe/Paris"}  # type: ignore[typeddict-item]  # a sample
-    tx: Transaction = {  # type: ignore[typeddict-item]  # a sample
+    consent: Consent = {**samples.CONSENT, "timezone": "Europe/Paris"}
+    tx: Transaction = {
         **samples.TRANSACTION,
         "transaction_id": "t-1",
         "status": "BOOKED",

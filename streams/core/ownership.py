@@ -19,6 +19,8 @@ docs/core.md, "Rebalances", has the cases.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,10 @@ from streams.core.recovery import Recovery
 from streams.core.spec import StageSpec
 from streams.core.standby import Standby
 from streams.core.store import PartitionStore
+from streams.logs import event
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # The broker aborts a transaction left open this long (a crashed owner's).
 TRANSACTION_TIMEOUT_MS = 30_000
@@ -119,6 +124,7 @@ class Ownership:
         """Own these: close the partitions kept aside that are not among them, keep
         those that are, open the others. How many were kept, opened and closed. If
         opening fails, what was kept and is not owned stays aside (to be closed)."""
+        started = time.monotonic()
         idle, self.idle = self.idle, {}
         gone = [part for tp, part in idle.items() if tp not in tps]
         for part in gone:
@@ -130,7 +136,24 @@ class Ownership:
         except Exception:
             self.idle = {tp: p for tp, p in kept.items() if tp not in self.partitions}
             raise
-        return len(kept), len(opening) - len(kept), len(gone)
+        counts = len(kept), len(opening) - len(kept), len(gone)
+        self._log_assigned(*counts, seconds=time.monotonic() - started)
+        return counts
+
+    def _log_assigned(self, kept: int, opened: int, closed: int, seconds: float) -> None:
+        name, owned = self.spec.name, len(self.partitions)
+        log.info(
+            "stage %s owns %d partitions (%d kept, %d opened, %d closed) after %.2fs",
+            *(name, owned, kept, opened, closed, seconds),
+            extra=event(
+                "assigned",
+                stage=name,
+                partitions=owned,
+                kept=kept,
+                closed=closed,
+                seconds=round(seconds, 3),
+            ),
+        )
 
     async def close_all(self) -> None:
         for part in [*self.partitions.values(), *self.idle.values()]:

@@ -1,31 +1,20 @@
 """The transactional stage: one ordered, batch-aligned commit per input partition.
 
-A stage reads its input topics in a consumer group. For each assigned input
-partition it owns a transactional producer (id `<app>-<stage>-<topic>-<p>`,
-so a new owner fences the old one), under at_least_once an idempotent one for
-its outputs too, and, for a stateful stage, a RocksDB store restored from the
-changelog. Each poll's batches (one per partition) go to the stage's
-guarantee (`streams/core/guarantees.py`), which orders the steps this module
-provides:
+A stage reads its input topics in a consumer group and runs its spec's
+handler over each partition's batch. This module is the loop; each idea it
+runs is a module of its own:
 
-    prepare: handler(record, store) for each record → the outputs, and the
-             store's changes as one changelog record batch (last, the input
-             offset they bring the state to)
-    transaction: begin → send outputs (if any) and the changelog → wait for
-             every ack → send the input offsets → commit → apply the changes
-             to RocksDB
-    reopen:  close the partition and open it again from what Kafka committed
+    guarantees.py  the steps of a round under exactly_once or at_least_once
+    handling.py    a batch: the handler over each record, dead letters, the
+                   changelog record batch; the transaction that commits it
+    ownership.py   the partitions owned: producers (fencing), stores, seeks
+    recovery.py    a store restored from its changelog; standby.py keeps copies
+    readiness.py   catch-up of the `catch_up` topics, `/readyz`, the gauges
 
-A send that fails aborts the transaction (nothing of it is visible) and the
-partition is re-opened. A commit that fails is never followed by an abort
-(KAFKA-17754): the partition is re-opened, and its new producer (same
-transactional id) makes the broker finish the transaction one way or the
-other before the state and offset are read back.
-
-A batch's changelog records for its partition are one record batch, which
-Kafka appends whole or not at all: a failed write never leaves state changes
-without the input offset they belong to (a batch that changes more than one
-record batch holds is processed in halves).
+The stage is the guarantee's `Host`: it prepares a batch (`prepare`; in
+halves when its state changes do not fit one changelog record batch), runs
+its transaction, and re-opens or releases a partition when asked.
+docs/core.md has the protocol and its failure cases.
 """
 
 from __future__ import annotations
@@ -197,10 +186,9 @@ class Stage:
         """Own the assigned partitions, then hold those that wait for the `catch_up`
         topics."""
         self.metrics.rebalances.inc()
-        started = time.monotonic()
         async with self._lock:
             try:
-                kept, opened, closed = await self.ownership.assign(assigned)
+                await self.ownership.assign(assigned)
             except Exception as exc:
                 # aiokafka would only log it and leave the partitions assigned to a
                 # member that never reads them: the worker stops instead, loudly
@@ -209,28 +197,7 @@ class Stage:
                 return
             assert self._consumer is not None
             await self.readiness.hold_back(self._consumer, assigned)
-            self._log_assigned(kept, opened, closed, time.monotonic() - started)
         self._next_report = 0.0  # readiness is decided on the next loop, not a second later
-
-    def _log_assigned(self, kept: int, opened: int, closed: int, seconds: float) -> None:
-        owned = len(self.ownership.partitions)
-        log.info(
-            "stage %s owns %d partitions (%d kept, %d opened, %d closed) after %.2fs",
-            self.spec.name,
-            owned,
-            kept,
-            opened,
-            closed,
-            seconds,
-            extra=event(
-                "assigned",
-                stage=self.spec.name,
-                partitions=owned,
-                kept=kept,
-                closed=closed,
-                seconds=round(seconds, 3),
-            ),
-        )
 
     # -- what the stage tells operators ----------------------------------------
 

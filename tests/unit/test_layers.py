@@ -9,6 +9,7 @@ Imports inside functions count too: a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,12 @@ def test_the_check_sees_a_planted_import(tmp_path: Path) -> None:
     planted.write_text("def f():\n    from streams.core.stage import Stage\n    return Stage\n")
     assert imports_of(planted) == {"streams.core.stage"}
     assert not _within("streams.core.stage", "streams.rules", "streams.model", "streams.errors")
+
+
+def test_every_package_of_streams_ships_in_the_wheel() -> None:
+    """pyproject lists its packages by name: each folder of `streams` with an __init__ is
+    listed, so a new one cannot be left out of the wheel."""
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert found == listed

@@ -1,0 +1,89 @@
+"""`make bench`: the pipeline against raw Kafka, in one run, on one broker.
+
+Three measures, each against something measured in the same run:
+
+1. Throughput. The baseline is the limit for Python: a bare aiokafka loop
+   (consume, produce each record without awaiting it, wait for the batch's
+   acks, commit) passing the same framed Avro transactions through. The
+   pipeline is the real worker (`passerelle worker pipeline`, its own
+   process, metrics on, ticks on) doing the full path on the same records:
+   ingest, consent gate, accounts, notifications, audit; about 80 % of
+   accounts consent. Each is timed from ready to its last record; the result
+   is a ratio.
+2. Latency. Transactions offered at fixed rates (booked_at = the moment sent),
+   notifications read read_committed as a messaging worker would: end-to-end
+   p50/p95/p99 per rate, and at saturation.
+3. State. A worker's RSS and RocksDB folder after N accounts, and how long a
+   worker with an empty folder takes to be ready again (changelog restore).
+
+Output: a table, `bench/results/latest.json` and `bench/results/latest.png`.
+Speed is reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from streams.devkit import localkafka
+from streams.devkit.bench.measure import (
+    Run,
+    Say,
+    measure_latency,
+    measure_state,
+    measure_throughput,
+)
+from streams.devkit.bench.report import RESULTS, Report, write
+from streams.settings import LocalKafkaSettings, Settings
+
+__all__ = ["BENCH_PORT", "Report", "own_broker", "run"]
+
+BENCH_PORT = 9492
+
+
+def own_broker() -> tuple[localkafka.Cluster, LocalKafkaSettings]:
+    """A fresh single node for the bench alone: nothing of earlier runs or other work
+    on it, so every worker reads exactly the bench's records."""
+    local = replace(
+        LocalKafkaSettings.from_env(), port=BENCH_PORT, run_dir=Path(".run/kafka-bench")
+    )
+    cluster = localkafka.Cluster.single(local)
+    if any(pid for _, pid in localkafka.status(cluster)):
+        localkafka.down(cluster, say=lambda _: None)
+    shutil.rmtree(cluster.dir, ignore_errors=True)
+    return cluster, local
+
+
+async def run(
+    settings: Settings,
+    records: int = 50_000,
+    rates: tuple[float, ...] = (500, 1000, 2000),
+    sizes: tuple[int, ...] = (10_000, 100_000),
+    rounds: int = 3,
+    out: Path = RESULTS,
+    say: Say = print,
+) -> Report:
+    cluster, local = own_broker()
+    await asyncio.to_thread(localkafka.up, cluster, local, say)
+    settings = replace(settings, bootstrap_servers=cluster.bootstrap)
+    bench = Run(settings, say)
+    report = Report(settings.bootstrap_servers, settings.partitions, records, rounds)
+    say(f"bench on {settings.bootstrap_servers}, {settings.partitions} partitions, {bench.prefix}")
+    try:
+        say("1/3 throughput")
+        report.throughput = await measure_throughput(bench, records, 2_000, rounds)
+        say("2/3 latency")
+        for guarantee in ("at_least_once", "exactly_once"):
+            report.latency += await measure_latency(bench, guarantee, rates, 20_000, 2_000)
+        say("3/3 state")
+        for size in sizes:
+            report.state.append(await measure_state(bench, size))
+    finally:
+        bench.close()
+        await asyncio.to_thread(localkafka.down, cluster, say)
+    say("\n" + report.table())
+    write(report, out)
+    say(f"\nwritten: {out / 'latest.json'}, {out / 'latest.png'}")
+    return report

@@ -1,0 +1,132 @@
+"""The bench's feed: a bank's accounts, their consents, transactions sent fast, and the
+baseline that passes them through bare aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from streams import catalog, kafka, model
+from streams.codec import Codec
+from streams.devkit.bench.report import Throughput
+from streams.settings import Settings
+from streams.tools import simulate
+
+CONSENTING = 0.8
+"""The share of accounts with a consent."""
+
+
+@dataclass(frozen=True)
+class Population:
+    bank: simulate.Bank
+    accounts: list[simulate.Account]
+
+    @property
+    def consenting(self) -> list[simulate.Account]:
+        return [a for a in self.accounts if a.consent is not None]
+
+
+def population(bank_id: str, size: int, seed: int) -> Population:
+    rng = random.Random(seed)
+    bank = simulate.Bank(bank_id, "fr-FR", "Europe/Paris", "EUR", "105000000000009")
+    accounts = simulate.accounts(rng, size, [bank])
+    now = int(time.time() * 1000)
+    for account in accounts:
+        if rng.random() < CONSENTING:
+            account.consent = simulate.consent_for(rng, account, now)
+            account.consent["permissions"] = sorted(
+                {"TRANSACTIONS", *account.consent["permissions"]}
+            )
+    return Population(bank, accounts)
+
+
+def transaction(codec: Codec, account: simulate.Account, n: int, booked_at: int) -> bytes:
+    merchant, mcc, typical = simulate.MERCHANTS[n % len(simulate.MERCHANTS)]
+    account.balance -= typical
+    record: model.Transaction = {
+        "transaction_id": f"bench-{account.account_id[-10:]}-{n}",
+        "bank_id": account.bank.bank_id,
+        "account_id": account.account_id,
+        "status": "BOOKED",
+        "pending_transaction_id": None,
+        "reversed_transaction_id": None,
+        "amount_minor": -typical,
+        "currency": account.bank.currency,
+        "booked_at": booked_at,
+        "merchant_name": merchant,
+        "mcc": mcc,
+        "description": None,
+        "balance_after_minor": account.balance,
+        "channel": "CARD",
+    }
+    return codec.encode(model.TRANSACTION, record)
+
+
+async def send_all(settings: Settings, records: Iterable[tuple[str, bytes, bytes]]) -> int:
+    """Produce fast: no await per record, acks gathered in chunks."""
+    producer = kafka.producer(settings, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for topic, key, value in records:
+            pending.append(await producer.send(topic, value, key))
+            sent += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def send_consents(settings: Settings, codec: Codec, pop: Population) -> int:
+    return await send_all(
+        settings,
+        (
+            (catalog.CONSENTS, f"{a.bank.bank_id}:{a.account_id}".encode(),
+             codec.encode(model.CONSENT, a.consent or {}))
+            for a in pop.consenting
+        ),
+    )  # fmt: skip
+
+
+def transactions(codec: Codec, pop: Population, count: int) -> Iterable[tuple[str, bytes, bytes]]:
+    topic = catalog.bank_topic_name(pop.bank.bank_id)
+    now = int(time.time() * 1000)
+    for n in range(count):
+        account = pop.accounts[n % len(pop.accounts)]
+        yield topic, account.account_id.encode(), transaction(codec, account, n, now)
+
+
+async def passthrough(
+    settings: Settings, source: str, target: str, records: int, group: str
+) -> Throughput:
+    """Bare aiokafka: consume → produce without awaiting each send → commit per batch."""
+    consumer = kafka.consumer(
+        settings, source, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    producer = kafka.producer(settings, linger_ms=0, max_batch_size=kafka.BATCH_BYTES)
+    await producer.start()
+    await consumer.start()
+    done, started = 0, 0.0
+    try:
+        while done < records:
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            if not started and batches:
+                started = time.monotonic()
+            futures = [
+                await producer.send(target, r.value, r.key) for rs in batches.values() for r in rs
+            ]
+            await asyncio.gather(*futures)
+            if batches:
+                await consumer.commit()
+            done += len(futures)
+        return Throughput("bare aiokafka passthrough", done, time.monotonic() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()

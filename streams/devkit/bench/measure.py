@@ -1,0 +1,298 @@
+"""Measuring the pipeline: real worker processes, timed by their own metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from streams import catalog, kafka, model
+from streams.catalog import Catalog, Topic
+from streams.codec import Codec, EmbeddedRegistry
+from streams.devkit.bench.feed import (
+    Population,
+    passthrough,
+    population,
+    send_all,
+    send_consents,
+    transaction,
+    transactions,
+)
+from streams.devkit.bench.report import Latency, State, Throughput
+from streams.devkit.workerproc import Worker, metric_sum, metrics_page, scraped, until_ready
+from streams.errors import PasserelleError
+from streams.settings import Settings
+from streams.tools import topics
+
+Say = Callable[[str], None]
+# A run that makes no progress for this long has failed; say so instead of hanging.
+STALL_S = 90
+LATENCY_SECONDS = 8.0
+WORKER_ARGS: list[str] = []
+
+
+DECISIONS = "passerelle_decisions_total"
+
+
+def decided(worker: Worker) -> float:
+    """Transactions the worker has decided (its broker carries one bank at a time)."""
+    return scraped(worker, DECISIONS)
+
+
+def rss_mib(worker: Worker) -> float:
+    assert worker.process is not None
+    status = Path(f"/proc/{worker.process.pid}/status").read_text()
+    kib = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
+    return kib / 1024
+
+
+async def first_decision(worker: Worker) -> tuple[float, float]:
+    """When the worker's first decisions appear, and how many there are then: the
+    pipeline is timed from its first decision to its last, so start-up (joins,
+    restore) is left out as it is for the baseline."""
+    while True:
+        if not worker.alive():
+            raise PasserelleError(f"the worker exited; see {worker.log}")
+        try:
+            done = decided(worker)
+        except OSError:  # its web server is not up yet
+            done = 0
+        if done:
+            return time.monotonic(), done
+        await asyncio.sleep(0.02)
+
+
+async def until_decided(worker: Worker, total: float, what: str, say: Say) -> None:
+    """Wait until the worker has decided `total` transactions, saying how far it is."""
+    seen, last_progress, last_said = -1.0, time.monotonic(), 0.0
+    while True:
+        text = metrics_page(worker)  # one scrape per look
+        if (done := metric_sum(text, DECISIONS)) >= total:
+            return
+        now = time.monotonic()
+        # Committed batches count as progress too: consents, read first, decide nothing.
+        moved = done + metric_sum(text, "passerelle_transactions_total")
+        if moved > seen:
+            seen, last_progress = moved, now
+        elif now - last_progress > STALL_S:
+            raise PasserelleError(f"{what}: no progress for {STALL_S}s at {done:,.0f}")
+        if now - last_said > 5:
+            say(f"    {what}: {done:,.0f} of {total:,.0f} decided")
+            last_said = now
+        await asyncio.sleep(0.1)
+
+
+class Run:
+    """One bench run: its prefix, bank, codec and the workers it starts."""
+
+    def __init__(self, settings: Settings, say: Say) -> None:
+        self.settings = settings
+        self.say = say
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"passerelle-{self.prefix}-"))
+        self.workers: list[Worker] = []
+
+    def worker(self, app_id: str, guarantee: str) -> Worker:
+        worker = Worker(
+            self.settings, app_id, self.folder / app_id, guarantee, ["pipeline", *WORKER_ARGS]
+        )
+        self.workers.append(worker)
+        return worker
+
+    async def provision(self, bank_id: str, app_ids: Iterable[str]) -> None:
+        wanted = Catalog(self.settings).all([bank_id])
+        for app_id in app_ids:
+            wanted += Catalog(replace(self.settings, app_id=app_id)).internal()
+        await topics.create(self.settings, wanted, say=lambda _: None)
+
+    async def retire(self, bank_id: str) -> None:
+        """Delete a finished phase's bank topic, so the next phase's worker (its pattern
+        matches every bank) does not read it."""
+        admin = kafka.admin(self.settings)
+        await admin.start()
+        try:
+            await admin.delete_topics([catalog.bank_topic_name(bank_id)])
+        finally:
+            await admin.close()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            if worker.alive():
+                worker.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def measure_throughput(
+    run: Run, records: int, accounts: int, rounds: int
+) -> list[Throughput]:
+    """`rounds` rounds of baseline, at_least_once, exactly_once, one after the other on
+    the same records; each row is the round with the median rate (the machine is shared
+    and noisy, so one round alone says little)."""
+    bank = f"{run.prefix}-tp"
+    apps = {
+        (g, r): f"{run.prefix}-{g}-{r}"
+        for g in ("at_least_once", "exactly_once")
+        for r in range(rounds)
+    }
+    await run.provision(bank, apps.values())
+    bare = Topic(f"{run.prefix}.bare-out", "key", (), run.settings.partitions,
+                 run.settings.replication_factor, catalog.deleting(catalog.DAY_MS))  # fmt: skip
+    await topics.create(run.settings, [bare], say=lambda _: None)
+    pop = population(bank, accounts, seed=1)
+    await send_consents(run.settings, run.codec, pop)
+    await send_all(run.settings, transactions(run.codec, pop, records))
+    run.say(f"  {records:,} transactions of {accounts:,} accounts sent")
+    rows: dict[str, list[Throughput]] = {}
+    for r in range(rounds):
+        run.say(f"  round {r + 1} of {rounds}: bare aiokafka…")
+        source = catalog.bank_topic_name(bank)
+        rows.setdefault("bare", []).append(
+            await passthrough(run.settings, source, bare.name, records, group=f"{bare.name}-{r}")
+        )
+        for guarantee in ("at_least_once", "exactly_once"):
+            run.say(f"  round {r + 1} of {rounds}: pipeline, {guarantee}…")
+            worker = run.worker(apps[(guarantee, r)], guarantee)
+            worker.start()
+            first, at_first = await first_decision(worker)
+            await until_decided(worker, records, guarantee, run.say)
+            seconds = time.monotonic() - first
+            name = f"pipeline, {guarantee}"
+            rows.setdefault(name, []).append(Throughput(name, int(records - at_first), seconds))
+            worker.stop()
+    await run.retire(bank)
+    return [sorted(runs, key=lambda t: t.rate)[len(runs) // 2] for runs in rows.values()]
+
+
+async def measure_latency(
+    run: Run, guarantee: str, rates: Iterable[float], saturation: int, accounts: int
+) -> list[Latency]:
+    bank = f"{run.prefix}-lat-{'alo' if guarantee == 'at_least_once' else 'eos'}"
+    app_id = f"{run.prefix}-lat-{guarantee}"
+    await run.provision(bank, [app_id])
+    pop = population(bank, accounts, seed=2)
+    await send_consents(run.settings, run.codec, pop)
+    worker = run.worker(app_id, guarantee)
+    worker.start()
+    await until_ready(worker, timeout_s=300)
+    # A messaging worker tuned for latency: a fetch returns as soon as there is data.
+    reader = kafka.consumer(
+        run.settings, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
+    await reader.start()
+    tps = [TopicPartition(catalog.NOTIFICATIONS, p) for p in range(run.settings.partitions)]
+    reader.assign(tps)
+    await reader.seek_to_end(*tps)
+    producer = kafka.producer(run.settings, linger_ms=1)
+    await producer.start()
+    out = []
+    try:
+        n = 0
+        for rate in [*rates, 0.0]:
+            count = int(rate * LATENCY_SECONDS) if rate else saturation
+            run.say(f"  latency, {guarantee}, {f'{rate:,.0f} ev/s' if rate else 'saturation'}…")
+            expected = sum(
+                pop.accounts[(n + i) % len(pop.accounts)].consent is not None for i in range(count)
+            )
+            reading = asyncio.create_task(collect(reader, run.codec, bank, expected))
+            seconds = await offer(run, producer, pop, n, count, rate)
+            n += count
+            out.append(_latency(guarantee, rate, count / seconds, await reading))
+    finally:
+        await producer.stop()
+        await reader.stop()
+        worker.stop()
+    await run.retire(bank)
+    return out
+
+
+async def offer(
+    run: Run, producer: Any, pop: Population, first: int, count: int, rate: float
+) -> float:
+    """Send `count` transactions at `rate` per second (0: as fast as possible), each
+    booked at the moment it is sent; returns the seconds it took."""
+    topic = catalog.bank_topic_name(pop.bank.bank_id)
+    started = time.monotonic()
+    pending = []
+    for i in range(count):
+        if rate:
+            due = started + i / rate
+            if (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+        account = pop.accounts[(first + i) % len(pop.accounts)]
+        value = transaction(run.codec, account, first + i, int(time.time() * 1000))
+        pending.append(await producer.send(topic, value, account.account_id.encode()))
+    await asyncio.gather(*pending)
+    return time.monotonic() - started
+
+
+async def collect(
+    reader: Any, codec: Codec, bank: str, expected: int, timeout_s: float = 120
+) -> list[float]:
+    """End-to-end latencies (ms) of this bank's TRANSACTION notifications, as they arrive."""
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    while len(latencies) < expected and time.monotonic() < deadline:
+        batches = await reader.getmany(timeout_ms=200)
+        arrived = time.time() * 1000
+        for records in batches.values():
+            for r in records:
+                n = codec.decode(model.NOTIFICATION, r.value)
+                if n["bank_id"] == bank and n["kind"] == "TRANSACTION":
+                    latencies.append(arrived - n["occurred_at"])
+    if len(latencies) < expected:
+        raise PasserelleError(f"{len(latencies)} of {expected} notifications in {timeout_s}s")
+    return latencies
+
+
+def _latency(guarantee: str, rate: float, achieved: float, ms: list[float]) -> Latency:
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return Latency(guarantee, rate, achieved, len(ms), q[49], q[94], q[98])
+
+
+async def measure_state(run: Run, accounts: int) -> State:
+    bank = f"{run.prefix}-st{accounts}"
+    app_id = f"{run.prefix}-state-{accounts}"
+    await run.provision(bank, [app_id])
+    pop = population(bank, accounts, seed=3)
+    await send_consents(run.settings, run.codec, pop)
+    await send_all(run.settings, transactions(run.codec, pop, accounts))
+    worker = run.worker(app_id, "exactly_once")
+    worker.start()
+    await until_ready(worker, timeout_s=1800)
+    await until_decided(worker, accounts, f"{accounts:,} accounts", run.say)
+    await asyncio.sleep(2)  # let RocksDB flush what the last commits wrote
+    rss = rss_mib(worker)
+    data = run.folder / app_id
+    disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
+    worker.stop()
+    changelog = Catalog(replace(run.settings, app_id=app_id)).changelog("accounts").name
+    records = await _topic_records(run.settings, changelog)
+    shutil.rmtree(data)
+    run.say(f"    {accounts:,} accounts: restoring {records:,} changelog records from empty…")
+    worker.start()
+    restore = await until_ready(worker, timeout_s=1800)
+    worker.stop()
+    await run.retire(bank)
+    return State(accounts, rss, disk, records, restore)
+
+
+async def _topic_records(settings: Settings, topic: str) -> int:
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,136 @@
+"""What a bench run reports: its figures, as a table, JSON and a chart."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    name: str
+    records: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+@dataclass(frozen=True)
+class Latency:
+    guarantee: str
+    offered: float  # events per second; 0 for saturation
+    achieved: float
+    notifications: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class State:
+    accounts: int
+    rss_mib: float
+    disk_mib: float
+    changelog_records: int
+    restore_s: float
+
+
+@dataclass
+class Report:
+    broker: str
+    partitions: int
+    records: int
+    rounds: int
+    throughput: list[Throughput] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    state: list[State] = field(default_factory=list)
+
+    def ratio(self, name: str) -> float:
+        base = self.throughput[0].rate
+        return next(t.rate for t in self.throughput if t.name == name) / base
+
+    def table(self) -> str:
+        base = self.throughput[0].rate
+        title = f"throughput (median of {self.rounds})"
+        lines = [f"{title:34} {'records':>9} {'seconds':>8} {'rec/s':>9} {'ratio':>6}"]
+        for t in self.throughput:
+            ratio = t.rate / base
+            lines.append(
+                f"{t.name:34} {t.records:>9} {t.seconds:>8.2f} {t.rate:>9,.0f} {ratio:>6.3f}"
+            )
+        lines.append(f"\n{'latency (bank → notification)':34} {'offered':>8} {'achieved':>9} "
+                     f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")  # fmt: skip
+        for r in self.latency:
+            offered = f"{r.offered:,.0f}/s" if r.offered else "max"
+            lines.append(
+                f"{r.guarantee:34} {offered:>8} {r.achieved:>8,.0f}/s "
+                f"{r.p50_ms:>8.0f} {r.p95_ms:>8.0f} {r.p99_ms:>8.0f}"
+            )
+        lines.append(
+            f"\n{'state':34} {'RSS MiB':>8} {'disk MiB':>9} {'changelog':>10} {'restore s':>9}"
+        )
+        for s in self.state:
+            lines.append(
+                f"{f'{s.accounts:,} accounts':34} {s.rss_mib:>8.0f} {s.disk_mib:>9.1f} "
+                f"{s.changelog_records:>10,} {s.restore_s:>9.1f}"
+            )
+        return "\n".join(lines)
+
+
+def write(report: Report, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = asdict(report)
+    data["ratios"] = {t.name: report.ratio(t.name) for t in report.throughput}
+    data["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (out / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    chart(report, out / "latest.png")
+
+
+def chart(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [t.name.replace("pipeline, ", "") for t in report.throughput]
+    ratios = [report.ratio(t.name) for t in report.throughput]
+    bars = left.bar(names, ratios, color=["#999999", "#3b7dd8", "#d8663b"])
+    left.bar_label(
+        bars,
+        labels=[
+            f"{r:.2f}×\n{t.rate:,.0f}/s" for r, t in zip(ratios, report.throughput, strict=True)
+        ],
+    )
+    left.axhline(0.25, color="#3b7dd8", linestyle=":", label="goal at_least_once 0.25×")
+    left.axhline(0.15, color="#d8663b", linestyle=":", label="goal exactly_once 0.15×")
+    left.set_ylim(0, 1.25)
+    left.set_ylabel("throughput / bare aiokafka")
+    left.set_title("Throughput, same broker, same run")
+    left.legend(fontsize=8)
+    for guarantee, color in (("at_least_once", "#3b7dd8"), ("exactly_once", "#d8663b")):
+        rows = [r for r in report.latency if r.guarantee == guarantee and r.offered]
+        for q, style in (("p50_ms", "-"), ("p99_ms", "--")):
+            right.plot([r.offered for r in rows], [getattr(r, q) for r in rows], style,
+                       marker="o", color=color, label=f"{guarantee} {q[:3]}")  # fmt: skip
+    right.axhline(50, color="#3b7dd8", linestyle=":", label="goal at_least_once p99 50 ms")
+    right.axhline(500, color="#d8663b", linestyle=":", label="goal exactly_once p99 500 ms")
+    right.set_xlabel("offered rate (transactions/s)")
+    right.set_ylabel("bank → notification (ms)")
+    right.set_yscale("log")
+    right.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    right.set_yticks([20, 50, 100, 200, 500, 1000])
+    right.set_title("End-to-end latency by offered rate")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

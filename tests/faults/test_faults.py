@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 from streams import catalog, kafka
 from streams.catalog import Catalog
 from streams.codec import Codec
-from streams.devkit import checker, localkafka
+from streams.devkit import localkafka, pipelinecheck
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import kafkacli, reconcile, simulate, topics
 from tests.conftest import unique_bank
@@ -305,7 +305,7 @@ async def quiesce_and_check(run: Run) -> None:
         assert worker.stop() == 0, f"unclean stop; see {worker.log}"
 
     counts = await reconcile.reconcile(run.settings, run.codec, run.banks)
-    report = await checker.check_pipeline(
+    report = await pipelinecheck.check_pipeline(
         run.settings, run.codec, run.app_id, run.banks, repeats_allowed=not run.exactly_once
     )
     print(report.table())

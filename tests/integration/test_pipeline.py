@@ -12,7 +12,7 @@ from typing import Any
 from streams import kafka, model
 from streams.catalog import AUDIT, CONSENTS, NOTIFICATIONS, Catalog
 from streams.codec import Codec
-from streams.devkit import checker
+from streams.devkit import pipelinecheck
 from streams.settings import Settings
 from streams.tools import topics
 from tests import samples
@@ -187,7 +187,7 @@ async def test_a_simulated_run_of_ten_thousand_events_reconciles(
         assert c.ingested == feed.sent[bank]
         assert c.forwarded > 0 and c.withheld["NO_CONSENT"] > 0 and c.withheld["DUPLICATE"] > 0
         assert sum(c.dlq.values()) > 0
-    report = await checker.check_pipeline(settings, codec, app_id, [b.bank_id for b in banks])
+    report = await pipelinecheck.check_pipeline(settings, codec, app_id, [b.bank_id for b in banks])
     print(report.table())
     assert report.exact, report.table()
     assert report.notifications_seen > 0 and report.notifications_expected > 0

@@ -135,7 +135,11 @@ class TestPipelineChecker:
     def test_a_clean_run_is_exact_and_a_leak_is_caught(self, codec: Any) -> None:
         """The right decisions and one TRANSACTION pass; a notification for the account
         without consent is a leak; a repeated one a duplicate; a lost one missing."""
-        from streams.devkit.checker import _notification_id, compare_pipeline, expected_from_stream
+        from streams.devkit.pipelinecheck import (
+            _notification_id,
+            compare_pipeline,
+            expected_from_stream,
+        )
 
         expected = expected_from_stream(codec, self.stream(codec))
         decided: list[dict[str, Any]] = [
@@ -174,7 +178,11 @@ class _Stream(NamedTuple):
 class TestRetriedSource:
     def test_a_source_withheld_then_allowed_may_notify(self, codec: Any) -> None:
         """A transaction withheld before its consent and resent after it is not a leak."""
-        from streams.devkit.checker import _notification_id, compare_pipeline, expected_from_stream
+        from streams.devkit.pipelinecheck import (
+            _notification_id,
+            compare_pipeline,
+            expected_from_stream,
+        )
         from tests import samples
 
         key = b"banque-alpine:FR7630006000011234567890189"
@@ -210,7 +218,11 @@ class TestConsentPaths:
         """An unreadable-consent marker withholds the account's next transaction (a
         notification for it is a leak); a newer consent with another psid starts with
         nothing seen, so the same transaction id is forwarded again, not a DUPLICATE."""
-        from streams.devkit.checker import _notification_id, compare_pipeline, expected_from_stream
+        from streams.devkit.pipelinecheck import (
+            _notification_id,
+            compare_pipeline,
+            expected_from_stream,
+        )
         from tests import samples
 
         key = b"banque-alpine:FR7630006000011234567890189"
@@ -252,7 +264,8 @@ class TestRepeatedSources:
     def test_a_source_record_forwarded_twice_is_counted_once_per_repeat(self) -> None:
         """Two stream records naming the same bank record are one repeat; ticks and distinct
         sources are none."""
-        from streams.devkit.checker import TICK_KEY, repeated_sources
+        from streams.devkit.checker import TICK_KEY
+        from streams.devkit.pipelinecheck import repeated_sources
 
         def forwarded(offset: int, source_offset: int) -> _Stream:
             source = [("source-topic", b"bank.a"), ("source-partition", b"0")]
@@ -268,7 +281,7 @@ class TestRepeats:
     def test_identical_copies_are_repeats_and_different_ones_conflict(self) -> None:
         """At-least-once: a second identical copy is set aside as a repeat; a copy with the
         same identity and other content is conflicting; distinct identities are kept."""
-        from streams.devkit.checker import without_repeats
+        from streams.devkit.pipelinecheck import without_repeats
 
         a, b = {"id": "a", "kind": "X"}, {"id": "b", "kind": "X"}
         kept, repeats, conflicting = without_repeats(

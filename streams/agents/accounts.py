@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, model, stream
+from streams.agents import erasure
 from streams.agents.dlq import dead_letter
 from streams.agents.stored import (
     ACCOUNTS_TABLE,
@@ -43,7 +44,6 @@ from streams.redact import KeyedHasher
 from streams.rules import accounts, notify
 from streams.rules.consent import (
     Change,
-    Ended,
     Held,
     apply_update,
     expire,
@@ -134,7 +134,7 @@ class Accounts:
             return []
         store.delete(ACCOUNTS_TABLE, key)
         self.metrics.erasures.labels(bank=ended["bank_id"], reason=marker.reason).inc()
-        receipt = self.receipt(ended, marker, now)
+        receipt = erasure.receipt(self.catalog, self.hasher, ended, marker, now)
         log.info(
             "erased account %s of %s: consent ended (%s)",
             receipt["account_hash"],
@@ -152,29 +152,6 @@ class Accounts:
             granted = release("CONSENT_ENDED", Held(ended), now)
             emits.append(self.notification(notify.for_consent_ended(granted, marker.version, now)))
         return emits
-
-    def receipt(self, consent: model.Consent, marker: Ended, now: int) -> model.ErasureReceipt:
-        account = self.hasher.account(consent["bank_id"], consent["account_id"])
-        topics = [
-            self.catalog.bank(consent["bank_id"]),
-            self.catalog.account_stream(),
-            self.catalog.consents(),
-            self.catalog.changelog("accounts"),
-            self.catalog.notifications(),
-        ]
-        return {
-            "bank_id": consent["bank_id"],
-            "account_hash": account,
-            "consent_id": consent["consent_id"],
-            "consent_updated_at": marker.version,
-            "reason": marker.reason,
-            "erased_at": now,
-            "erased": [{"table": ACCOUNTS_TABLE, "keys": [account]}],
-            "remains": [
-                {"topic": t.name, "policy": _policy(t), "until": now + t.removal_bound_ms}
-                for t in topics
-            ],
-        }
 
     # -- transactions --------------------------------------------------------
 
@@ -339,9 +316,3 @@ def _bank_of_key(key: bytes | None) -> str:
     """The bank of a per-account stream key `<bank_id>:<account_id>` (a metric label)."""
     bank, sep, _ = (key or b"").partition(b":")
     return bank.decode(errors="replace") if sep else "unknown"
-
-
-def _policy(topic: catalog.Topic) -> str:
-    if topic.compacted:
-        return f"max.compaction.lag.ms={topic.config['max.compaction.lag.ms']}"
-    return f"retention.ms={topic.config['retention.ms']}"

@@ -146,3 +146,18 @@ def test_every_package_of_streams_ships_in_the_wheel() -> None:
     listed = set(config["tool"]["setuptools"]["packages"])
     found = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
     assert found == listed
+
+
+MAX_MODULE_LINES = 320
+"""About 300: a module a newcomer reads in one sitting. The CLI's parser is exempt."""
+
+
+def test_no_module_of_streams_is_longer_than_one_sitting() -> None:
+    """Every module of `streams` but the CLI's parser stays within MAX_MODULE_LINES: one
+    that grows past it holds more than one idea and is split by idea."""
+    long = {
+        module_name(p): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES and p.name != "cli.py"
+    }
+    assert long == {}

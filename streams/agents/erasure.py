@@ -1,0 +1,43 @@
+"""The receipt an erasure leaves on the audit topic: what was erased, and what remains
+where, until when (the retention or compaction bound of each topic that held the
+account's data)."""
+
+from __future__ import annotations
+
+from streams import catalog, model
+from streams.agents.stored import ACCOUNTS_TABLE
+from streams.redact import KeyedHasher
+from streams.rules.consent import Ended
+
+
+def receipt(
+    cat: catalog.Catalog, hasher: KeyedHasher, consent: model.Consent, marker: Ended, now: int
+) -> model.ErasureReceipt:
+    """The receipt of erasing `consent`'s account at `now`, for the reason `marker` says."""
+    account = hasher.account(consent["bank_id"], consent["account_id"])
+    topics = [
+        cat.bank(consent["bank_id"]),
+        cat.account_stream(),
+        cat.consents(),
+        cat.changelog("accounts"),
+        cat.notifications(),
+    ]
+    return {
+        "bank_id": consent["bank_id"],
+        "account_hash": account,
+        "consent_id": consent["consent_id"],
+        "consent_updated_at": marker.version,
+        "reason": marker.reason,
+        "erased_at": now,
+        "erased": [{"table": ACCOUNTS_TABLE, "keys": [account]}],
+        "remains": [
+            {"topic": t.name, "policy": _policy(t), "until": now + t.removal_bound_ms}
+            for t in topics
+        ],
+    }
+
+
+def _policy(topic: catalog.Topic) -> str:
+    if topic.compacted:
+        return f"max.compaction.lag.ms={topic.config['max.compaction.lag.ms']}"
+    return f"retention.ms={topic.config['retention.ms']}"

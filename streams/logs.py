@@ -29,6 +29,8 @@ EVENT_FIELDS = (
     "kept",
     "closed",
     "seconds",
+    "store",
+    "case",
 )
 
 

@@ -6,10 +6,12 @@
 - **Follow** (`core/standby.py`): a worker keeps warm copies of the partitions
   it does not own, reading on and on.
 
-Both start where `where_to_start` says and apply records with `apply`, which
-moves a store's checkpoint to the reader's position: that position steps
-over transaction markers, so a store that has read everything is exactly at
-the changelog's end and a takeover reads nothing.
+Both read with one `ChangelogReader`: it starts each partition where
+`where_to_start` says (`start_at`) and applies what it fetches (`read`,
+bounded by the ends in restore mode), moving a store's checkpoint to the
+reader's position: that position steps over transaction markers, so a store
+that has read everything is exactly at the changelog's end and a takeover
+reads nothing.
 
 Where a store starts, by its checkpoint against the changelog's first and end
 offsets (faust's `tables/recovery.py` checks the same two edges):
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # Records a restore fetch may return at once, over every partition it reads.
 FETCH_RECORDS = 10_000
+
+Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
 class Start(enum.Enum):
@@ -92,6 +96,73 @@ def readable(store: PartitionStore, first: int, end: int, path: Path, stage: str
     return PartitionStore(path)
 
 
+class ChangelogReader:
+    """One read_committed reader over a stage's changelog partitions, each read into its
+    store: the reader both modes share. Partitions are named by number (the input
+    partition's and its changelog partition's are the same)."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        changelog: str,
+        stage: str,
+        store_path: Callable[[int], Path],
+    ) -> None:
+        self.consumer = consumer
+        self.changelog = changelog
+        self.stage = stage
+        self.store_path = store_path
+
+    def tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.changelog, partition)
+
+    async def start_at(self, stores: dict[int, PartitionStore]) -> dict[int, int]:
+        """Read these partitions (only these), each from where its store reads on; a
+        store that cannot read on is replaced in `stores` by a new empty one
+        (`readable`). The changelog's end offsets, as they are now."""
+        changelog = [self.tp(p) for p in sorted(stores)]
+        self.consumer.assign(changelog)
+        firsts = await self.consumer.beginning_offsets(changelog)
+        ends = await self.consumer.end_offsets(changelog)
+        for ctp in changelog:
+            p, first = ctp.partition, firsts[ctp]
+            stores[p] = readable(stores[p], first, ends[ctp], self.store_path(p), self.stage)
+            self.consumer.seek(ctp, max(stores[p].checkpoint, first))
+        return {ctp.partition: end for ctp, end in ends.items()}
+
+    async def read(
+        self,
+        stores: dict[int, PartitionStore],
+        timeout_ms: int,
+        ends: dict[int, int] | None = None,
+    ) -> dict[int, int]:
+        """One fetch over these partitions, applied to their stores; the records applied
+        of each. With `ends`, a partition reads nothing at or past its end."""
+        return await self.apply(stores, await self.fetch(stores, timeout_ms), ends)
+
+    async def fetch(self, partitions: Iterable[int], timeout_ms: int) -> Fetched:
+        """What the next fetch of these partitions returns (nothing applied yet)."""
+        fetched: Fetched = await self.consumer.getmany(
+            *(self.tp(p) for p in partitions), timeout_ms=timeout_ms, max_records=FETCH_RECORDS
+        )
+        return fetched
+
+    async def apply(
+        self, stores: dict[int, PartitionStore], fetched: Fetched, ends: dict[int, int] | None
+    ) -> dict[int, int]:
+        """Apply what was fetched for these partitions to their stores (see `read`)."""
+        applied = {}
+        for p, store in stores.items():
+            end = ends[p] if ends is not None else None
+            records = [r for r in fetched.get(self.tp(p), []) if end is None or r.offset < end]
+            position = await self.consumer.position(self.tp(p))
+            position = position if end is None else min(position, end)
+            if records or position > store.checkpoint:  # (or stepped past a marker)
+                apply(store, records, position)
+            applied[p] = len(records)
+        return applied
+
+
 class Recovery:
     """Restores a stage's partition stores from its changelog (the owner's mode)."""
 
@@ -118,58 +189,41 @@ class Recovery:
         stores, those that had to be rebuilt replaced by their new ones."""
         if not stores:
             return stores
-        stores = dict(stores)
-        changelog = {TopicPartition(self.changelog, tp.partition): tp for tp in stores}
-        reader = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
-        await reader.start()
+        inputs = {tp.partition: tp for tp in stores}
+        by_partition = {tp.partition: store for tp, store in stores.items()}
+        consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        reader = ChangelogReader(
+            consumer, self.changelog, self.stage, lambda p: self.store_path(inputs[p])
+        )
         try:
-            reader.assign(list(changelog))
-            firsts = await reader.beginning_offsets(list(changelog))
-            ends = await reader.end_offsets(list(changelog))
-            for ctp, tp in changelog.items():
-                stores[tp] = readable(
-                    stores[tp], firsts[ctp], ends[ctp], self.store_path(tp), self.stage
-                )
-                reader.seek(ctp, max(stores[tp].checkpoint, firsts[ctp]))
-            restored = await self._read_to_end(reader, changelog, stores, ends)
-            for ctp, tp in changelog.items():
-                self.metrics.recovery_remaining.labels(self.stage, str(tp.partition)).set(0)
-                if restored[ctp]:
-                    self._log_restored(tp, restored[ctp])
+            ends = await reader.start_at(by_partition)
+            restored = await self._read_to_end(reader, by_partition, ends)
+            for p, tp in inputs.items():
+                self.metrics.recovery_remaining.labels(self.stage, str(p)).set(0)
+                if restored[p]:
+                    self._log_restored(tp, restored[p])
             self.metrics.restored_records.labels(self.stage).inc(sum(restored.values()))
-            return stores
+            return {inputs[p]: store for p, store in by_partition.items()}
         finally:
-            for ctp in changelog:
-                self.restoring.pop(ctp.partition, None)
-            await reader.stop()
+            for p in inputs:
+                self.restoring.pop(p, None)
+            await consumer.stop()
 
     async def _read_to_end(
-        self,
-        reader: AIOKafkaConsumer,
-        changelog: dict[TopicPartition, TopicPartition],
-        stores: dict[TopicPartition, PartitionStore],
-        ends: dict[TopicPartition, int],
-    ) -> dict[TopicPartition, int]:
+        self, reader: ChangelogReader, stores: dict[int, PartitionStore], ends: dict[int, int]
+    ) -> dict[int, int]:
         """Read every changelog partition to its end; the records restored of each."""
-        restored = dict.fromkeys(changelog, 0)
-        left = {ctp for ctp, tp in changelog.items() if stores[tp].checkpoint < ends[ctp]}
+        restored = dict.fromkeys(stores, 0)
+        left = {p: store for p, store in stores.items() if store.checkpoint < ends[p]}
         while left:
-            fetched = await reader.getmany(*left, timeout_ms=1000, max_records=FETCH_RECORDS)
-            for ctp in list(left):
-                end = ends[ctp]
-                records = [r for r in fetched.get(ctp, []) if r.offset < end]
-                position = min(await reader.position(ctp), end)
-                apply(stores[changelog[ctp]], records, position)
-                restored[ctp] += len(records)
-                self.restoring[ctp.partition] = end - position
-                self.metrics.recovery_remaining.labels(self.stage, str(ctp.partition)).set(
-                    end - position
-                )
-                if position >= end:
-                    left.discard(ctp)
-        for ctp, tp in changelog.items():
-            if stores[tp].checkpoint < ends[ctp]:  # past a last commit marker
-                apply(stores[tp], [], ends[ctp])
+            for p, n in (await reader.read(left, timeout_ms=1000, ends=ends)).items():
+                restored[p] += n
+                remaining = ends[p] - left[p].checkpoint
+                self.restoring[p] = remaining
+                self.metrics.recovery_remaining.labels(self.stage, str(p)).set(remaining)
+                if remaining <= 0:
+                    del left[p]
         return restored
 
     def _log_restored(self, tp: TopicPartition, records: int) -> None:

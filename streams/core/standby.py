@@ -14,8 +14,9 @@ every partition it does not own, so each partition has as many standbys as
 there are other workers; fine for the few workers a deployment runs (see
 docs/core.md), not a placement of k copies.
 
-The changelog is read with `core/recovery.py`'s `where_to_start` and `apply`,
-as an owner's restore reads it. Records are applied as fetched. A batch's
+The changelog is read with `core/recovery.py`'s `ChangelogReader`, the reader
+an owner's restore uses, in its other mode: on and on, without an end.
+Records are applied as fetched. A batch's
 changelog records are one record batch (and one transaction), so what a store
 holds between two fetches may be part of a batch: the owner's restore reads
 on to the changelog's end, which is always a batch's end.
@@ -103,10 +104,11 @@ class Standby:
                 await asyncio.sleep(RETRY_S)
 
     async def _run_once(self, stopping: asyncio.Event) -> None:
-        reader = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
-        await reader.start()
+        consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        reader = recovery.ChangelogReader(consumer, self.changelog, self.stage, self._path)
         try:
-            partitions = await _partition_count(reader, self.changelog)
+            partitions = await _partition_count(consumer, self.changelog)
             self._changed.set()
             while not stopping.is_set():
                 if self._changed.is_set():
@@ -114,26 +116,19 @@ class Standby:
                 if not self._stores:
                     await _either(self._changed, stopping)
                     continue
-                fetched = await reader.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=recovery.FETCH_RECORDS
-                )
+                fetched = await reader.fetch(list(self._stores), POLL_TIMEOUT_MS)
                 async with self._lock:
                     # (a partition taken since the fetch began has no store here any more)
-                    for p, store in self._stores.items():
-                        ctp = TopicPartition(self.changelog, p)
-                        records = fetched.get(ctp, [])
-                        position = await reader.position(ctp)
-                        if records or position > store.checkpoint:  # (or past a marker)
-                            recovery.apply(store, records, position)
-                            self._applied.inc(len(records))
+                    applied = await reader.apply(self._stores, fetched, ends=None)
+                self._applied.inc(sum(applied.values()))
         finally:
             async with self._lock:
                 for store in self._stores.values():
                     store.close()
                 self._stores.clear()
-            await reader.stop()
+            await consumer.stop()
 
-    async def _follow(self, reader: AIOKafkaConsumer, partitions: int) -> None:
+    async def _follow(self, reader: recovery.ChangelogReader, partitions: int) -> None:
         """Open the stores of the partitions to follow, close the others', and read each
         changelog partition on from its store's checkpoint."""
         async with self._lock:
@@ -142,24 +137,17 @@ class Standby:
             for p in set(self._stores) - wanted:
                 self._stores.pop(p).close()
             for p in wanted - set(self._stores):
-                self._stores[p] = PartitionStore(self.store_path(TopicPartition(self.topic, p)))
-            changelog = [TopicPartition(self.changelog, p) for p in sorted(self._stores)]
-            reader.assign(changelog)
-            firsts = await reader.beginning_offsets(changelog)
-            ends = await reader.end_offsets(changelog)
-            for ctp in changelog:
-                path = self.store_path(TopicPartition(self.topic, ctp.partition))
-                store = recovery.readable(
-                    self._stores[ctp.partition], firsts[ctp], ends[ctp], path, self.stage
-                )
-                self._stores[ctp.partition] = store
-                reader.seek(ctp, max(store.checkpoint, firsts[ctp]))
+                self._stores[p] = PartitionStore(self._path(p))
+            await reader.start_at(self._stores)
         log.info(
             "stage %s keeps standby copies of %d partitions",
             self.stage,
             len(self._stores),
             extra=event("standby", stage=self.stage, partitions=len(self._stores)),
         )
+
+    def _path(self, partition: int) -> Path:
+        return self.store_path(TopicPartition(self.topic, partition))
 
 
 async def _partition_count(reader: AIOKafkaConsumer, topic: str) -> int:

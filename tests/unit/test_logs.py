@@ -50,3 +50,54 @@ def test_text_format_keeps_fausts_logging_and_json_configures_the_root() -> None
     assert config is not None
     assert config["root"] == {"level": "INFO", "handlers": ["default"]}
     assert config["formatters"]["json"]["()"] is JsonFormatter
+
+
+def _event_calls() -> list[tuple[str, str, set[str]]]:
+    """Every `event("name", field=...)` call in streams: (file, name, fields)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "streams"
+    calls = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "event"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                fields = {k.arg for k in node.keywords if k.arg is not None}
+                calls.append((path.name, str(node.args[0].value), fields))
+    return calls
+
+
+def test_every_event_the_code_logs_uses_only_known_fields() -> None:
+    """An event with a field outside EVENT_FIELDS raises where it is logged (a store's
+    rebuild did, on the path that only runs when a store must be rebuilt): every call in
+    the code is checked here, whether or not a test reaches it."""
+    calls = _event_calls()
+    assert len(calls) > 10  # the reader sees the calls
+    assert [
+        (f, n, sorted(k - set(EVENT_FIELDS))) for f, n, k in calls if k - set(EVENT_FIELDS)
+    ] == []
+
+
+def test_the_runbook_lists_every_event_the_code_logs() -> None:
+    """The SRE's table of events names each event the code can log, with its fields."""
+    from pathlib import Path
+
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").read_text()
+    missing = {
+        (name, field)
+        for _, name, fields in _event_calls()
+        for field in {"event", *fields}
+        if f"| `{name}` |" not in runbook
+        or (field != "event" and f"`{field}`" not in _runbook_row(runbook, name))
+    }
+    assert missing == set()
+
+
+def _runbook_row(runbook: str, name: str) -> str:
+    return next((line for line in runbook.splitlines() if line.startswith(f"| `{name}` |")), "")

@@ -18,6 +18,7 @@ from faust.app.base import BootStrategy
 from mode import ServiceT
 
 from streams import kafka
+from streams.codec import EmbeddedRegistry
 from streams.core.loopwatch import LoopWatch
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -48,6 +49,7 @@ def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> 
         **kafka.faust_broker_options(settings),
         web_port=settings.web_port,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # where it listens (web_host only names it in URLs)
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
     )
@@ -55,7 +57,7 @@ def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> 
     app.watch = LoopWatch(metrics)
     from streams import views  # registers the pages on this app
 
-    views.register(app, stages, metrics)
+    views.register(app, stages, metrics, EmbeddedRegistry.load(settings.schemas_dir))
     return app
 
 

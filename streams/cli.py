@@ -119,6 +119,20 @@ def _schemas(args: argparse.Namespace) -> None:
     from streams.settings import Settings
 
     registry = EmbeddedRegistry.load(Settings.from_env().schemas_dir)
+    if args.action == "serve":
+        from aiohttp import web
+
+        from streams.schema_api import SchemaApi, routes
+
+        app = web.Application()
+        app.add_routes(routes(SchemaApi(registry)))
+        print(
+            f"serving {len(registry.subjects())} subjects read-only, Confluent REST paths, "
+            f"at http://{args.host}:{args.port}",
+            flush=True,
+        )
+        web.run_app(app, host=args.host, port=args.port, print=None)
+        return
     if args.action == "list":
         for subject in registry.subjects():
             for version in registry.versions(subject):
@@ -419,8 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
     tl.set_defaults(run=_tail)
 
-    schemas = commands.add_parser("schemas", help="the embedded schema registry")
-    schemas.add_argument("action", choices=["list", "check"])
+    schemas = commands.add_parser(
+        "schemas",
+        help="the embedded schema registry: list, check, or serve it to standard serializers",
+    )
+    schemas.add_argument("action", choices=["list", "check", "serve"])
+    schemas.add_argument(
+        "--port", type=int, default=8081, help="serve: the port (default 8081, the registry's)"
+    )
+    schemas.add_argument(
+        "--host", default="127.0.0.1", help="serve: the address to listen on (default 127.0.0.1)"
+    )
     schemas.set_defaults(run=_schemas)
     return parser
 

@@ -1,4 +1,5 @@
-"""The worker's web pages: liveness, readiness, and Prometheus metrics."""
+"""The worker's web pages: liveness, readiness, Prometheus metrics, and the embedded
+schema registry under the Confluent REST paths (`streams/schema_api.py`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
+from streams import schema_api
+from streams.codec import EmbeddedRegistry
 from streams.core.service import StageService
 from streams.core.stage import Stage
 from streams.metrics import Metrics
@@ -13,8 +16,9 @@ from streams.metrics import Metrics
 TEXT_FORMAT = "text/plain; version=0.0.4"
 
 
-def register(app: Any, stages: list[Any], metrics: Metrics) -> None:
+def register(app: Any, stages: list[Any], metrics: Metrics, registry: EmbeddedRegistry) -> None:
     stage_services = [s for s in stages if isinstance(s, StageService)]
+    app.web.web_app.router.add_routes(schema_api.routes(schema_api.SchemaApi(registry)))
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

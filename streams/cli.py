@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from streams import __version__
 from streams.errors import PasserelleError
@@ -304,13 +304,79 @@ def _simulate(args: argparse.Namespace) -> None:
     print(f"sent {sum(feed.sent.values())} bank events ({kinds})")
 
 
+def _bootstrap(text: str) -> str:
+    """An argparse type: host:port[,host:port…]."""
+    from streams.settings import bootstrap_fault
+
+    wrong = bootstrap_fault(text)
+    if wrong:
+        raise argparse.ArgumentTypeError(wrong)
+    return text
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _epilog() -> str:
+    from streams.settings import variables
+
+    lines, line = [], " "
+    for name in variables():
+        if len(line) + len(name) > 78:
+            lines.append(line.rstrip(","))
+            line = " "
+        line += f" {name},"
+    lines.append(line.rstrip(","))
+    return (
+        "settings (environment variables; README, 'Settings', says what each does):\n"
+        + "\n".join(lines)
+        + "\n\nexit codes: 0 done, 1 refused or failed (one line says why), 2 a wrong argument"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="passerelle", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="passerelle",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"passerelle {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--bootstrap",
+        type=_bootstrap,
+        metavar="HOST:PORT",
+        help="Kafka's bootstrap servers (default: PASSERELLE_BOOTSTRAP, else the local "
+        "broker at 127.0.0.1:PASSERELLE_KAFKA_PORT)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    class _Commands:
+        """Every command takes the common options (--bootstrap)."""
+
+        def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+            command: argparse.ArgumentParser = subparsers.add_parser(
+                name, parents=[common], **kwargs
+            )
+            return command
+
+    commands = _Commands()
 
     kafka = commands.add_parser("kafka", help="the project's own local Apache Kafka (no Docker)")
-    kafka.add_argument("action", choices=["fetch", "up", "down", "status", "logs", "bootstrap"])
+    kafka.add_argument(
+        "action",
+        choices=["fetch", "up", "down", "status", "logs", "bootstrap"],
+        help="fetch the jars; start, stop or show the broker; its logs; its bootstrap address",
+    )
     which = kafka.add_mutually_exclusive_group()
     which.add_argument(
         "--cluster",
@@ -326,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.set_defaults(run=_kafka)
 
     topics = commands.add_parser("topics", help="provision or list the catalog's topics")
-    topics.add_argument("action", choices=["create", "list"])
+    topics.add_argument(
+        "action", choices=["create", "list"], help="create what is missing, or list the catalog"
+    )
     topics.add_argument(
         "--bank",
         action="append",
@@ -340,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     acl = commands.add_parser(
         "acls", help="provision the design's ACLs and bank quotas (as an admin principal)"
     )
-    acl.add_argument("action", choices=["apply", "show"])
+    acl.add_argument(
+        "action", choices=["apply", "show"], help="grant the design's ACLs, or list them"
+    )
     acl.add_argument(
         "--bank",
         action="append",
@@ -373,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the time to every input partition this often; 0: no ticker (a test "
         "clock drives time); default: 1 for pipeline, none for standin",
     )
-    work.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    work.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="the worker's log level (default INFO)",
+    )
     work.set_defaults(run=_worker)
 
     bench = commands.add_parser(
@@ -398,22 +473,34 @@ def build_parser() -> argparse.ArgumentParser:
     prod.set_defaults(run=_produce)
 
     cns = commands.add_parser("consent", help="grant, revoke or show an account's consent")
-    cns.add_argument("action", choices=["grant", "revoke", "show"])
-    cns.add_argument("--bank", required=True, type=_bank_id, metavar="BANK_ID")
-    cns.add_argument("--account", required=True, metavar="ACCOUNT_ID")
+    cns.add_argument(
+        "action", choices=["grant", "revoke", "show"], help="write a consent, end it, or show it"
+    )
+    cns.add_argument(
+        "--bank", required=True, type=_bank_id, metavar="BANK_ID", help="the account's bank"
+    )
+    cns.add_argument("--account", required=True, metavar="ACCOUNT_ID", help="the account")
     cns.add_argument("--psid", help="the customer's page-scoped id (grant)")
     cns.add_argument("--page", default="page-demo", help="the bank's Messenger page (grant)")
-    cns.add_argument("--permissions", default="TRANSACTIONS,BALANCES,ALERTS,SUMMARIES")
-    cns.add_argument("--locale", default="fr-FR")
-    cns.add_argument("--timezone", default="Europe/Paris")
-    cns.add_argument("--days", type=int, default=90, help="valid for this many days")
+    cns.add_argument(
+        "--permissions",
+        default="TRANSACTIONS,BALANCES,ALERTS,SUMMARIES",
+        help="comma-separated (grant; default all four)",
+    )
+    cns.add_argument("--locale", default="fr-FR", help="BCP 47, fr-FR or en-GB (grant)")
+    cns.add_argument("--timezone", default="Europe/Paris", help="IANA time zone (grant)")
+    cns.add_argument(
+        "--days", type=_positive, default=90, help="valid for this many days (grant; default 90)"
+    )
     cns.add_argument("--digest", action="store_true", help="a daily digest")
     cns.add_argument("--large", type=int, help="large-transaction threshold, minor units")
     cns.add_argument("--low", type=int, help="low-balance threshold, minor units")
     cns.set_defaults(run=_consent)
 
     sim = commands.add_parser("simulate", help="a realistic feed of several banks")
-    sim.add_argument("--events", type=int, default=6000)
+    sim.add_argument(
+        "--events", type=_positive, default=6000, help="bank events to send (default 6000)"
+    )
     sim.add_argument("--rate", type=float, default=100.0, help="events per second (0: at once)")
     sim.add_argument("--seed", type=int, help="repeat a run (default: a new seed)")
     sim.set_defaults(run=_simulate)
@@ -424,12 +511,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     rec = commands.add_parser("reconcile", help="in = forwarded + withheld + dlq, per bank")
-    rec.add_argument("--bank", action="append", required=True, type=_bank_id, metavar="BANK_ID")
+    rec.add_argument(
+        "--bank",
+        action="append",
+        required=True,
+        type=_bank_id,
+        metavar="BANK_ID",
+        help="a bank to reconcile (repeatable)",
+    )
     rec.add_argument("--wait", type=float, default=0.0, help="seconds to wait for balance")
     rec.set_defaults(run=_reconcile)
 
     tl = commands.add_parser("tail", help="notifications as a messaging worker reads them")
-    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument(
+        "--from-beginning", action="store_true", help="every notification kept, not only new ones"
+    )
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
     tl.set_defaults(run=_tail)
 
@@ -437,7 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
         "schemas",
         help="the embedded schema registry: list, check, or serve it to standard serializers",
     )
-    schemas.add_argument("action", choices=["list", "check", "serve"])
+    schemas.add_argument(
+        "action",
+        choices=["list", "check", "serve"],
+        help="list the ids, check compatibility, or serve the Confluent REST paths",
+    )
     schemas.add_argument(
         "--port", type=int, default=8081, help="serve: the port (default 8081, the registry's)"
     )
@@ -451,24 +551,55 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], None] = args.run
-    from aiokafka.errors import KafkaConnectionError
+    if args.bootstrap:
+        os.environ["PASSERELLE_BOOTSTRAP"] = args.bootstrap
+    if args.command != "worker":  # the client's own error logs would repeat our one line
+        import logging
 
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         run(args)
     except PasserelleError as exc:
-        print(f"passerelle {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KafkaConnectionError:
-        where = os.environ.get("PASSERELLE_BOOTSTRAP", "127.0.0.1:9092")
-        print(
-            f"passerelle {args.command}: cannot reach Kafka at {where}: start it "
-            "(make kafka-up) or point PASSERELLE_BOOTSTRAP at it",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
+        return _refused(args.command, str(exc))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        from aiokafka.errors import KafkaError
+
+        if not isinstance(exc, KafkaError):
+            raise
+        return _refused(args.command, _kafka_refusal(exc))
     return 0
+
+
+def _refused(command: str, why: str) -> int:
+    print(f"passerelle {command}: {why}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _kafka_refusal(exc: Exception) -> str:
+    """One sentence for an error of the Kafka client, with what to do about it."""
+    from aiokafka import errors
+
+    from streams.settings import Settings
+
+    try:
+        where = Settings.from_env().bootstrap_servers
+    except PasserelleError:
+        where = "the configured brokers"
+    if isinstance(exc, errors.KafkaConnectionError | errors.KafkaTimeoutError):
+        return (
+            f"cannot reach Kafka at {where}: start it (make kafka-up), or point "
+            "--bootstrap or PASSERELLE_BOOTSTRAP at it"
+        )
+    if isinstance(exc, errors.TopicAuthorizationFailedError | errors.GroupAuthorizationFailedError):
+        return (
+            f"Kafka refused this principal ({type(exc).__name__}): check "
+            "PASSERELLE_SASL_USERNAME and what `passerelle acls show` grants it"
+        )
+    if isinstance(exc, errors.UnknownTopicOrPartitionError):
+        return "a topic is missing: run `passerelle topics create [--bank BANK_ID]`"
+    return f"Kafka refused the request: {type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

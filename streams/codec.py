@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
-from fastavro.validation import ValidationError, validate
 
 from streams.errors import (
     BadMagicByteError,
@@ -204,16 +203,68 @@ class Codec:
 
 
 def _fields_at_fault(schema: SchemaVersion, record: Mapping[str, Any]) -> str:
-    """Names of the fields that do not fit, without their values."""
-    try:
-        validate(record, schema.parsed, raise_errors=True)
-    except ValidationError as exc:
-        fields = sorted({str(error.field) for error in exc.errors if error.field})
-        if fields:
-            return "fields " + ", ".join(fields)
-    except Exception as exc:
-        return f"record is not a mapping of fields ({type(exc).__name__})"
-    return "a value has the wrong type"
+    """What does not fit, field by field (missing, or the type expected and the type
+    given), without the values: an error may be logged, and values can be personal."""
+    if not isinstance(record, Mapping):
+        return f"a record is a mapping of fields, not a {type(record).__name__}"
+    faults = [f for f in (_fault(field, record) for field in schema.definition["fields"]) if f]
+    return "; ".join(faults) if faults else "a value has the wrong type"
+
+
+def _fault(field: Mapping[str, Any], record: Mapping[str, Any]) -> str | None:
+    name = field["name"]
+    types = field["type"] if isinstance(field["type"], list) else [field["type"]]
+    if name not in record:
+        return None if "default" in field else f"field {name}: missing ({_expected(types)})"
+    value = record[name]
+    if any(_fits(t, value) for t in types):
+        return None
+    if any(isinstance(t, Mapping) and t.get("type") == "enum" for t in types):
+        return f"field {name}: must be {_expected(types)}"
+    return f"field {name}: expected {_expected(types)}, got {type(value).__name__}"
+
+
+_PRIMITIVES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "boolean": (bool,),
+    "int": (int,),
+    "long": (int,),
+    "float": (int, float),
+    "double": (int, float),
+    "string": (str,),
+    "bytes": (bytes,),
+}
+
+
+def _fits(avro: Any, value: Any) -> bool:
+    """Whether a value can be written as this Avro type (shallow: a nested record or a
+    named type is taken as fitting; the writer checks it)."""
+    if isinstance(avro, str):
+        kinds = _PRIMITIVES.get(avro)
+        if kinds is None:
+            return True  # a named type defined elsewhere in the schema
+        return isinstance(value, kinds) and (avro == "boolean" or not isinstance(value, bool))
+    kind = avro.get("type")
+    if kind == "enum":
+        return value in avro["symbols"]
+    if kind == "array":
+        return isinstance(value, list)
+    if kind in ("record", "map"):
+        return isinstance(value, Mapping)
+    return _fits(kind, value)  # a primitive with a logical type
+
+
+def _expected(types: list[Any]) -> str:
+    def one(avro: Any) -> str:
+        if isinstance(avro, str):
+            return avro
+        if avro.get("type") == "enum":
+            return "one of " + ", ".join(avro["symbols"])
+        if "logicalType" in avro:
+            return f"{avro['type']} ({avro['logicalType']})"
+        return str(avro.get("type"))
+
+    return " or ".join(one(t) for t in types)
 
 
 def _without_logical_types(node: Any) -> Any:

@@ -30,6 +30,10 @@ class TopicConflictError(TopicProvisionError):
     """A topic exists with a shape (partitions) the catalog does not allow."""
 
 
+class MissingTopicError(PasserelleError):
+    """A topic a command needs does not exist (the message says how to create it)."""
+
+
 class KafkaUnavailableError(PasserelleError):
     """The brokers did not answer in time; trying again later may work."""
 

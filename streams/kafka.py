@@ -7,12 +7,14 @@ the project builds a client's connection options by hand.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams import limits
+from streams.errors import MissingTopicError
 from streams.settings import Settings
 
 
@@ -74,6 +76,19 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
+async def require_topics(settings: Settings, topics: Sequence[str], hint: str) -> None:
+    """Refuse, in one sentence that ends with `hint`, when one of these topics does not
+    exist (a producer would wait for its metadata, then time out)."""
+    reader = consumer(settings, group_id=None)
+    try:
+        await reader.start()
+        missing = [t for t in topics if not await partitions_of(reader, t)]
+    finally:
+        await reader.stop()
+    if missing:
+        raise MissingTopicError(f"no topic {', '.join(missing)}: {hint}")
+
+
 def admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
     options = connection_options(settings)
     options.update(overrides)
@@ -100,8 +115,8 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
 async def read_all(settings: Settings, topic: str) -> list[Any]:
     """Every committed record of a topic, partition by partition, in offset order."""
     reader = consumer(settings, group_id=None, enable_auto_commit=False)
-    await reader.start()
     try:
+        await reader.start()
         tps = await partitions_of(reader, topic)
         if not tps:
             return []

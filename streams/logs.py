@@ -86,4 +86,5 @@ def quiet_client_loggers() -> None:
     """aiokafka logs every connection and rebalance step at INFO; a logger left at
     DEBUG also costs CPU on every send even when nothing is printed."""
     for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logger = logging.getLogger(noisy)
+        logger.setLevel(max(logger.level, logging.WARNING))  # never louder than set

@@ -84,12 +84,14 @@ class Settings:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, reader: _Reader | None = None
+    ) -> Settings:
         """Build settings from `PASSERELLE_*` variables; a bad value raises SettingsError."""
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = reader or _Reader(env)
         settings = cls(
-            bootstrap_servers=reader.text("BOOTSTRAP", cls.bootstrap_servers),
+            bootstrap_servers=reader.bootstrap("BOOTSTRAP", "KAFKA_PORT"),
             security_protocol=reader.choice("SECURITY_PROTOCOL", _PROTOCOLS, "PLAINTEXT"),
             sasl_mechanism=reader.text("SASL_MECHANISM", cls.sasl_mechanism),
             sasl_username=reader.optional("SASL_USERNAME"),
@@ -127,10 +129,25 @@ class _Reader:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        self.names: list[str] = []
+        """Every variable asked for, in order (what `passerelle --help` lists)."""
 
     def optional(self, name: str) -> str | None:
+        self.names.append(PREFIX + name)
         value = self._env.get(PREFIX + name, "").strip()
         return value or None
+
+    def bootstrap(self, name: str, local_port: str) -> str:
+        """`host:port[,host:port…]`; unset, the project's local broker, on the port it is
+        told to use (so moving the local broker moves its clients)."""
+        raw = self.optional(name)
+        if raw is None:
+            local = self.integer(local_port, LocalKafkaSettings.port, minimum=1, maximum=65535)
+            return f"127.0.0.1:{local}"
+        wrong = bootstrap_fault(raw)
+        if wrong:
+            raise SettingsError(f"{PREFIX}{name} {wrong}")
+        return raw
 
     def text(self, name: str, default: str) -> str:
         return self.optional(name) or default
@@ -172,6 +189,25 @@ class _Reader:
         raise SettingsError(f"{PREFIX}{name} must be one of {', '.join(allowed)}, got {raw!r}")
 
 
+def bootstrap_fault(raw: str) -> str | None:
+    """What is wrong with a bootstrap list, or None."""
+    for address in raw.split(","):
+        host, sep, port = address.strip().rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            return f"must be host:port[,host:port...], got {raw!r}"
+    return None
+
+
+def variables() -> list[str]:
+    """Every `PASSERELLE_*` variable the settings read, once each."""
+    names: list[str] = []
+    for read in (Settings.from_env, LocalKafkaSettings.from_env):
+        reader = _Reader({})
+        read({}, reader)
+        names += [n for n in reader.names if n not in names]
+    return names
+
+
 @dataclass(frozen=True)
 class LocalKafkaSettings:
     """Where and how the project's own local brokers run (`passerelle kafka …`)."""
@@ -191,9 +227,11 @@ class LocalKafkaSettings:
     ready_timeout_s: int = 120
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalKafkaSettings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, reader: _Reader | None = None
+    ) -> LocalKafkaSettings:
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = reader or _Reader(env)
         xdg = env.get("XDG_CACHE_HOME")
         default_cache = Path(xdg) / "passerelle" if xdg else cls.cache_dir
         return cls(

@@ -39,9 +39,10 @@ async def current(
 
 
 async def write(settings: Settings, codec: Codec, consent: model.Consent) -> None:
+    await kafka.require_topics(settings, [CONSENTS], "run `passerelle topics create`")
     producer = kafka.producer(settings)
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(
             CONSENTS,
             codec.encode(model.CONSENT, consent),

@@ -81,9 +81,12 @@ async def produce(
         else:
             good.append(parsed)
     if good:
+        topic = bank_topic_name(bank_id)
+        hint = f"run `passerelle topics create --bank {bank_id}` (as an operator)"
+        await kafka.require_topics(settings, [topic], hint)
         producer = kafka.producer(settings)
-        await producer.start()
         try:
+            await producer.start()
             topic = bank_topic_name(bank_id)
             for key, frame in good:
                 await producer.send_and_wait(topic, frame, key)

@@ -49,8 +49,8 @@ class BankCounts:
 
 async def ingested(settings: Settings, topic: str) -> int:
     consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await kafka.partitions_of(consumer, topic)
         if not tps:
             return 0

@@ -183,8 +183,8 @@ async def run(
     feed = Feed()
     population = accounts(rng, per_bank, banks)
     producer = kafka.producer(settings, linger_ms=5)
-    await producer.start()
     try:
+        await producer.start()
         for account in population:
             if rng.random() < 0.8:
                 account.consent = consent_for(rng, account, now)

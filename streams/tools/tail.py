@@ -29,15 +29,16 @@ async def tail(
     stop: asyncio.Event | None = None,
 ) -> int:
     """Print notifications as they are committed, until `stop` is set; returns how many."""
+    await kafka.require_topics(settings, [NOTIFICATIONS], "run `passerelle topics create`")
     consumer = kafka.consumer(
         settings,
         NOTIFICATIONS,
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
-    await consumer.start()
     shown = 0
     try:
+        await consumer.start()
         while stop is None or not stop.is_set():
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():

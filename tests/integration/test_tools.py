@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from streams import kafka
@@ -79,3 +80,25 @@ async def test_consent_grant_show_revoke(settings: Settings) -> None:
     assert '"status": "REVOKED_BY_PSU"' in consent("show").stdout
     again = consent("revoke")
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_bank_without_a_topic_is_told_how_to_create_it(settings: Settings) -> None:
+    """`produce` for a bank whose topic does not exist says so in one line, with the command
+    that creates it, within seconds (not a producer waiting for metadata, then a traceback)."""
+    bank = unique_bank()
+    env = {**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers}
+    line = json.dumps({**samples.TRANSACTION, "bank_id": bank, "booked_at": samples.BOOKED_AT})
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "produce", "--bank", bank],
+        input=line + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    assert result.stderr.strip().splitlines() == [
+        f"passerelle produce: no topic bank.{bank}.transactions.v1: run "
+        f"`passerelle topics create --bank {bank}` (as an operator)"
+    ]

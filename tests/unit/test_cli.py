@@ -64,7 +64,6 @@ class TestWrongArguments:
         [
             ("--timezone", "Europe/Londn", "timezone is not an IANA time zone"),
             ("--locale", "xx-YY", "locale is not a known BCP 47 locale"),
-            ("--days", "-3", "--days must be at least 1"),
         ],
     )
     def test_consent_grant_refuses_what_the_worker_would_refuse(
@@ -95,14 +94,113 @@ class TestWrongArguments:
         assert "lowercase letters, digits and dashes" in result.stderr
 
     @pytest.mark.parametrize(
-        "args", [("tail",), ("consent", "show", "--bank", "a", "--account", "b")]
+        ("args", "line"),
+        [
+            (
+                ("consent", "grant", "--bank", "b", "--account", "A", "--days", "-3"),
+                "--days: must be at least 1, got -3",
+            ),
+            (("simulate", "--events", "0"), "--events: must be at least 1, got 0"),
+            (("tail", "--bootstrap", "bad::host"), "--bootstrap: must be host:port[,host:port...]"),
+            (("reconcile", "--bank", "a", "--bootstrap", "a:b"), "--bootstrap: must be host:port"),
+        ],
     )
-    def test_no_broker_is_a_sentence_not_a_traceback(self, args: tuple[str, ...]) -> None:
-        """Without a broker a tool says where it looked and what to do, and exits 1 (aiokafka
-        still logs its own connection error above it)."""
-        result = run(*args, PASSERELLE_BOOTSTRAP="127.0.0.1:1")
-        assert result.returncode == 1 and "Traceback" not in result.stderr
-        assert f"passerelle {args[0]}: cannot reach Kafka at 127.0.0.1:1" in result.stderr
+    def test_a_value_out_of_range_is_a_usage_error(self, args: tuple[str, ...], line: str) -> None:
+        """A number or address an option cannot take is refused by the parser: exit 2."""
+        result = run(*args)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and line in result.stderr
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("tail",),
+            ("consent", "show", "--bank", "a", "--account", "b"),
+            ("reconcile", "--bank", "a"),
+            ("simulate", "--events", "5", "--rate", "0"),
+        ],
+    )
+    def test_no_broker_is_one_sentence_not_a_traceback(self, args: tuple[str, ...]) -> None:
+        """Without a broker a tool says, in its one line, where it looked and what to do,
+        and exits 1 (the client's own connection errors are not shown)."""
+        for where in ({"PASSERELLE_BOOTSTRAP": "127.0.0.1:1"}, {"PASSERELLE_KAFKA_PORT": "1"}):
+            result = run(*args, **where)
+            assert result.returncode == 1
+            assert result.stderr.strip().splitlines() == [
+                f"passerelle {args[0]}: cannot reach Kafka at 127.0.0.1:1: start it "
+                "(make kafka-up), or point --bootstrap or PASSERELLE_BOOTSTRAP at it"
+            ]
+
+    def test_the_bootstrap_option_wins_over_the_environment(self) -> None:
+        """--bootstrap names the brokers whatever PASSERELLE_BOOTSTRAP says."""
+        result = run("tail", "--bootstrap", "127.0.0.1:2", PASSERELLE_BOOTSTRAP="127.0.0.1:1")
+        assert "cannot reach Kafka at 127.0.0.1:2" in result.stderr
+
+    @pytest.mark.parametrize(
+        ("line", "said"),
+        [
+            ({"amount_minor": 12.5}, "field amount_minor: must be a whole number of minor units"),
+            ({"booked_at": "2026-11-28T12:00:00"}, "field booked_at: needs a zone offset"),
+            ({"status": "DONE"}, "field status: must be one of PENDING, BOOKED, REVERSED"),
+            ({"channel": None}, "field channel: must be one of CARD, TRANSFER"),
+            ({"mcc": 5411}, "field mcc: expected null or string, got int"),
+            ({"booked_at": None}, "field booked_at: "),
+        ],
+    )
+    def test_produce_names_the_field_and_what_it_expects(
+        self, line: dict[str, object], said: str
+    ) -> None:
+        """A line that does not fit the schema is refused before any Kafka call, with the
+        field, what it expects and what it got (never the value): exit 1."""
+        import json
+
+        good = {
+            "bank_id": "alpha",
+            "account_id": "A1",
+            "transaction_id": "t1",
+            "status": "BOOKED",
+            "amount_minor": -1250,
+            "currency": "EUR",
+            "booked_at": "2026-11-28T12:00:00+01:00",
+            "channel": "CARD",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "streams", "produce", "--bank", "alpha"],
+            input=json.dumps({**good, **line}) + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PASSERELLE_BOOTSTRAP": "127.0.0.1:1"},
+        )
+        assert result.returncode == 1 and said in result.stdout, result.stdout
+        assert "refused" in result.stderr and "Traceback" not in result.stderr
+
+    def test_every_option_says_what_it_is_for(self) -> None:
+        """`--help` of every command explains each of its arguments."""
+        import argparse
+
+        from streams.cli import build_parser
+
+        parser = build_parser()
+        silent = []
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name, command in commands.choices.items():
+            for action in command._actions:
+                if not action.help and not isinstance(action, argparse._HelpAction):
+                    silent.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+        assert silent == []
+
+    def test_the_help_lists_every_setting_and_the_readme_explains_each(self) -> None:
+        """`passerelle --help` ends with every PASSERELLE_* variable the settings read, and
+        the README's settings table says what each one does."""
+        from pathlib import Path
+
+        from streams.settings import variables
+
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        result = run("--help")
+        assert all(name in result.stdout for name in variables())
+        assert [name for name in variables() if f"`{name}`" not in readme] == []
 
 
 class TestCommands:

@@ -40,15 +40,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _kafka(args: argparse.Namespace) -> None:
+def _kafka(args: argparse.Namespace) -> int | None:
     from streams.devkit import localkafka
-    from streams.settings import LocalKafkaSettings
-    from streams.tools import kafkajars
+    from streams.settings import LocalKafkaSettings, Settings
+    from streams.tools import kafkacli, kafkajars
 
+    if args.action == "tool":
+        if not args.tool_args or args.tool_args[0] not in kafkacli.TOOLS:
+            args.parser.error(f"kafka tool needs one of: {', '.join(kafkacli.TOOLS)}")
+        name, *rest = args.tool_args
+        return kafkacli.run_tool(Settings.from_env(), name, rest)
+    if args.tool_args:
+        args.parser.error(f"unrecognized arguments: {' '.join(args.tool_args)}")
     settings = LocalKafkaSettings.from_env()
     if args.action == "fetch":
         print(f"Kafka {kafkajars.kafka_version()} jars: {kafkajars.ensure_jars(settings)}")
-        return
+        return None
     if args.cluster:
         cluster = localkafka.Cluster.three(settings)
     elif args.secure:
@@ -72,6 +79,15 @@ def _kafka(args: argparse.Namespace) -> None:
         print(localkafka.log_tail(cluster, args.lines))
     elif args.action == "bootstrap":
         print(cluster.bootstrap)
+    return None
+
+
+def _dlq(args: argparse.Namespace) -> None:
+    from streams.settings import Settings
+    from streams.tools import dlq
+
+    letters = asyncio.run(dlq.read(Settings.from_env(), args.bank))
+    (dlq.show if args.action == "show" else dlq.count)(letters)
 
 
 def _topics(args: argparse.Namespace) -> None:
@@ -374,8 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = commands.add_parser("kafka", help="the project's own local Apache Kafka (no Docker)")
     kafka.add_argument(
         "action",
-        choices=["fetch", "up", "down", "status", "logs", "bootstrap"],
-        help="fetch the jars; start, stop or show the broker; its logs; its bootstrap address",
+        choices=["fetch", "up", "down", "status", "logs", "bootstrap", "tool"],
+        help="fetch the jars; start, stop or show the broker; its logs; its bootstrap "
+        "address; or run one of Kafka's own tools against the brokers (tool NAME ARGS...)",
     )
     which = kafka.add_mutually_exclusive_group()
     which.add_argument(
@@ -389,7 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the secure node: SCRAM-SHA-512, ACLs enforced (127.0.0.1:9292)",
     )
     kafka.add_argument("--lines", type=int, default=40, help="log lines per node (logs)")
-    kafka.set_defaults(run=_kafka)
+    kafka.add_argument(
+        "tool_args",
+        nargs=argparse.REMAINDER,
+        metavar="NAME ARGS",
+        help="tool: console-consumer, console-producer, consumer-groups, transactions, "
+        "configs, topics, get-offsets, delete-records or acls, and its own arguments; it "
+        "connects as the PASSERELLE_* settings say (no password on the command line)",
+    )
+    kafka.set_defaults(run=_kafka, parser=kafka)
 
     topics = commands.add_parser("topics", help="provision or list the catalog's topics")
     topics.add_argument(
@@ -522,6 +547,24 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--wait", type=float, default=0.0, help="seconds to wait for balance")
     rec.set_defaults(run=_reconcile)
 
+    dead = commands.add_parser(
+        "dlq", help="the dead-letter topic: each record's reason and source, or counts"
+    )
+    dead.add_argument(
+        "action",
+        choices=["show", "count"],
+        help="show: one line per dead letter (never its bytes); count: by bank and reason",
+    )
+    dead.add_argument(
+        "--bank",
+        action="append",
+        default=[],
+        type=_bank_id,
+        metavar="BANK_ID",
+        help="only this bank's (repeatable; `consents` for consents.v1's)",
+    )
+    dead.set_defaults(run=_dlq)
+
     tl = commands.add_parser("tail", help="notifications as a messaging worker reads them")
     tl.add_argument(
         "--from-beginning", action="store_true", help="every notification kept, not only new ones"
@@ -550,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], None] = args.run
+    run: Callable[[argparse.Namespace], int | None] = args.run
     if args.bootstrap:
         os.environ["PASSERELLE_BOOTSTRAP"] = args.bootstrap
     if args.command != "worker":  # the client's own error logs would repeat our one line
@@ -558,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        run(args)
+        code = run(args)
     except PasserelleError as exc:
         return _refused(args.command, str(exc))
     except KeyboardInterrupt:
@@ -569,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(exc, KafkaError):
             raise
         return _refused(args.command, _kafka_refusal(exc))
-    return 0
+    return code or 0
 
 
 def _refused(command: str, why: str) -> int:

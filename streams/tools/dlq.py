@@ -1,0 +1,65 @@
+"""What the dead-letter topic holds: each record's reason and where it came from.
+
+A dead letter keeps the original key and bytes (docs/runbook.md); this tool
+never prints them (they can name accounts and amounts), only the headers an
+operator needs to act: the reason code, the message, the source topic,
+partition and offset, and the size of what was kept.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from streams import catalog, kafka
+from streams.settings import Settings
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Letter:
+    reason: str
+    error: str
+    source: str
+    """`topic-partition@offset`, or `?` when the headers do not say."""
+    bank: str
+    """The bank whose topic it came from; `consents` for consents.v1; `?` if unknown."""
+    size: int
+
+
+def letter(record: Any) -> Letter:
+    headers = {k: v.decode(errors="replace") for k, v in record.headers}
+    topic = headers.get("source-topic", "")
+    where = (
+        f"{topic}-{headers.get('source-partition', '?')}@{headers.get('source-offset', '?')}"
+        if topic
+        else "?"
+    )
+    bank = catalog.bank_of_topic(topic) or ("consents" if topic == catalog.CONSENTS else "?")
+    size = len(record.value or b"") + len(record.key or b"")
+    return Letter(headers.get("reason", "?"), headers.get("error", ""), where, bank, size)
+
+
+def select(letters: Iterable[Letter], banks: list[str]) -> list[Letter]:
+    return [m for m in letters if not banks or m.bank in banks]
+
+
+async def read(settings: Settings, banks: list[str]) -> list[Letter]:
+    await kafka.require_topics(settings, [catalog.DLQ], "run `passerelle topics create`")
+    return select((letter(r) for r in await kafka.read_all(settings, catalog.DLQ)), banks)
+
+
+def show(letters: list[Letter], say: Say = print) -> None:
+    for m in letters:
+        say(f"{m.source}  {m.reason}  {m.size} bytes  {m.error}")
+    say(f"{len(letters)} dead letters")
+
+
+def count(letters: list[Letter], say: Say = print) -> None:
+    by = Counter((m.bank, m.reason) for m in letters)
+    for (bank, reason), n in sorted(by.items()):
+        say(f"{bank:24} {reason:20} {n:>8}")
+    say(f"{'total':45} {len(letters):>8}")

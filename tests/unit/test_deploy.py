@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.resources
 import json
 import shutil
+import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +125,7 @@ def test_k8s_manifests_pass_the_kubernetes_schemas() -> None:
                 continue  # CRDs: no published schema on PyPI; checked below
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
             validated.append(doc["kind"])
-    assert sorted(validated) == ["ConfigMap", "Service", "StatefulSet"]
+    assert sorted(validated) == ["ConfigMap", "Namespace", "Service", "StatefulSet"]
 
 
 def test_a_wrong_manifest_fails_the_kubernetes_schemas() -> None:
@@ -154,6 +156,39 @@ def test_k8s_pieces_fit_together() -> None:
     assert not any("PASSWORD" in k or "HASH_KEY" in k for k in config["data"]), (
         "secrets go in a Secret"
     )
+
+
+def test_every_secret_the_worker_reads_is_generated_from_an_uncommitted_file() -> None:
+    """Each Secret key the StatefulSet references is made by the kustomization from a file
+    of deploy/k8s/secrets/, which git ignores (only its README is committed); the image
+    is tagged by the kustomization with the project's version, never `latest`."""
+    kustomization = _documents(K8S / "kustomization.yaml")[0]
+    generated = {
+        (g["name"], f.split("=", 1)[0]): f.split("=", 1)[1]
+        for g in kustomization["secretGenerator"]
+        for f in g["files"]
+    }
+    (statefulset,) = _documents(K8S / "statefulset.yaml")
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    wanted = {
+        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    wanted |= {(v["secret"]["secretName"], "ca.crt") for v in pod["volumes"] if "secret" in v}
+    assert wanted == set(generated)
+    assert all(path.startswith("secrets/") for path in generated.values())
+    ignored = subprocess.run(
+        ["git", "check-ignore", *(str(K8S / p) for p in generated.values())],
+        capture_output=True,
+        text=True,
+        cwd=K8S,
+    )
+    assert len(ignored.stdout.split()) == len(generated), "a secret's file could be committed"
+    version = tomllib.loads((K8S.parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert container["image"] == "passerelle"
+    assert kustomization["images"] == [{"name": "passerelle", "newTag": version}]
 
 
 def test_the_prometheus_rule_is_rules_yml_wrapped() -> None:

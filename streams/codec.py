@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,16 @@ MAGIC_BYTE = 0
 _HEADER = struct.Struct(">BI")
 HEADER_SIZE = _HEADER.size
 
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+def _schemas_dir() -> Path:
+    """The contract's schemas: the repository's `schemas/` (a checkout, an editable
+    install), else the copy a wheel installs under `<prefix>/share/passerelle/schemas`."""
+    checkout = Path(__file__).resolve().parent.parent / "schemas"
+    if (checkout / "registry.json").exists():
+        return checkout
+    return Path(sys.prefix) / "share" / "passerelle" / "schemas"
+
+
+DEFAULT_SCHEMAS_DIR = _schemas_dir()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Imports inside functions count too: a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import json
 import tomllib
 from pathlib import Path
 
@@ -161,3 +162,16 @@ def test_no_module_of_streams_is_longer_than_one_sitting() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES and p.name != "cli.py"
     }
     assert long == {}
+
+
+def test_the_wheel_carries_every_schema_the_registry_names() -> None:
+    """An installed wheel has no checkout beside it: pyproject's data-files ship
+    registry.json and every schema file it names, where `streams.codec` looks."""
+    from fnmatch import fnmatch
+
+    root = PACKAGE.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    shipped = config["tool"]["setuptools"]["data-files"]["share/passerelle/schemas"]
+    index = json.loads((root / "schemas" / "registry.json").read_text())
+    wanted = ["schemas/registry.json", *(f"schemas/{e['file']}" for e in index["schemas"])]
+    assert [w for w in wanted if not any(fnmatch(w, pattern) for pattern in shipped)] == []

@@ -2,7 +2,8 @@
 
 Starts a worker (`passerelle worker pipeline`) as a subprocess, waits until it
 is ready, tails the delivery topic while the simulator sends about a minute
-of bank events, then reconciles every bank and stops the worker.
+of bank events, then reconciles every bank (this run's records only) and stops
+the worker.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ async def run(
     say(f"worker started (pid {worker.pid}, log {log_path})")
     try:
         await _wait_ready(settings, worker)
+        # Count this run only: a reused broker keeps earlier runs' records.
+        since = await reconcile.marks(settings, [bank.bank_id for bank in simulate.BANKS])
         say("worker ready; simulating banks — notifications as the messaging team sees them:")
         stop = asyncio.Event()
         tailing = asyncio.create_task(tail.tail(settings, codec, say=say, stop=stop))
@@ -57,7 +60,7 @@ async def run(
             settings, codec, events, rate, say=say, after_consents=consents_in
         )
         counts = await reconcile.wait_balanced(
-            settings, codec, list(feed.sent), RECONCILE_TIMEOUT_S
+            settings, codec, list(feed.sent), RECONCILE_TIMEOUT_S, since
         )
         await asyncio.sleep(2)  # let the last notifications print
         stop.set()

@@ -3,7 +3,8 @@
 Per bank: `in` (records in its ingest topic) = `forwarded` + `withheld` (the
 audit topic's Decisions) + `dlq` (dead letters whose source is that topic).
 Read from the topics themselves, read_committed, so it checks the pipeline
-from outside.
+from outside. `since` (the ingest topics' end offsets taken with `marks`)
+counts only what a bank wrote after that moment: one run on a reused broker.
 """
 
 from __future__ import annotations
@@ -47,24 +48,49 @@ class BankCounts:
         )
 
 
-async def ingested(settings: Settings, topic: str) -> int:
+Marks = dict[str, dict[int, int]]
+"""Per bank, per partition of its ingest topic: the first offset that counts."""
+
+
+async def _offsets(settings: Settings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """The topic's first and end offsets, by partition (none if it does not exist)."""
     consumer = kafka.consumer(settings, group_id=None)
     try:
         await consumer.start()
         tps = await kafka.partitions_of(consumer, topic)
         if not tps:
-            return 0
-        ends = await consumer.end_offsets(tps)
+            return {}, {}
         starts = await consumer.beginning_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps)
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: o for tp, o in starts.items()}, {
+            tp.partition: o for tp, o in ends.items()
+        }
     finally:
         await consumer.stop()
 
 
-async def reconcile(settings: Settings, codec: Codec, banks: list[str]) -> dict[str, BankCounts]:
+async def marks(settings: Settings, banks: list[str]) -> Marks:
+    """Where the banks' ingest topics end now: what a later `reconcile(since=…)` starts at."""
+    return {bank: (await _offsets(settings, bank_topic_name(bank)))[1] for bank in banks}
+
+
+async def ingested(settings: Settings, topic: str, since: dict[int, int] | None = None) -> int:
+    starts, ends = await _offsets(settings, topic)
+    since = since or {}
+    return sum(end - max(starts[p], since.get(p, 0)) for p, end in ends.items())
+
+
+async def reconcile(
+    settings: Settings, codec: Codec, banks: list[str], since: Marks | None = None
+) -> dict[str, BankCounts]:
     counts = {bank: BankCounts() for bank in banks}
+    since = since or {}
+
+    def counted(bank: str, partition: int, offset: int) -> bool:
+        return offset >= since.get(bank, {}).get(partition, 0)
+
     for bank in banks:
-        counts[bank].ingested = await ingested(settings, bank_topic_name(bank))
+        counts[bank].ingested = await ingested(settings, bank_topic_name(bank), since.get(bank))
     for record in await read_all(settings, AUDIT):
         try:
             subject, decision = codec.decode_any(record.value)
@@ -75,6 +101,8 @@ async def reconcile(settings: Settings, codec: Codec, banks: list[str]) -> dict[
             continue
         if bank_of_topic(decision["source_topic"]) != bank:
             continue
+        if not counted(bank, decision["source_partition"], decision["source_offset"]):
+            continue
         if decision["outcome"] == "FORWARDED":
             counts[bank].forwarded += 1
         else:
@@ -82,20 +110,31 @@ async def reconcile(settings: Settings, codec: Codec, banks: list[str]) -> dict[
     for record in await read_all(settings, DLQ):
         headers = dict(record.headers)
         source = bank_of_topic(headers.get("source-topic", b"").decode())
-        if source is not None and source in counts:
-            counts[source].dlq[headers.get("reason", b"?").decode()] += 1
+        if source is None or source not in counts:
+            continue
+        try:
+            where = int(headers["source-partition"]), int(headers["source-offset"])
+        except (KeyError, ValueError):
+            where = (-1, -1)
+        if since.get(source) and not counted(source, *where):
+            continue
+        counts[source].dlq[headers.get("reason", b"?").decode()] += 1
     return counts
 
 
 async def wait_balanced(
-    settings: Settings, codec: Codec, banks: list[str], timeout_s: float
+    settings: Settings,
+    codec: Codec,
+    banks: list[str],
+    timeout_s: float,
+    since: Marks | None = None,
 ) -> dict[str, BankCounts]:
     """Reconcile until every bank balances or `timeout_s` passes; the last counts either way.
 
     A bank with more outcomes than records will never balance: that returns at once."""
     deadline = time.monotonic() + timeout_s
     while True:
-        counts = await reconcile(settings, codec, banks)
+        counts = await reconcile(settings, codec, banks, since)
         done = all(c.balanced for c in counts.values())
         over = any(c.accounted > c.ingested for c in counts.values())
         if done or over or time.monotonic() > deadline:

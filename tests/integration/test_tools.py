@@ -15,9 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from streams import kafka, worker
 from streams.catalog import Catalog
+from streams.codec import Codec
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.tools import topics
+from streams.tools import reconcile, topics
 from tests import samples
 from tests.conftest import bounded, fresh_app, unique_bank
 
@@ -169,3 +170,28 @@ async def _until_dead_lettered(settings: Settings, bank: str) -> None:
         for r in await kafka.read_all(settings, "passerelle.dlq.v1")
     ):
         await asyncio.sleep(0.5)
+
+
+async def test_reconcile_since_marks_counts_only_what_came_after(
+    settings: Settings, codec: Codec
+) -> None:
+    """On a reused broker a run counts its own records: marks taken before it make
+    `in` the records written after them (the demo reconciles this way)."""
+    bank = unique_bank()
+    app = await fresh_app(settings, "marks", [bank])
+    topic = Catalog(app).bank(bank).name
+
+    async def write(n: int) -> None:
+        producer = kafka.producer(app)
+        await producer.start()
+        try:
+            for i in range(n):
+                await producer.send_and_wait(topic, b"\x00bytes", f"ACC-{i}".encode())
+        finally:
+            await producer.stop()
+
+    await write(3)
+    since = await reconcile.marks(app, [bank])
+    await write(2)
+    assert (await reconcile.reconcile(app, codec, [bank], since))[bank].ingested == 2
+    assert (await reconcile.reconcile(app, codec, [bank]))[bank].ingested == 5

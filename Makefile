@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PASSERELLE := $(BIN)/passerelle
 
-.PHONY: help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
+.PHONY: picture help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
         kafka-cluster-up kafka-cluster-down topics run bench bench-full test test-unit lint format clean \
         prometheus deploy-rules kafka-up-secure kafka-down-secure test-faults
 
@@ -85,6 +85,13 @@ prometheus: ## install Prometheus and promtool from Debian's packages, if missin
 	  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
 	  { echo "could not install Debian's prometheus package (needs root and Debian's registry)"; exit 1; }; }
+
+picture: install ## draw the README's picture (docs/picture/architecture.svg) from its .dot; installs Graphviz if missing
+	@command -v dot >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends graphviz >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends graphviz >/dev/null; } || \
+	  { echo "could not install Debian's graphviz package (needs root and Debian's registry)"; exit 1; }; }
+	$(BIN)/python docs/picture/draw.py
 
 deploy-rules: install ## regenerate deploy/k8s/prometheusrule.yaml from deploy/prometheus/rules.yml
 	$(BIN)/python deploy/k8s/prometheusrule.py

@@ -7,13 +7,13 @@ Every error a user can cause ends in one line on stderr and a non-zero exit:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from streams import __version__
+from streams import commands as actions
 from streams.errors import PasserelleError
 from streams.security import DEFAULT_BANK_QUOTA
 
@@ -38,286 +38,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def _kafka(args: argparse.Namespace) -> int | None:
-    from streams.devkit import localkafka
-    from streams.settings import LocalKafkaSettings, Settings
-    from streams.tools import kafkacli, kafkajars
-
-    if args.action == "tool":
-        if not args.tool_args or args.tool_args[0] not in kafkacli.TOOLS:
-            args.parser.error(f"kafka tool needs one of: {', '.join(kafkacli.TOOLS)}")
-        name, *rest = args.tool_args
-        return kafkacli.run_tool(Settings.from_env(), name, rest)
-    if args.tool_args:
-        args.parser.error(f"unrecognized arguments: {' '.join(args.tool_args)}")
-    settings = LocalKafkaSettings.from_env()
-    if args.action == "fetch":
-        print(f"Kafka {kafkajars.kafka_version()} jars: {kafkajars.ensure_jars(settings)}")
-        return None
-    if args.cluster:
-        cluster = localkafka.Cluster.three(settings)
-    elif args.secure:
-        cluster = localkafka.Cluster.secured(settings)
-    else:
-        cluster = localkafka.Cluster.single(settings)
-    if args.action == "up":
-        localkafka.up(cluster, settings)
-        if cluster.secure:
-            print(
-                f"users {', '.join(cluster.users)}; passwords in "
-                f"{cluster.password_file('<user>')} (PASSERELLE_SASL_PASSWORD_FILE)"
-            )
-    elif args.action == "down":
-        localkafka.down(cluster)
-    elif args.action == "status":
-        for node, pid in localkafka.status(cluster):
-            state = f"running, pid {pid}" if pid else "stopped"
-            print(f"node {node.node_id} 127.0.0.1:{node.port}: {state}")
-    elif args.action == "logs":
-        print(localkafka.log_tail(cluster, args.lines))
-    elif args.action == "bootstrap":
-        print(cluster.bootstrap)
-    return None
-
-
-def _dlq(args: argparse.Namespace) -> None:
-    from streams.settings import Settings
-    from streams.tools import dlq
-
-    letters = asyncio.run(dlq.read(Settings.from_env(), args.bank))
-    (dlq.show if args.action == "show" else dlq.count)(letters)
-
-
-def _topics(args: argparse.Namespace) -> None:
-    from streams.catalog import Catalog
-    from streams.settings import Settings
-    from streams.tools import topics
-
-    settings = Settings.from_env()
-    catalog = Catalog(settings)
-    try:
-        wanted = catalog.all(args.bank)
-    except ValueError as exc:
-        raise PasserelleError(str(exc)) from None
-    if args.action == "create":
-        asyncio.run(topics.create(settings, wanted))
-    else:
-        for topic in wanted:
-            config = " ".join(f"{k}={v}" for k, v in sorted(topic.config.items()))
-            print(
-                f"{topic.name}  partitions={topic.partitions} "
-                f"rf={topic.replication_factor} key={topic.key}  {config}"
-            )
-
-
-def _acls(args: argparse.Namespace) -> None:
-    from streams import security
-    from streams.settings import Settings
-    from streams.tools import acls
-
-    settings = Settings.from_env()
-    try:
-        for bank in args.bank:
-            security.bank_principal(bank)
-    except ValueError as exc:
-        raise PasserelleError(str(exc)) from None
-    if args.action == "apply":
-        acls.apply(settings, args.bank, quota=args.quota, prune=args.prune)
-    else:
-        acls.show(settings)
-
-
-def _schemas(args: argparse.Namespace) -> None:
-    from streams.codec import EmbeddedRegistry
-    from streams.compat import check_registry
-    from streams.settings import Settings
-
-    registry = EmbeddedRegistry.load(Settings.from_env().schemas_dir)
-    if args.action == "serve":
-        from aiohttp import web
-
-        from streams.schema_api import SchemaApi, routes
-
-        app = web.Application()
-        app.add_routes(routes(SchemaApi(registry)))
-        print(
-            f"serving {len(registry.subjects())} subjects read-only, Confluent REST paths, "
-            f"at http://{args.host}:{args.port}",
-            flush=True,
-        )
-        web.run_app(app, host=args.host, port=args.port, print=None)
-        return
-    if args.action == "list":
-        for subject in registry.subjects():
-            for version in registry.versions(subject):
-                print(
-                    f"id {version.id:3}  {subject} v{version.version}  "
-                    f"({registry.compatibility(subject)})"
-                )
-        return
-    report = check_registry(registry, registry.subjects())
-    faults = [f"{subject} {problem}" for subject, found in report.items() for problem in found]
-    if faults:
-        raise PasserelleError("incompatible schema versions: " + "; ".join(faults))
-    print(f"compatible: every version of {len(report)} subjects")
-
-
-def _worker(args: argparse.Namespace) -> None:
-    from streams import app, worker
-    from streams.settings import Settings
-
-    settings = Settings.from_env()
-    if args.workload == "standin":
-        if not args.prefix:
-            raise PasserelleError("the standin workload needs --prefix")
-        built = worker.standin_app(settings, args.prefix, args.tick_interval or 0.0)
-    else:
-        interval = 1.0 if args.tick_interval is None else args.tick_interval
-        built = worker.pipeline_app(settings, interval)
-    app.main(built, settings, args.log_level.lower())
-
-
-def _bench(args: argparse.Namespace) -> None:
-    from streams.devkit import bench
-    from streams.logs import quiet_client_loggers
-    from streams.settings import Settings
-
-    if args.records < 1000:
-        raise PasserelleError("--records must be at least 1000 for a meaningful rate")
-    if args.full and args.quick:
-        raise PasserelleError("--full and --quick exclude each other")
-    quiet_client_loggers()
-    sizes: tuple[int, ...] = (10_000, 100_000)
-    if args.full:
-        sizes += (1_000_000,)
-    rounds = 3
-    if args.quick:
-        sizes, rounds = (2_000,), 1
-    asyncio.run(bench.run(Settings.from_env(), args.records, sizes=sizes, rounds=rounds))
-
-
-def _demo(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from streams.codec import Codec, EmbeddedRegistry
-    from streams.logs import quiet_client_loggers
-    from streams.settings import Settings
-    from streams.tools import demo
-
-    settings = Settings.from_env()
-    settings.require_hash_key()  # the demo's worker would refuse it: say so at once
-    quiet_client_loggers()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    log = Path(".run") / "demo-worker.log"
-    if not asyncio.run(demo.run(settings, codec, args.seconds, args.rate, log)):
-        raise PasserelleError("reconciliation did not balance; see the lines above")
-
-
-def _reconcile(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
-    from streams.settings import Settings
-    from streams.tools import reconcile
-
-    settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    counts = asyncio.run(reconcile.wait_balanced(settings, codec, args.bank, args.wait))
-    for bank, c in sorted(counts.items()):
-        print(c.line(bank))
-    if not all(c.balanced for c in counts.values()):
-        raise PasserelleError("not balanced")
-
-
-def _tail(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
-    from streams.settings import Settings
-    from streams.tools import tail
-
-    settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    asyncio.run(
-        tail.tail(settings, codec, from_beginning=args.from_beginning, json_lines=args.json)
-    )
-
-
-def _produce(args: argparse.Namespace) -> None:
-    from streams.catalog import bank_topic_name
-    from streams.codec import Codec, EmbeddedRegistry
-    from streams.settings import Settings
-    from streams.tools import produce
-
-    try:
-        bank_topic_name(args.bank)
-    except ValueError as exc:
-        raise PasserelleError(str(exc)) from None
-    settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    try:
-        source = open(args.file, encoding="utf-8") if args.file != "-" else sys.stdin  # noqa: SIM115  # closed below
-    except OSError as exc:
-        raise PasserelleError(f"cannot read {args.file}: {exc.strerror}") from None
-    with source:
-        report = asyncio.run(produce.produce(settings, codec, args.bank, source))
-    if report.errors:
-        raise PasserelleError(f"{len(report.errors)} line(s) refused; see above")
-
-
-def _consent(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
-    from streams.settings import Settings
-    from streams.tools import consent
-
-    settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    if args.action == "grant":
-        if not args.psid:
-            raise PasserelleError("grant needs --psid")
-        perms = [p.strip().upper() for p in args.permissions.split(",") if p.strip()]
-        unknown = set(perms) - {"TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"}
-        if unknown:
-            raise PasserelleError(f"unknown permission(s): {', '.join(sorted(unknown))}")
-        record = consent.grant(
-            args.bank,
-            args.account,
-            args.psid,
-            args.page,
-            perms,
-            args.locale,
-            args.timezone,
-            args.days,
-            args.digest,
-            args.large,
-            args.low,
-        )
-        asyncio.run(consent.write(settings, codec, record))
-        print(f"granted {record['consent_id']}: {consent.shown(record)}")
-        return
-    held = asyncio.run(consent.current(settings, codec, args.bank, args.account))
-    if args.action == "show":
-        print(consent.shown(held))
-        return
-    if held is None:
-        raise PasserelleError("no consent to revoke for that account")
-    record = consent.revoked(held)
-    asyncio.run(consent.write(settings, codec, record))
-    print(f"revoked {record['consent_id']} (version {record['updated_at']})")
-
-
-def _simulate(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
-    from streams.logs import quiet_client_loggers
-    from streams.settings import Settings
-    from streams.tools import simulate
-
-    if args.events < 1 or args.rate < 0:
-        raise PasserelleError("--events must be at least 1 and --rate at least 0")
-    settings = Settings.from_env()
-    quiet_client_loggers()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    feed = asyncio.run(simulate.run(settings, codec, args.events, args.rate, seed=args.seed))
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(feed.kinds.items()))
-    print(f"sent {sum(feed.sent.values())} bank events ({kinds})")
 
 
 def _bootstrap(text: str) -> str:
@@ -414,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "configs, topics, get-offsets, delete-records or acls, and its own arguments; it "
         "connects as the PASSERELLE_* settings say (no password on the command line)",
     )
-    kafka.set_defaults(run=_kafka, parser=kafka)
+    kafka.set_defaults(run=actions.run_kafka, parser=kafka)
 
     topics = commands.add_parser("topics", help="provision or list the catalog's topics")
     topics.add_argument(
@@ -428,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BANK_ID",
         help="also the ingest topic of this bank (repeatable)",
     )
-    topics.set_defaults(run=_topics)
+    topics.set_defaults(run=actions.run_topics)
 
     acl = commands.add_parser(
         "acls", help="provision the design's ACLs and bank quotas (as an admin principal)"
@@ -452,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="each bank's produce quota (default 1 MiB/s)",
     )
     acl.add_argument("--prune", action="store_true", help="remove our principals' other ACLs")
-    acl.set_defaults(run=_acls)
+    acl.set_defaults(run=actions.run_acls)
 
     work = commands.add_parser("worker", help="run a stage until SIGTERM")
     work.add_argument(
@@ -474,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING"],
         help="the worker's log level (default INFO)",
     )
-    work.set_defaults(run=_worker)
+    work.set_defaults(run=actions.run_worker)
 
     bench = commands.add_parser(
         "bench", help="the pipeline against a bare aiokafka passthrough: throughput, latency, state"
@@ -488,14 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick", action="store_true", help="small sizes only: a check that the bench runs"
     )
-    bench.set_defaults(run=_bench)
+    bench.set_defaults(run=actions.run_bench)
 
     prod = commands.add_parser("produce", help="send JSON-lines transactions as a bank would")
     prod.add_argument(
         "--bank", required=True, type=_bank_id, metavar="BANK_ID", help="your bank id (the topic's)"
     )
     prod.add_argument("file", nargs="?", default="-", help="JSON lines (default: stdin)")
-    prod.set_defaults(run=_produce)
+    prod.set_defaults(run=actions.run_produce)
 
     cns = commands.add_parser("consent", help="grant, revoke or show an account's consent")
     cns.add_argument(
@@ -520,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     cns.add_argument("--digest", action="store_true", help="a daily digest")
     cns.add_argument("--large", type=int, help="large-transaction threshold, minor units")
     cns.add_argument("--low", type=int, help="low-balance threshold, minor units")
-    cns.set_defaults(run=_consent)
+    cns.set_defaults(run=actions.run_consent)
 
     sim = commands.add_parser("simulate", help="a realistic feed of several banks")
     sim.add_argument(
@@ -528,12 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--rate", type=float, default=100.0, help="events per second (0: at once)")
     sim.add_argument("--seed", type=int, help="repeat a run (default: a new seed)")
-    sim.set_defaults(run=_simulate)
+    sim.set_defaults(run=actions.run_simulate)
 
     demo = commands.add_parser("demo", help="the pipeline on a simulated feed (make run)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to simulate")
     demo.add_argument("--rate", type=float, default=100.0, help="bank events per second")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=actions.run_demo)
 
     rec = commands.add_parser("reconcile", help="in = forwarded + withheld + dlq, per bank")
     rec.add_argument(
@@ -545,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bank to reconcile (repeatable)",
     )
     rec.add_argument("--wait", type=float, default=0.0, help="seconds to wait for balance")
-    rec.set_defaults(run=_reconcile)
+    rec.set_defaults(run=actions.run_reconcile)
 
     dead = commands.add_parser(
         "dlq", help="the dead-letter topic: each record's reason and source, or counts"
@@ -563,14 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BANK_ID",
         help="only this bank's (repeatable; `consents` for consents.v1's)",
     )
-    dead.set_defaults(run=_dlq)
+    dead.set_defaults(run=actions.run_dlq)
 
     tl = commands.add_parser("tail", help="notifications as a messaging worker reads them")
     tl.add_argument(
         "--from-beginning", action="store_true", help="every notification kept, not only new ones"
     )
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
-    tl.set_defaults(run=_tail)
+    tl.set_defaults(run=actions.run_tail)
 
     schemas = commands.add_parser(
         "schemas",
@@ -587,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument(
         "--host", default="127.0.0.1", help="serve: the address to listen on (default 127.0.0.1)"
     )
-    schemas.set_defaults(run=_schemas)
+    schemas.set_defaults(run=actions.run_schemas)
     return parser
 
 

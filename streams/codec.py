@@ -37,6 +37,7 @@ MAGIC_BYTE = 0
 _HEADER = struct.Struct(">BI")
 HEADER_SIZE = _HEADER.size
 
+
 def _schemas_dir() -> Path:
     """The contract's schemas: the repository's `schemas/` (a checkout, an editable
     install), else the copy a wheel installs under `<prefix>/share/passerelle/schemas`."""

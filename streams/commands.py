@@ -1,0 +1,294 @@
+"""What each `passerelle` command does, once its arguments are parsed (`streams/cli.py`).
+
+Each `run_<command>` takes the parsed arguments; what it refuses it raises as a
+PasserelleError, which the CLI prints as one line. Imports are inside the
+functions: a command loads only what it uses, so `passerelle --help` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from streams.errors import PasserelleError
+
+
+def run_kafka(args: argparse.Namespace) -> int | None:
+    from streams.devkit import localkafka
+    from streams.settings import LocalKafkaSettings, Settings
+    from streams.tools import kafkacli, kafkajars
+
+    if args.action == "tool":
+        if not args.tool_args or args.tool_args[0] not in kafkacli.TOOLS:
+            args.parser.error(f"kafka tool needs one of: {', '.join(kafkacli.TOOLS)}")
+        name, *rest = args.tool_args
+        return kafkacli.run_tool(Settings.from_env(), name, rest)
+    if args.tool_args:
+        args.parser.error(f"unrecognized arguments: {' '.join(args.tool_args)}")
+    settings = LocalKafkaSettings.from_env()
+    if args.action == "fetch":
+        print(f"Kafka {kafkajars.kafka_version()} jars: {kafkajars.ensure_jars(settings)}")
+        return None
+    if args.cluster:
+        cluster = localkafka.Cluster.three(settings)
+    elif args.secure:
+        cluster = localkafka.Cluster.secured(settings)
+    else:
+        cluster = localkafka.Cluster.single(settings)
+    if args.action == "up":
+        localkafka.up(cluster, settings)
+        if cluster.secure:
+            print(
+                f"users {', '.join(cluster.users)}; passwords in "
+                f"{cluster.password_file('<user>')} (PASSERELLE_SASL_PASSWORD_FILE)"
+            )
+    elif args.action == "down":
+        localkafka.down(cluster)
+    elif args.action == "status":
+        for node, pid in localkafka.status(cluster):
+            state = f"running, pid {pid}" if pid else "stopped"
+            print(f"node {node.node_id} 127.0.0.1:{node.port}: {state}")
+    elif args.action == "logs":
+        print(localkafka.log_tail(cluster, args.lines))
+    elif args.action == "bootstrap":
+        print(cluster.bootstrap)
+    return None
+
+
+def run_dlq(args: argparse.Namespace) -> None:
+    from streams.settings import Settings
+    from streams.tools import dlq
+
+    letters = asyncio.run(dlq.read(Settings.from_env(), args.bank))
+    (dlq.show if args.action == "show" else dlq.count)(letters)
+
+
+def run_topics(args: argparse.Namespace) -> None:
+    from streams.catalog import Catalog
+    from streams.settings import Settings
+    from streams.tools import topics
+
+    settings = Settings.from_env()
+    catalog = Catalog(settings)
+    try:
+        wanted = catalog.all(args.bank)
+    except ValueError as exc:
+        raise PasserelleError(str(exc)) from None
+    if args.action == "create":
+        asyncio.run(topics.create(settings, wanted))
+    else:
+        for topic in wanted:
+            config = " ".join(f"{k}={v}" for k, v in sorted(topic.config.items()))
+            print(
+                f"{topic.name}  partitions={topic.partitions} "
+                f"rf={topic.replication_factor} key={topic.key}  {config}"
+            )
+
+
+def run_acls(args: argparse.Namespace) -> None:
+    from streams import security
+    from streams.settings import Settings
+    from streams.tools import acls
+
+    settings = Settings.from_env()
+    try:
+        for bank in args.bank:
+            security.bank_principal(bank)
+    except ValueError as exc:
+        raise PasserelleError(str(exc)) from None
+    if args.action == "apply":
+        acls.apply(settings, args.bank, quota=args.quota, prune=args.prune)
+    else:
+        acls.show(settings)
+
+
+def run_schemas(args: argparse.Namespace) -> None:
+    from streams.codec import EmbeddedRegistry
+    from streams.compat import check_registry
+    from streams.settings import Settings
+
+    registry = EmbeddedRegistry.load(Settings.from_env().schemas_dir)
+    if args.action == "serve":
+        from aiohttp import web
+
+        from streams.schema_api import SchemaApi, routes
+
+        app = web.Application()
+        app.add_routes(routes(SchemaApi(registry)))
+        print(
+            f"serving {len(registry.subjects())} subjects read-only, Confluent REST paths, "
+            f"at http://{args.host}:{args.port}",
+            flush=True,
+        )
+        web.run_app(app, host=args.host, port=args.port, print=None)
+        return
+    if args.action == "list":
+        for subject in registry.subjects():
+            for version in registry.versions(subject):
+                print(
+                    f"id {version.id:3}  {subject} v{version.version}  "
+                    f"({registry.compatibility(subject)})"
+                )
+        return
+    report = check_registry(registry, registry.subjects())
+    faults = [f"{subject} {problem}" for subject, found in report.items() for problem in found]
+    if faults:
+        raise PasserelleError("incompatible schema versions: " + "; ".join(faults))
+    print(f"compatible: every version of {len(report)} subjects")
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    from streams import app, worker
+    from streams.settings import Settings
+
+    settings = Settings.from_env()
+    if args.workload == "standin":
+        if not args.prefix:
+            raise PasserelleError("the standin workload needs --prefix")
+        built = worker.standin_app(settings, args.prefix, args.tick_interval or 0.0)
+    else:
+        interval = 1.0 if args.tick_interval is None else args.tick_interval
+        built = worker.pipeline_app(settings, interval)
+    app.main(built, settings, args.log_level.lower())
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    from streams.devkit import bench
+    from streams.logs import quiet_client_loggers
+    from streams.settings import Settings
+
+    if args.records < 1000:
+        raise PasserelleError("--records must be at least 1000 for a meaningful rate")
+    if args.full and args.quick:
+        raise PasserelleError("--full and --quick exclude each other")
+    quiet_client_loggers()
+    sizes: tuple[int, ...] = (10_000, 100_000)
+    if args.full:
+        sizes += (1_000_000,)
+    rounds = 3
+    if args.quick:
+        sizes, rounds = (2_000,), 1
+    asyncio.run(bench.run(Settings.from_env(), args.records, sizes=sizes, rounds=rounds))
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.logs import quiet_client_loggers
+    from streams.settings import Settings
+    from streams.tools import demo
+
+    settings = Settings.from_env()
+    settings.require_hash_key()  # the demo's worker would refuse it: say so at once
+    quiet_client_loggers()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    log = Path(".run") / "demo-worker.log"
+    if not asyncio.run(demo.run(settings, codec, args.seconds, args.rate, log)):
+        raise PasserelleError("reconciliation did not balance; see the lines above")
+
+
+def run_reconcile(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import reconcile
+
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    counts = asyncio.run(reconcile.wait_balanced(settings, codec, args.bank, args.wait))
+    for bank, c in sorted(counts.items()):
+        print(c.line(bank))
+    if not all(c.balanced for c in counts.values()):
+        raise PasserelleError("not balanced")
+
+
+def run_tail(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import tail
+
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    asyncio.run(
+        tail.tail(settings, codec, from_beginning=args.from_beginning, json_lines=args.json)
+    )
+
+
+def run_produce(args: argparse.Namespace) -> None:
+    from streams.catalog import bank_topic_name
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import produce
+
+    try:
+        bank_topic_name(args.bank)
+    except ValueError as exc:
+        raise PasserelleError(str(exc)) from None
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    try:
+        source = open(args.file, encoding="utf-8") if args.file != "-" else sys.stdin  # noqa: SIM115  # closed below
+    except OSError as exc:
+        raise PasserelleError(f"cannot read {args.file}: {exc.strerror}") from None
+    with source:
+        report = asyncio.run(produce.produce(settings, codec, args.bank, source))
+    if report.errors:
+        raise PasserelleError(f"{len(report.errors)} line(s) refused; see above")
+
+
+def run_consent(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import consent
+
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    if args.action == "grant":
+        if not args.psid:
+            raise PasserelleError("grant needs --psid")
+        perms = [p.strip().upper() for p in args.permissions.split(",") if p.strip()]
+        unknown = set(perms) - {"TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"}
+        if unknown:
+            raise PasserelleError(f"unknown permission(s): {', '.join(sorted(unknown))}")
+        record = consent.grant(
+            args.bank,
+            args.account,
+            args.psid,
+            args.page,
+            perms,
+            args.locale,
+            args.timezone,
+            args.days,
+            args.digest,
+            args.large,
+            args.low,
+        )
+        asyncio.run(consent.write(settings, codec, record))
+        print(f"granted {record['consent_id']}: {consent.shown(record)}")
+        return
+    held = asyncio.run(consent.current(settings, codec, args.bank, args.account))
+    if args.action == "show":
+        print(consent.shown(held))
+        return
+    if held is None:
+        raise PasserelleError("no consent to revoke for that account")
+    record = consent.revoked(held)
+    asyncio.run(consent.write(settings, codec, record))
+    print(f"revoked {record['consent_id']} (version {record['updated_at']})")
+
+
+def run_simulate(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.logs import quiet_client_loggers
+    from streams.settings import Settings
+    from streams.tools import simulate
+
+    if args.events < 1 or args.rate < 0:
+        raise PasserelleError("--events must be at least 1 and --rate at least 0")
+    settings = Settings.from_env()
+    quiet_client_loggers()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    feed = asyncio.run(simulate.run(settings, codec, args.events, args.rate, seed=args.seed))
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(feed.kinds.items()))
+    print(f"sent {sum(feed.sent.values())} bank events ({kinds})")

@@ -110,7 +110,7 @@ class Accounts:
             case stream.ConsentFrame(key=key, frame=frame):
                 return self.consent(key, frame, store, now)
             case stream.UnreadableConsent(key=key):
-                return self.settle(key, store, mark_unreadable(load_held(store, key)), now)
+                return self.consent_changed(key, store, mark_unreadable(load_held(store, key)), now)
             case stream.TransactionFrame():
                 return self.transaction(read, store, now)
         raise AssertionError(f"not a per-account stream record: {type(read).__name__}")
@@ -122,9 +122,11 @@ class Accounts:
     ) -> list[Emit]:
         update = None if frame is None else self.codec.decode(model.CONSENT, frame)
         change = apply_update(load_held(store, key), update)  # type: ignore[arg-type]  # decoded Consent
-        return self.settle(key, store, change, now)
+        return self.consent_changed(key, store, change, now)
 
-    def settle(self, key: bytes, store: PartitionStore, change: Change, now: int) -> list[Emit]:
+    def consent_changed(
+        self, key: bytes, store: PartitionStore, change: Change, now: int
+    ) -> list[Emit]:
         """Keep the new consent state; on an end, erase, tell and leave a receipt."""
         if change.outcome == "ignored":
             return []
@@ -272,7 +274,7 @@ class Accounts:
         or not the gate lets it go: a digest withheld now (the consent suspended,
         SUMMARIES withdrawn, the account unreadable) is never sent later."""
         change = expire(held, now)
-        emits = self.settle(key, store, change, now)
+        emits = self.consent_changed(key, store, change, now)
         held = change.held if change.outcome != "ignored" else held
         consent = held.consent
         if consent is None or store.get(ACCOUNTS_TABLE, key) is None:

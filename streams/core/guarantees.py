@@ -120,7 +120,7 @@ class Guarantee(Protocol[P_contra]):
     async def idle(self) -> None:
         """A poll returned nothing: finish what an earlier round left, if it can."""
 
-    async def settle(self) -> None:
+    async def drain(self) -> None:
         """Wait for what is in flight (before a revoke, or the stage stops)."""
 
     async def repair(self, revoking: bool = False) -> None:
@@ -161,7 +161,7 @@ class ExactlyOnce(Generic[P]):
     async def idle(self) -> None:
         return None
 
-    async def settle(self) -> None:
+    async def drain(self) -> None:
         return None
 
     async def repair(self, revoking: bool = False) -> None:
@@ -194,7 +194,7 @@ class AtLeastOnce(Generic[P]):
         docs/performance.md)."""
         sending = await asyncio.gather(*(self._send_outputs(p, r) for p, r in batches))
         sent = [s for s in sending if s is not None]
-        await self.settle()
+        await self.drain()
         sent = [s for s in sent if self._broken.get(s[0].tp) is not s[0]]
         if sent:
             self._tail = asyncio.create_task(self._finish(sent))
@@ -211,7 +211,7 @@ class AtLeastOnce(Generic[P]):
             # What was acknowledged stays (at-least-once); the batch is done again from
             # the state and offset the changelog holds, so it repeats identically.
             self.host.aborted(part, records, exc)
-            await self.settle()
+            await self.drain()
             await self.host.reopen(part)
             return None
         return part, records, changelog
@@ -250,10 +250,10 @@ class AtLeastOnce(Generic[P]):
 
     async def idle(self) -> None:
         if self._tail is not None and self._tail.done():
-            await self.settle()
+            await self.drain()
             await self.repair()
 
-    async def settle(self) -> None:
+    async def drain(self) -> None:
         """Wait for the last round's tail; the partitions it could not finish are broken.
         A broken partition's store still holds its sealed batches, so a round handled
         meanwhile saw the state its outputs came from: those outputs repeat a replay's.

@@ -149,7 +149,7 @@ class Stage:
         finally:
             async with self._lock:
                 try:
-                    await self.guarantee.settle()
+                    await self.guarantee.drain()
                 except Exception as exc:  # already raised if it ended the loop
                     log.warning("the last round's commit did not finish (%r): it is redone", exc)
                 await self.ownership.close_all()
@@ -177,7 +177,7 @@ class Stage:
         """Finish the batch in flight, then stop processing. The partitions' producers
         and stores are kept aside until the assignment that follows (`Ownership`)."""
         async with self._lock:
-            await self.guarantee.settle()
+            await self.guarantee.drain()
             await self.guarantee.repair(revoking=True)
             self.ownership.revoke(revoked)
             self.readiness.revoke(revoked)

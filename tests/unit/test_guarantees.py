@@ -141,7 +141,7 @@ class TestAtLeastOnce:
         host = Host()
         guarantee = at_least_once(host)
         await guarantee.round([(host.part("a"), batch(0))])
-        await guarantee.settle()
+        await guarantee.drain()
         assert host.events == ["prepare a 0", "send a 2", "begin a 0 outputs=0", "committed a 0"]
         assert guarantee.producers(stateful=True) == (False, True)
 
@@ -163,7 +163,7 @@ class TestAtLeastOnce:
         assert "begin a 2 outputs=0" not in host.events and not second.done()
         host.hold["a"].set()
         await second
-        await guarantee.settle()
+        await guarantee.drain()
         assert host.events.index("committed a 0") < host.events.index("begin a 2 outputs=0")
 
     async def test_a_failed_tail_breaks_its_partition_until_repaired(self) -> None:
@@ -174,7 +174,7 @@ class TestAtLeastOnce:
         a, b = host.part("a"), host.part("b")
         await guarantee.round([(a, batch(0)), (b, batch(0))])
         await guarantee.round([(a, batch(2)), (b, batch(2))])
-        await guarantee.settle()
+        await guarantee.drain()
         assert "aborted a 0" in host.events and "send a 2" in host.events
         assert "begin a 2 outputs=0" not in host.events
         assert "committed b 2" in host.events
@@ -189,7 +189,7 @@ class TestAtLeastOnce:
         host = Host(refuse={"a"})
         guarantee = at_least_once(host)
         await guarantee.round([(host.part("a"), batch(0))])
-        await guarantee.settle()
+        await guarantee.drain()
         await guarantee.repair(revoking=True)
         assert host.events[-1] == "release a" and "reopen a" not in host.events
 
@@ -199,7 +199,7 @@ class TestAtLeastOnce:
         host = Host()
         guarantee = at_least_once(host)
         await guarantee.round([(host.part("a", refuse_sends=True), batch(0))])
-        await guarantee.settle()
+        await guarantee.drain()
         assert host.events == ["prepare a 0", "aborted a 0", "reopen a"]
 
     @pytest.mark.parametrize("refused", [False, True])
@@ -211,7 +211,7 @@ class TestAtLeastOnce:
         host = Host(stateful=False, refuse={"a"} if refused else set())
         guarantee = at_least_once(host)
         await guarantee.round([(host.part("a"), batch(0)), (host.part("b"), batch(0))])
-        await guarantee.settle()
+        await guarantee.drain()
         tail = host.events[4:]
         if refused:
             assert sorted(tail) == ["aborted a 0", "aborted b 0"]

@@ -42,7 +42,7 @@ def main() -> int:
     )
     consumer.subscribe([TOPIC])
     seen: set[str] = set()  # keep these for as long as a message can be delivered (expires_at)
-    quiet_since = time.monotonic()
+    quiet_since, last = time.monotonic(), None
     try:
         while time.monotonic() - quiet_since < args.idle:
             message = consumer.poll(1.0)
@@ -57,8 +57,11 @@ def main() -> int:
                     f"{note['notification_id']} {note['kind']} via {envelope['messaging_type']}"
                     f"/{envelope['tag']}: {note['text']}"
                 )
-            consumer.commit(message, asynchronous=False)
+            consumer.commit(message)  # asynchronous: the next poll does not wait for it
+            last = message
     finally:
+        if last is not None:  # where it stopped, committed before leaving the group
+            consumer.commit(last, asynchronous=False)
         consumer.close()
     print(f"{len(seen)} notifications")
     return 0

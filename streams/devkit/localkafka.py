@@ -161,43 +161,54 @@ def _write_config(cluster: Cluster, node: Node) -> None:
 
 def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str, cluster: Cluster) -> None:
     """Format the storage of new nodes, in parallel (each is a JVM start); a secure
-    cluster's SCRAM users are written into the metadata log here, before any start."""
+    cluster's SCRAM users are written into the metadata log here, before any start.
+
+    The arguments go to the JVM in an argument file (`java @file`, mode 0600,
+    deleted after): the users' passwords are never on the process table."""
     scram = [
         arg
         for user in cluster.users
         for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={cluster.password(user)}]")
     ]
-    running = [
-        (
-            node,
-            subprocess.Popen(
-                [
-                    java,
-                    "-Xmx256m",
-                    f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-                    f"-Dkafka.logs.dir={node.dir / 'logs'}",
-                    "-cp",
-                    f"{libs}/*",
-                    "kafka.tools.StorageTool",
-                    "format",
-                    # One argument: an id may start with "-" (base64url), which
-                    # the tool would otherwise take for an option.
-                    f"--cluster-id={cluster_id}",
-                    "-c",
-                    str(node.config_path),
-                    *scram,
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            ),
+    running = []
+    for node in nodes:
+        arguments = [
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={node.dir / 'logs'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            # One argument: an id may start with "-" (base64url), which
+            # the tool would otherwise take for an option.
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(node.config_path),
+            *scram,
+        ]
+        argfile = node.dir / "format.args"
+        argfile.unlink(missing_ok=True)
+        argfile.touch(mode=0o600)
+        argfile.write_text("\n".join(_argfile_quoted(a) for a in arguments) + "\n")
+        process = subprocess.Popen(
+            [java, f"@{argfile}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for node in nodes
-    ]
-    for node, process in running:
-        out, _ = process.communicate(timeout=120)
+        running.append((node, process, argfile))
+    for node, process, argfile in running:
+        try:
+            out, _ = process.communicate(timeout=120)
+        finally:
+            argfile.unlink(missing_ok=True)
         if process.returncode != 0:
             raise LocalKafkaError(f"formatting node {node.node_id} failed: {out.strip()[-300:]}")
+
+
+def _argfile_quoted(argument: str) -> str:
+    """One argument as a line of a java @argfile: quoted, its backslashes and quotes
+    escaped (the launcher reads quotes and escapes)."""
+    escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def _start(node: Node, cluster: Cluster, java: str, libs: Path) -> None:

@@ -347,3 +347,59 @@ async def test_the_same_users_connect_over_tls_trusting_only_the_local_ca(
     assert await write(bank, catalog.bank_topic_name(BETA)) == DENIED_TOPIC
     untrusting = dataclasses.replace(bank, ssl_cafile=None)
     assert await connect(untrusting) == "KafkaConnectionError"
+
+
+def _command_lines() -> list[str]:
+    """Every process's command line, as `ps` shows it to any local user."""
+    lines = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                lines.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+    return lines
+
+
+def test_no_password_is_ever_on_the_process_table(
+    local_kafka_settings: Any, tmp_path: Path
+) -> None:
+    """The process table is sampled every 50 ms while a new secure node is formatted and
+    started, and while `passerelle kafka tool` runs as admin: no user's password is in any
+    command line (the format step reads its arguments from a 0600 file, the tools a
+    client properties file)."""
+    import shutil
+    import threading
+
+    settings = dataclasses.replace(
+        local_kafka_settings,
+        secure_port=9412,
+        secure_run_dir=tmp_path / "secure",
+        secure_banks=("argv-bank",),
+    )
+    cluster = localkafka.Cluster.secured(settings)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.extend(_command_lines())
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        localkafka.up(cluster, settings, say=lambda _: None)
+        passwords = [cluster.password(user) for user in cluster.users]
+        admin = cluster.client_settings(security.ADMIN)
+        from streams.tools import kafkacli
+
+        assert kafkacli.run_tool(admin, "acls", ["--list"]) == 0
+    finally:
+        done.set()
+        sampler.join()
+        localkafka.down(cluster, say=lambda _: None)
+        shutil.rmtree(tmp_path / "secure", ignore_errors=True)
+    formats = [line for line in seen if "StorageTool" in line or "format.args" in line]
+    assert formats, "the sampler saw the format step"
+    assert [line for line in seen if any(p in line for p in passwords)] == []

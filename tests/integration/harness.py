@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streams import kafka
+from streams.catalog import Catalog
 from streams.devkit.workerproc import Worker, free_port, http_get, page, scraped, until_ready
 from streams.settings import Settings
 
@@ -170,3 +171,24 @@ async def produce(settings: Settings, records: list[Record]) -> None:
 async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
     """Write one record and wait for its acknowledgement."""
     await produce(settings, [(topic, key, value)])
+
+
+async def pipeline_worker(
+    settings: Settings, prefix: str, data: Path, workers: list[Worker]
+) -> tuple[Settings, str, Worker]:
+    """A pipeline worker (exactly_once) started on a new app id, with a new bank's topics
+    and the app's; its settings, the bank, and the worker (stopped by the `workers`
+    fixture if the test does not)."""
+    import uuid
+
+    from streams.tools import topics
+    from tests.conftest import unique_bank
+
+    app_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
+    bank = unique_bank()
+    await topics.create(settings, Catalog(settings).all([bank]), say=lambda _: None)
+    worker = Worker(settings, app_id, data, "exactly_once", ["pipeline"])
+    workers.append(worker)
+    worker.start()
+    return settings, bank, worker

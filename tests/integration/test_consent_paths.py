@@ -26,10 +26,10 @@ from streams.metrics import Metrics
 from streams.rules import accounts as account_rules
 from streams.rules import notify
 from streams.settings import Settings
-from streams.tools import reconcile, topics
+from streams.tools import reconcile
 from tests import samples
 from tests.conftest import bounded, fresh_app, unique_bank
-from tests.integration.harness import Worker, until
+from tests.integration.harness import Worker, pipeline_worker, until
 
 
 def librdkafka_send(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
@@ -83,14 +83,8 @@ async def test_an_unreadable_consent_withholds_and_a_new_recipient_ends_the_old_
     next transaction; a readable consent for another psid then ends the first consent
     (REPLACED receipt, CONSENT_ENDED to the first psid) and only then notifies the new
     psid; the bank's counts reconcile."""
-    app_id = f"paths-{uuid.uuid4().hex[:8]}"
-    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
-    bank = unique_bank()
+    settings, bank, worker = await pipeline_worker(settings, "paths", tmp_path / "data", workers)
     cat = Catalog(settings)
-    await topics.create(settings, cat.all([bank]), say=lambda _: None)
-    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
-    workers.append(worker)
-    worker.start()
 
     now = int(time.time() * 1000)
     key = f"{bank}:ACC-A".encode()

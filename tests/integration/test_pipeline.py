@@ -17,7 +17,7 @@ from streams.settings import Settings
 from streams.tools import topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, metrics_text, send, until
+from tests.integration.harness import Worker, metrics_text, pipeline_worker, send, until
 
 
 async def test_notifications_follow_consent_and_stop_at_revocation(
@@ -26,14 +26,8 @@ async def test_notifications_follow_consent_and_stop_at_revocation(
     """A consenting account gets TRANSACTION, LARGE_TRANSACTION and LOW_BALANCE; an account
     without consent gets nothing; after a revocation: a receipt, one CONSENT_ENDED, then silence;
     every transaction has one Decision with the right reason."""
-    app_id = f"pipe-{uuid.uuid4().hex[:8]}"
-    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
-    bank = unique_bank()
+    settings, bank, worker = await pipeline_worker(settings, "pipe", tmp_path / "data", workers)
     cat = Catalog(settings)
-    await topics.create(settings, cat.all([bank]), say=lambda _: None)
-    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
-    workers.append(worker)
-    worker.start()
 
     now = int(time.time() * 1000)
     psid = f"psid-{uuid.uuid4().hex[:10]}"

@@ -28,10 +28,9 @@ from streams import model
 from streams.catalog import CONSENTS, NOTIFICATIONS, Catalog
 from streams.codec import DEFAULT_SCHEMAS_DIR, Codec
 from streams.settings import Settings
-from streams.tools import topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, free_port, http_get, until_ready
+from tests.integration.harness import Worker, free_port, http_get, pipeline_worker, until_ready
 from tests.integration.test_consent_paths import librdkafka_read, librdkafka_send
 
 
@@ -65,14 +64,8 @@ async def test_a_bank_and_a_messaging_team_use_confluent_serializers_unchanged(
     confluent-kafka's serializers with their defaults
     frame a consent and a transaction exactly as our codec does (the pinned ids), the
     pipeline notifies, and the deserializer reads the notification into its fields."""
-    app_id = f"registry-{uuid.uuid4().hex[:8]}"
-    settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
-    bank = unique_bank()
+    settings, bank, worker = await pipeline_worker(settings, "registry", tmp_path / "data", workers)
     cat = Catalog(settings)
-    await topics.create(settings, cat.all([bank]), say=lambda _: None)
-    worker = Worker(settings, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
-    workers.append(worker)
-    worker.start()
     await until_ready(worker)
     port = int(worker.env["PASSERELLE_WEB_PORT"])
     assert listening_on(port) == ["127.0.0.1"]  # the default; a container sets 0.0.0.0

@@ -43,7 +43,7 @@ class PasserelleApp(faust.App):
 
 def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> PasserelleApp:
     """The App of one worker: its identity, web port and stages."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app = PasserelleApp(
         settings.app_id,
         **kafka.faust_broker_options(settings),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from streams.errors import PasserelleError
@@ -143,6 +144,9 @@ def run_worker(args: argparse.Namespace) -> None:
     from streams.settings import Settings
 
     settings = Settings.from_env()
+    # What the worker writes (RocksDB stores, faust's folder) is readable by us only:
+    # the stores hold customers' account summaries and consents.
+    os.umask(0o077)
     if args.workload == "standin":
         if not args.prefix:
             raise PasserelleError("the standin workload needs --prefix")

@@ -29,6 +29,8 @@ from streams.tools.kafkajars import LOG4J_CONFIG, Say, ensure_jars, require_java
 __all__ = ["Cluster", "Node", "down", "kill", "log_tail", "status", "up", "wait_ready"]
 
 STOP_GRACE_S = 30
+OWNER_ONLY = 0o077
+"""The umask of the brokers we start: the files they make are readable by us only."""
 
 
 def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None:
@@ -152,6 +154,8 @@ def _cluster_id(cluster: Cluster) -> str:
 
 def _write_config(cluster: Cluster, node: Node) -> None:
     (node.dir / "logs").mkdir(parents=True, exist_ok=True)
+    for folder in (cluster.dir, node.dir):  # ours: made here, so ours to close
+        folder.chmod(0o700)
     lines = [f"{k}={v}" for k, v in cluster.properties(node).items()]
     node.config_path.touch(mode=0o600)  # a secure node's config holds the admin password
     node.config_path.write_text(
@@ -192,7 +196,11 @@ def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str, cluster: 
         argfile.touch(mode=0o600)
         argfile.write_text("\n".join(_argfile_quoted(a) for a in arguments) + "\n")
         process = subprocess.Popen(
-            [java, f"@{argfile}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [java, f"@{argfile}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            umask=OWNER_ONLY,
         )
         running.append((node, process, argfile))
     for node, process, argfile in running:
@@ -234,6 +242,7 @@ def _start(node: Node, cluster: Cluster, java: str, libs: Path) -> None:
             stdin=subprocess.DEVNULL,
             cwd=node.dir,
             start_new_session=True,
+            umask=OWNER_ONLY,  # its data, metadata and logs: readable by us only
         )
     node.pid_path.write_text(f"{process.pid}\n")
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.admin import NewTopic
@@ -78,3 +80,21 @@ async def _isr_of_new_topic(settings: Settings) -> int:
         return len(described["partitions"][0]["isr"]) if described["partitions"] else 0
     finally:
         await client.close()
+
+
+async def test_the_brokers_files_are_readable_by_us_only(
+    broker: localkafka.Cluster, new_topic: Any
+) -> None:
+    """The node's folder is 0700 and what the broker writes for a new topic (its folder,
+    its log segment and indexes) is ours only: a topic's records hold customers' data."""
+    topic = await new_topic("modes")
+    (node,) = broker.nodes
+    assert stat.S_IMODE(node.dir.stat().st_mode) == 0o700
+    folder = node.dir / "data" / f"{topic}-0"
+    for _ in range(50):  # the broker makes the folder as it creates the topic
+        if folder.exists():
+            break
+        await asyncio.sleep(0.1)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
+    assert modes[folder.name] == 0o700
+    assert {n: m for n, m in modes.items() if n != folder.name and m & 0o077} == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import stat
 import subprocess
 import sys
 import time
@@ -60,7 +61,8 @@ def value(topic: str) -> SerializationContext:
 async def test_a_bank_and_a_messaging_team_use_confluent_serializers_unchanged(
     settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    """Through the worker's web port (listening on loopback only, by default),
+    """Through the worker's web port (listening on loopback only, by default; its files
+    readable by its user only),
     confluent-kafka's serializers with their defaults
     frame a consent and a transaction exactly as our codec does (the pinned ids), the
     pipeline notifies, and the deserializer reads the notification into its fields."""
@@ -109,6 +111,11 @@ async def test_a_bank_and_a_messaging_team_use_confluent_serializers_unchanged(
     # timestamp-millis: a datetime for a standard deserializer, epoch ms for our codec
     assert note == {k: as_datetime(v) if k.endswith("_at") else v for k, v in ours.items()}
     assert worker.stop() == 0
+    # Its stores hold the account's summary and consent: readable by the worker's user only.
+    data = tmp_path / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    shared = [p for p in data.rglob("*") if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert shared == [] and any(data.rglob("CURRENT")), "RocksDB stores, none shared"
 
 
 @pytest.fixture

@@ -30,9 +30,10 @@ offsets (faust's `tables/recovery.py` checks the same two edges):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -163,6 +164,20 @@ class ChangelogReader:
         return applied
 
 
+@contextlib.asynccontextmanager
+async def changelog_reader(
+    settings: Settings, changelog: str, stage: str, store_path: Callable[[int], Path]
+) -> AsyncIterator[ChangelogReader]:
+    """A ChangelogReader on a consumer of its own (read_committed, in no group), stopped
+    when the block ends, whether its start succeeded or not."""
+    consumer = kafka.consumer(settings, group_id=None, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        yield ChangelogReader(consumer, changelog, stage, store_path)
+    finally:
+        await consumer.stop()
+
+
 class Recovery:
     """Restores a stage's partition stores from its changelog (the owner's mode)."""
 
@@ -191,14 +206,14 @@ class Recovery:
             return stores
         inputs = {tp.partition: tp for tp in stores}
         by_partition = {tp.partition: store for tp, store in stores.items()}
-        consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        reader = ChangelogReader(
-            consumer, self.changelog, self.stage, lambda p: self.store_path(inputs[p])
-        )
+
+        def path(partition: int) -> Path:
+            return self.store_path(inputs[partition])
+
         try:
-            ends = await reader.start_at(by_partition)
-            restored = await self._read_to_end(reader, by_partition, ends)
+            async with changelog_reader(self.settings, self.changelog, self.stage, path) as reader:
+                ends = await reader.start_at(by_partition)
+                restored = await self._read_to_end(reader, by_partition, ends)
             for p, tp in inputs.items():
                 self.metrics.recovery_remaining.labels(self.stage, str(p)).set(0)
                 if restored[p]:
@@ -208,7 +223,6 @@ class Recovery:
         finally:
             for p in inputs:
                 self.restoring.pop(p, None)
-            await consumer.stop()
 
     async def _read_to_end(
         self, reader: ChangelogReader, stores: dict[int, PartitionStore], ends: dict[int, int]

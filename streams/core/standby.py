@@ -104,29 +104,29 @@ class Standby:
                 await asyncio.sleep(RETRY_S)
 
     async def _run_once(self, stopping: asyncio.Event) -> None:
-        consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        reader = recovery.ChangelogReader(consumer, self.changelog, self.stage, self._path)
-        try:
-            partitions = await _partition_count(consumer, self.changelog)
-            self._changed.set()
-            while not stopping.is_set():
-                if self._changed.is_set():
-                    await self._follow(reader, partitions)
-                if not self._stores:
-                    await _either(self._changed, stopping)
-                    continue
-                fetched = await reader.fetch(list(self._stores), POLL_TIMEOUT_MS)
+        changelog = self.changelog
+        async with recovery.changelog_reader(
+            self.settings, changelog, self.stage, self._path
+        ) as reader:
+            try:
+                partitions = await _partition_count(reader.consumer, changelog)
+                self._changed.set()
+                while not stopping.is_set():
+                    if self._changed.is_set():
+                        await self._follow(reader, partitions)
+                    if not self._stores:
+                        await _either(self._changed, stopping)
+                        continue
+                    fetched = await reader.fetch(list(self._stores), POLL_TIMEOUT_MS)
+                    async with self._lock:
+                        # (a partition taken since the fetch began has no store here any more)
+                        applied = await reader.apply(self._stores, fetched, ends=None)
+                    self._applied.inc(sum(applied.values()))
+            finally:
                 async with self._lock:
-                    # (a partition taken since the fetch began has no store here any more)
-                    applied = await reader.apply(self._stores, fetched, ends=None)
-                self._applied.inc(sum(applied.values()))
-        finally:
-            async with self._lock:
-                for store in self._stores.values():
-                    store.close()
-                self._stores.clear()
-            await consumer.stop()
+                    for store in self._stores.values():
+                        store.close()
+                    self._stores.clear()
 
     async def _follow(self, reader: recovery.ChangelogReader, partitions: int) -> None:
         """Open the stores of the partitions to follow, close the others', and read each

@@ -76,17 +76,23 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
-async def require_topics(settings: Settings, topics: Sequence[str], hint: str) -> None:
+async def check_topics(reader: AIOKafkaConsumer, topics: Sequence[str], hint: str) -> None:
     """Refuse, in one sentence that ends with `hint`, when one of these topics does not
-    exist (a producer would wait for its metadata, then time out)."""
+    exist: asked of a started consumer (a producer would wait for the metadata of a
+    missing topic, then time out)."""
+    missing = [t for t in topics if not await partitions_of(reader, t)]
+    if missing:
+        raise MissingTopicError(f"no topic {', '.join(missing)}: {hint}")
+
+
+async def require_topics(settings: Settings, topics: Sequence[str], hint: str) -> None:
+    """`check_topics` for a caller that has no consumer of its own (a producer's)."""
     reader = consumer(settings, group_id=None)
     try:
         await reader.start()
-        missing = [t for t in topics if not await partitions_of(reader, t)]
+        await check_topics(reader, topics, hint)
     finally:
         await reader.stop()
-    if missing:
-        raise MissingTopicError(f"no topic {', '.join(missing)}: {hint}")
 
 
 def admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
@@ -112,11 +118,14 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def read_all(settings: Settings, topic: str) -> list[Any]:
-    """Every committed record of a topic, partition by partition, in offset order."""
+async def read_all(settings: Settings, topic: str, missing: str | None = None) -> list[Any]:
+    """Every committed record of a topic, partition by partition, in offset order. A topic
+    that does not exist has none, unless `missing` says what to do then (`check_topics`)."""
     reader = consumer(settings, group_id=None, enable_auto_commit=False)
     try:
         await reader.start()
+        if missing is not None:
+            await check_topics(reader, [topic], missing)
         tps = await partitions_of(reader, topic)
         if not tps:
             return []

@@ -69,6 +69,23 @@ def _session_cluster(
             shutil.rmtree(node.dir / "data", ignore_errors=True)
 
 
+SPARE_BROKER_PORT = 9292
+
+
+@pytest.fixture
+def spare(
+    local_kafka_settings: LocalKafkaSettings, tmp_path: Path
+) -> Iterator[tuple[localkafka.Cluster, LocalKafkaSettings]]:
+    """A second single node on its own port and folder, not started; stopped after the
+    test whatever happens. The cluster and the settings that start it."""
+    settings = dataclasses.replace(
+        local_kafka_settings, port=SPARE_BROKER_PORT, run_dir=tmp_path / "spare"
+    )
+    cluster = localkafka.Cluster.single(settings)
+    yield cluster, settings
+    localkafka.down(cluster, say=lambda _: None)
+
+
 @pytest.fixture(scope="session")
 def broker(local_kafka_settings: LocalKafkaSettings) -> Iterator[localkafka.Cluster]:
     """The session's single-node broker."""

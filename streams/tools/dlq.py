@@ -48,8 +48,8 @@ def select(letters: Iterable[Letter], banks: list[str]) -> list[Letter]:
 
 
 async def read(settings: Settings, banks: list[str]) -> list[Letter]:
-    await kafka.require_topics(settings, [catalog.DLQ], "run `passerelle topics create`")
-    return select((letter(r) for r in await kafka.read_all(settings, catalog.DLQ)), banks)
+    dead = await kafka.read_all(settings, catalog.DLQ, missing="run `passerelle topics create`")
+    return select((letter(r) for r in dead), banks)
 
 
 def show(letters: list[Letter], say: Say = print) -> None:

@@ -87,7 +87,6 @@ async def produce(
         producer = kafka.producer(settings)
         try:
             await producer.start()
-            topic = bank_topic_name(bank_id)
             for key, frame in good:
                 await producer.send_and_wait(topic, frame, key)
                 report.sent += 1

@@ -87,7 +87,8 @@ async def reconcile(
     since = since or {}
 
     def counted(bank: str, partition: int, offset: int) -> bool:
-        return offset >= since.get(bank, {}).get(partition, 0)
+        mark = since.get(bank, {}).get(partition)
+        return mark is None or offset >= mark
 
     for bank in banks:
         counts[bank].ingested = await ingested(settings, bank_topic_name(bank), since.get(bank))
@@ -115,8 +116,8 @@ async def reconcile(
         try:
             where = int(headers["source-partition"]), int(headers["source-offset"])
         except (KeyError, ValueError):
-            where = (-1, -1)
-        if since.get(source) and not counted(source, *where):
+            where = (-1, -1)  # no coordinates: no mark to compare, counted
+        if not counted(source, *where):
             continue
         counts[source].dlq[headers.get("reason", b"?").decode()] += 1
     return counts

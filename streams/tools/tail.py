@@ -29,6 +29,8 @@ async def tail(
     stop: asyncio.Event | None = None,
 ) -> int:
     """Print notifications as they are committed, until `stop` is set; returns how many."""
+    # Asked first, with a consumer of its own: a consumer subscribed to a topic that does
+    # not exist waits for it, and would never say so.
     await kafka.require_topics(settings, [NOTIFICATIONS], "run `passerelle topics create`")
     consumer = kafka.consumer(
         settings,

@@ -7,11 +7,9 @@ import dataclasses
 import signal
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka.admin import NewTopic
 
 from streams import kafka
@@ -21,33 +19,24 @@ from streams.settings import LocalKafkaSettings, Settings
 QUIET = {"say": lambda _: None}
 
 
-@pytest.fixture
-def spare(local_kafka_settings: LocalKafkaSettings, tmp_path: Path) -> Iterator[localkafka.Cluster]:
-    """A second single node on its own ports, stopped after the test whatever happens."""
-    settings = dataclasses.replace(local_kafka_settings, port=9292, run_dir=tmp_path / "spare")
-    cluster = localkafka.Cluster.single(settings)
-    yield cluster
-    localkafka.down(cluster, **QUIET)
-
-
 def test_up_twice_is_harmless_and_up_after_kill_brings_it_back(
-    spare: localkafka.Cluster, local_kafka_settings: LocalKafkaSettings
+    spare: tuple[localkafka.Cluster, LocalKafkaSettings],
 ) -> None:
     """A second `up` keeps the same process; after kill -9, `up` starts a new one that answers."""
-    settings = dataclasses.replace(local_kafka_settings, port=9292, run_dir=spare.dir)
-    localkafka.up(spare, settings, **QUIET)
-    first = spare.nodes[0].pid()
-    localkafka.up(spare, settings, **QUIET)
-    assert spare.nodes[0].pid() == first
-    localkafka.kill(spare.nodes[0], signal.SIGKILL)
+    cluster, settings = spare
+    localkafka.up(cluster, settings, **QUIET)
+    first = cluster.nodes[0].pid()
+    localkafka.up(cluster, settings, **QUIET)
+    assert cluster.nodes[0].pid() == first
+    localkafka.kill(cluster.nodes[0], signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while spare.nodes[0].pid() is not None and time.monotonic() < deadline:
+    while cluster.nodes[0].pid() is not None and time.monotonic() < deadline:
         time.sleep(0.1)
-    localkafka.up(spare, settings, **QUIET)
-    second = spare.nodes[0].pid()
+    localkafka.up(cluster, settings, **QUIET)
+    second = cluster.nodes[0].pid()
     assert second is not None and second != first
-    localkafka.down(spare, **QUIET)
-    assert spare.nodes[0].pid() is None
+    localkafka.down(cluster, **QUIET)
+    assert cluster.nodes[0].pid() is None
 
 
 def test_three_nodes_replicate_with_two_in_sync(

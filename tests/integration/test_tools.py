@@ -14,10 +14,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from streams import kafka, worker
-from streams.catalog import Catalog
+from streams.catalog import DLQ, NOTIFICATIONS, Catalog
 from streams.codec import Codec
+from streams.devkit import localkafka
 from streams.metrics import Metrics
-from streams.settings import Settings
+from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import reconcile, topics
 from tests import samples
 from tests.conftest import bounded, fresh_app, unique_bank
@@ -197,3 +198,19 @@ async def test_reconcile_since_marks_counts_only_what_came_after(
     await write(2)
     assert (await reconcile.reconcile(app, codec, [bank], since))[bank].ingested == 2
     assert (await reconcile.reconcile(app, codec, [bank]))[bank].ingested == 5
+
+
+def test_a_broker_without_the_catalogs_topics_is_named_by_tail_and_dlq(
+    spare: tuple[localkafka.Cluster, LocalKafkaSettings],
+) -> None:
+    """On a broker where `topics create` never ran, `tail` and `dlq show` each say which
+    topic is missing and how to create it, in one line (a consumer subscribed to a topic
+    that does not exist would wait for it, and never say so)."""
+    cluster, local = spare
+    localkafka.up(cluster, local, say=lambda _: None)
+    for command, topic in ((["tail"], NOTIFICATIONS), (["dlq", "show"], DLQ)):
+        result = cli(cluster.client_settings(), *command)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"passerelle {command[0]}: no topic {topic}: run `passerelle topics create`"
+        ]

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from streams.errors import SettingsError
 
@@ -84,12 +84,10 @@ class Settings:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, reader: _Reader | None = None
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `PASSERELLE_*` variables; a bad value raises SettingsError."""
         env = os.environ if environ is None else environ
-        reader = reader or _Reader(env)
+        reader = _Reader(env)
         settings = cls(
             bootstrap_servers=reader.bootstrap("BOOTSTRAP", "KAFKA_PORT"),
             security_protocol=reader.choice("SECURITY_PROTOCOL", _PROTOCOLS, "PLAINTEXT"),
@@ -129,11 +127,8 @@ class _Reader:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
-        self.names: list[str] = []
-        """Every variable asked for, in order (what `passerelle --help` lists)."""
 
     def optional(self, name: str) -> str | None:
-        self.names.append(PREFIX + name)
         value = self._env.get(PREFIX + name, "").strip()
         return value or None
 
@@ -198,14 +193,25 @@ def bootstrap_fault(raw: str) -> str | None:
     return None
 
 
+class _Asked(dict[str, str]):
+    """An empty environment that remembers which variables were asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self.asked:
+            self.asked.append(key)
+        return default
+
+
 def variables() -> list[str]:
-    """Every `PASSERELLE_*` variable the settings read, once each."""
-    names: list[str] = []
-    for read in (Settings.from_env, LocalKafkaSettings.from_env):
-        reader = _Reader({})
-        read({}, reader)
-        names += [n for n in reader.names if n not in names]
-    return names
+    """Every `PASSERELLE_*` variable the settings read, once each, in the order read."""
+    env = _Asked()
+    Settings.from_env(env)
+    LocalKafkaSettings.from_env(env)
+    return [name for name in env.asked if name.startswith(PREFIX)]
 
 
 @dataclass(frozen=True)
@@ -227,11 +233,9 @@ class LocalKafkaSettings:
     ready_timeout_s: int = 120
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, reader: _Reader | None = None
-    ) -> LocalKafkaSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalKafkaSettings:
         env = os.environ if environ is None else environ
-        reader = reader or _Reader(env)
+        reader = _Reader(env)
         xdg = env.get("XDG_CACHE_HOME")
         default_cache = Path(xdg) / "passerelle" if xdg else cls.cache_dir
         return cls(

@@ -199,6 +199,10 @@ class TestWrongArguments:
 
         readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
         result = run("--help")
+        # the settings of a worker and of the local broker are among them (not vacuous)
+        assert {"PASSERELLE_BOOTSTRAP", "PASSERELLE_MAX_BATCH", "PASSERELLE_KAFKA_HEAP"} <= set(
+            variables()
+        )
         assert all(name in result.stdout for name in variables())
         assert [name for name in variables() if f"`{name}`" not in readme] == []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -64,17 +65,30 @@ def _positive(text: str) -> int:
 def _epilog() -> str:
     from streams.settings import variables
 
-    lines, line = [], " "
-    for name in variables():
-        if len(line) + len(name) > 78:
-            lines.append(line.rstrip(","))
-            line = " "
-        line += f" {name},"
-    lines.append(line.rstrip(","))
+    names = textwrap.fill(
+        ", ".join(variables()),
+        width=78,
+        initial_indent="  ",
+        subsequent_indent="  ",
+        break_on_hyphens=False,
+    )
     return (
         "settings (environment variables; README, 'Settings', says what each does):\n"
-        + "\n".join(lines)
+        + names
         + "\n\nexit codes: 0 done, 1 refused or failed (one line says why), 2 a wrong argument"
+    )
+
+
+def _banks(parser: argparse.ArgumentParser, what: str, required: bool = False) -> None:
+    """A repeatable --bank BANK_ID option (each checked as a topic name needs it)."""
+    parser.add_argument(
+        "--bank",
+        action="append",
+        default=None if required else [],
+        required=required,
+        type=_bank_id,
+        metavar="BANK_ID",
+        help=f"{what} (repeatable)",
     )
 
 
@@ -96,18 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    class _Commands:
-        """Every command takes the common options (--bootstrap)."""
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A command's parser: every command takes the common options (--bootstrap)."""
+        parser: argparse.ArgumentParser = subparsers.add_parser(name, parents=[common], **kwargs)
+        return parser
 
-        def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-            command: argparse.ArgumentParser = subparsers.add_parser(
-                name, parents=[common], **kwargs
-            )
-            return command
-
-    commands = _Commands()
-
-    kafka = commands.add_parser("kafka", help="the project's own local Apache Kafka (no Docker)")
+    kafka = command("kafka", help="the project's own local Apache Kafka (no Docker)")
     kafka.add_argument(
         "action",
         choices=["fetch", "up", "down", "status", "logs", "bootstrap", "tool"],
@@ -136,34 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kafka.set_defaults(run=actions.run_kafka, parser=kafka)
 
-    topics = commands.add_parser("topics", help="provision or list the catalog's topics")
+    topics = command("topics", help="provision or list the catalog's topics")
     topics.add_argument(
         "action", choices=["create", "list"], help="create what is missing, or list the catalog"
     )
-    topics.add_argument(
-        "--bank",
-        action="append",
-        default=[],
-        type=_bank_id,
-        metavar="BANK_ID",
-        help="also the ingest topic of this bank (repeatable)",
-    )
+    _banks(topics, "also the ingest topic of this bank")
     topics.set_defaults(run=actions.run_topics)
 
-    acl = commands.add_parser(
+    acl = command(
         "acls", help="provision the design's ACLs and bank quotas (as an admin principal)"
     )
     acl.add_argument(
         "action", choices=["apply", "show"], help="grant the design's ACLs, or list them"
     )
-    acl.add_argument(
-        "--bank",
-        action="append",
-        default=[],
-        type=_bank_id,
-        metavar="BANK_ID",
-        help="a bank to grant (repeatable)",
-    )
+    _banks(acl, "a bank to grant")
     acl.add_argument(
         "--quota",
         type=int,
@@ -174,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     acl.add_argument("--prune", action="store_true", help="remove our principals' other ACLs")
     acl.set_defaults(run=actions.run_acls)
 
-    work = commands.add_parser("worker", help="run a stage until SIGTERM")
+    work = command("worker", help="run a stage until SIGTERM")
     work.add_argument(
         "workload",
         choices=["pipeline", "standin"],
@@ -196,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     work.set_defaults(run=actions.run_worker)
 
-    bench = commands.add_parser(
+    bench = command(
         "bench", help="the pipeline against a bare aiokafka passthrough: throughput, latency, state"
     )
     bench.add_argument(
@@ -210,14 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(run=actions.run_bench)
 
-    prod = commands.add_parser("produce", help="send JSON-lines transactions as a bank would")
+    prod = command("produce", help="send JSON-lines transactions as a bank would")
     prod.add_argument(
         "--bank", required=True, type=_bank_id, metavar="BANK_ID", help="your bank id (the topic's)"
     )
     prod.add_argument("file", nargs="?", default="-", help="JSON lines (default: stdin)")
     prod.set_defaults(run=actions.run_produce)
 
-    cns = commands.add_parser("consent", help="grant, revoke or show an account's consent")
+    cns = command("consent", help="grant, revoke or show an account's consent")
     cns.add_argument(
         "action", choices=["grant", "revoke", "show"], help="write a consent, end it, or show it"
     )
@@ -242,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     cns.add_argument("--low", type=int, help="low-balance threshold, minor units")
     cns.set_defaults(run=actions.run_consent)
 
-    sim = commands.add_parser("simulate", help="a realistic feed of several banks")
+    sim = command("simulate", help="a realistic feed of several banks")
     sim.add_argument(
         "--events", type=_positive, default=6000, help="bank events to send (default 6000)"
     )
@@ -250,49 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, help="repeat a run (default: a new seed)")
     sim.set_defaults(run=actions.run_simulate)
 
-    demo = commands.add_parser("demo", help="the pipeline on a simulated feed (make run)")
+    demo = command("demo", help="the pipeline on a simulated feed (make run)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to simulate")
     demo.add_argument("--rate", type=float, default=100.0, help="bank events per second")
     demo.set_defaults(run=actions.run_demo)
 
-    rec = commands.add_parser("reconcile", help="in = forwarded + withheld + dlq, per bank")
-    rec.add_argument(
-        "--bank",
-        action="append",
-        required=True,
-        type=_bank_id,
-        metavar="BANK_ID",
-        help="a bank to reconcile (repeatable)",
-    )
+    rec = command("reconcile", help="in = forwarded + withheld + dlq, per bank")
+    _banks(rec, "a bank to reconcile", required=True)
     rec.add_argument("--wait", type=float, default=0.0, help="seconds to wait for balance")
     rec.set_defaults(run=actions.run_reconcile)
 
-    dead = commands.add_parser(
-        "dlq", help="the dead-letter topic: each record's reason and source, or counts"
-    )
+    dead = command("dlq", help="the dead-letter topic: each record's reason and source, or counts")
     dead.add_argument(
         "action",
         choices=["show", "count"],
         help="show: one line per dead letter (never its bytes); count: by bank and reason",
     )
-    dead.add_argument(
-        "--bank",
-        action="append",
-        default=[],
-        type=_bank_id,
-        metavar="BANK_ID",
-        help="only this bank's (repeatable; `consents` for consents.v1's)",
-    )
+    _banks(dead, "only this bank's; `consents` for consents.v1's")
     dead.set_defaults(run=actions.run_dlq)
 
-    tl = commands.add_parser("tail", help="notifications as a messaging worker reads them")
+    tl = command("tail", help="notifications as a messaging worker reads them")
     tl.add_argument(
         "--from-beginning", action="store_true", help="every notification kept, not only new ones"
     )
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
     tl.set_defaults(run=actions.run_tail)
 
-    schemas = commands.add_parser(
+    schemas = command(
         "schemas",
         help="the embedded schema registry: list, check, or serve it to standard serializers",
     )

@@ -14,7 +14,7 @@ them unchanged against `passerelle schemas serve` or a worker's web port:
                                                 registered (its id); anything new
                                                 is refused, the registry is read-only
     GET  /schemas/ids/{id}                      the schema of an id
-    GET  /config, /config/{subject}             compatibility
+    GET  /config/{subject}                      compatibility (transitive)
     GET  /mode                                  READONLY
 
 Subjects are the record names (`passerelle.Transaction`: RecordNameStrategy).
@@ -73,9 +73,9 @@ class SchemaApi:
         """The record subject a requested subject names, or None."""
         if name in self.registry.subjects():
             return name
-        topic, suffix = name[: -len("-value")], name[-len("-value") :]
-        if suffix != "-value":
+        if not name.endswith("-value"):
             return None
+        topic = name.removesuffix("-value")
         if catalog.bank_of_topic(topic) is not None:
             return model.TRANSACTION
         return TOPIC_SUBJECTS.get(topic)
@@ -130,13 +130,14 @@ class SchemaApi:
             return _read_only(name) if registering else _error(404, 40403, "Schema not found")
         return Answer(200, {"id": found.id} if registering else _described(name, found))
 
-    def config(self, name: str | None) -> Answer:
-        if name is None:
-            return Answer(200, {"compatibilityLevel": "BACKWARD_TRANSITIVE"})
+    def config(self, name: str) -> Answer:
+        """The subject's compatibility: transitive, as `passerelle schemas check` checks
+        every version against every one before it."""
         subject = self.subject(name)
         if subject is None:
             return _no_subject(name)
-        return Answer(200, {"compatibilityLevel": f"{self.registry.compatibility(subject)}"})
+        mode = self.registry.compatibility(subject)
+        return Answer(200, {"compatibilityLevel": f"{mode}_TRANSITIVE"})
 
 
 def _described(name: str, version: SchemaVersion) -> dict[str, Any]:
@@ -198,7 +199,6 @@ def routes(api: SchemaApi) -> list[web.RouteDef]:
         web.post("/subjects/{subject}", lookup),
         web.post("/subjects/{subject}/versions", register),
         web.get("/schemas/ids/{id}", get(lambda p: api.by_id(p["id"]))),
-        web.get("/config", get(lambda _: api.config(None))),
         web.get("/config/{subject}", get(lambda p: api.config(p["subject"]))),
         web.get("/mode", get(lambda _: Answer(200, {"mode": "READONLY"}))),
     ]

@@ -43,3 +43,13 @@ def test_the_contracts_schema_is_found_with_its_pinned_id_and_another_is_refused
     changed = {"schema": json.dumps(v1)}
     assert API.lookup("passerelle.Transaction", changed, True).body["error_code"] == 42205
     assert API.lookup("passerelle.Transaction", changed, False).body["error_code"] == 40403
+
+
+def test_a_subjects_compatibility_is_its_mode_checked_transitively() -> None:
+    """`schemas check` checks each version against every earlier one: the registry says
+    so in Confluent's terms, for a subject asked by its record or its topic's name."""
+    assert API.config("messenger.notifications.v1-value").body == {
+        "compatibilityLevel": "FULL_TRANSITIVE"
+    }
+    assert API.config(model.TRANSACTION).body == {"compatibilityLevel": "BACKWARD_TRANSITIVE"}
+    assert API.config("passerelle.audit.v1-value").body["error_code"] == 40401

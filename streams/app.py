@@ -41,8 +41,11 @@ class PasserelleApp(faust.App):
     watch: ServiceT | None = None
 
 
-def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> PasserelleApp:
-    """The App of one worker: its identity, web port and stages."""
+def create_app(
+    settings: Settings, stages: list[ServiceT], metrics: Metrics, registry: EmbeddedRegistry
+) -> PasserelleApp:
+    """The App of one worker: its identity, web port (where `registry` is served too)
+    and stages."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app = PasserelleApp(
         settings.app_id,
@@ -57,7 +60,7 @@ def create_app(settings: Settings, stages: list[ServiceT], metrics: Metrics) -> 
     app.watch = LoopWatch(metrics)
     from streams import views  # registers the pages on this app
 
-    views.register(app, stages, metrics, EmbeddedRegistry.load(settings.schemas_dir))
+    views.register(app, stages, metrics, registry)
     return app
 
 

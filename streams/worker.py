@@ -32,7 +32,8 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
     )
     changelog = Catalog(settings).changelog("standin").name
     stage = Stage(standin.spec(topics, changelog), settings, metrics=metrics)
-    return create_app(settings, [StageService(stage, ticker)], metrics)
+    registry = EmbeddedRegistry.load(settings.schemas_dir)  # served on the web port
+    return create_app(settings, [StageService(stage, ticker)], metrics, registry)
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,15 @@ class Pipeline:
     ticker: Ticker | None
 
 
-def pipeline(settings: Settings, metrics: Metrics, tick_interval_s: float = 1.0) -> Pipeline:
+def pipeline(
+    settings: Settings,
+    metrics: Metrics,
+    tick_interval_s: float = 1.0,
+    registry: EmbeddedRegistry | None = None,
+) -> Pipeline:
     """Ingest re-keys every bank's records into the account stream; accounts gates them
     on consent and writes notifications and the audit trail."""
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    codec = Codec(registry or EmbeddedRegistry.load(settings.schemas_dir))
     cat = Catalog(settings)
     stream = cat.account_stream().name
     hasher = KeyedHasher(settings.hash_key, settings.hash_key_id)
@@ -78,9 +84,10 @@ def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> Passerelle
     the public development hash key unless the settings allow it."""
     settings.require_hash_key()
     metrics = Metrics(worker_registry())
-    built = pipeline(settings, metrics, tick_interval_s)
+    registry = EmbeddedRegistry.load(settings.schemas_dir)  # the codec's, and served
+    built = pipeline(settings, metrics, tick_interval_s, registry)
     services: list[ServiceT] = [
         StageService(built.ingest),
         StageService(built.accounts, built.ticker),
     ]
-    return create_app(settings, services, metrics)
+    return create_app(settings, services, metrics, registry)

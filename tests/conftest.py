@@ -11,6 +11,9 @@ import asyncio
 import dataclasses
 import os
 import shutil
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -84,6 +87,31 @@ def spare(
     cluster = localkafka.Cluster.single(settings)
     yield cluster, settings
     localkafka.down(cluster, say=lambda _: None)
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    """`passerelle schemas serve` on a free port (its URL), stopped after the test."""
+    from streams.devkit.workerproc import free_port, http_get
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "schemas", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            http_get(f"{url}/subjects")
+            break
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, "it did not serve"
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(10)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from streams import kafka
 from streams.catalog import Catalog
 from streams.devkit.workerproc import Worker, free_port, http_get, page, scraped, until_ready
 from streams.settings import Settings
+from streams.tools.topics import create as create_topics
+from tests.conftest import unique_bank
 
 # re-exported for the tests
 __all__ = ["Worker", "free_port", "http_get", "page", "scraped", "until_ready"]
@@ -179,15 +182,10 @@ async def pipeline_worker(
     """A pipeline worker (exactly_once) started on a new app id, with a new bank's topics
     and the app's; its settings, the bank, and the worker (stopped by the `workers`
     fixture if the test does not)."""
-    import uuid
-
-    from streams.tools import topics
-    from tests.conftest import unique_bank
-
     app_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
     bank = unique_bank()
-    await topics.create(settings, Catalog(settings).all([bank]), say=lambda _: None)
+    await create_topics(settings, Catalog(settings).all([bank]), say=lambda _: None)
     worker = Worker(settings, app_id, data, "exactly_once", ["pipeline"])
     workers.append(worker)
     worker.start()

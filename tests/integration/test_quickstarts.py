@@ -17,10 +17,8 @@ from streams.settings import Settings
 from tests import samples
 from tests.conftest import fresh_app, unique_bank
 from tests.integration.harness import committed
-from tests.integration.test_schema_registry import served
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "docs" / "quickstart"
-__all__ = ["served"]  # the fixture: `passerelle schemas serve` on a free port
 
 
 def quickstart(name: str, *args: str) -> subprocess.CompletedProcess[str]:

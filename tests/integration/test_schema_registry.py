@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import stat
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +29,7 @@ from streams.codec import DEFAULT_SCHEMAS_DIR, Codec
 from streams.settings import Settings
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, free_port, http_get, pipeline_worker, until_ready
+from tests.integration.harness import Worker, pipeline_worker, until_ready
 from tests.integration.test_consent_paths import librdkafka_read, librdkafka_send
 
 
@@ -116,30 +114,6 @@ async def test_a_bank_and_a_messaging_team_use_confluent_serializers_unchanged(
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     shared = [p for p in data.rglob("*") if stat.S_IMODE(p.stat().st_mode) & 0o077]
     assert shared == [] and any(data.rglob("CURRENT")), "RocksDB stores, none shared"
-
-
-@pytest.fixture
-def served() -> Any:
-    """`passerelle schemas serve` on a free port, stopped by its pid after the test."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "schemas", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            http_get(f"{url}/subjects")
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "it did not serve"
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(10)
 
 
 def test_the_standalone_registry_answers_what_serializers_ask_and_registers_nothing_new(

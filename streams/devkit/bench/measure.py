@@ -37,7 +37,6 @@ Say = Callable[[str], None]
 # A run that makes no progress for this long has failed; say so instead of hanging.
 STALL_S = 90
 LATENCY_SECONDS = 8.0
-WORKER_ARGS: list[str] = []
 
 
 DECISIONS = "passerelle_decisions_total"
@@ -103,9 +102,7 @@ class Run:
         self.workers: list[Worker] = []
 
     def worker(self, app_id: str, guarantee: str) -> Worker:
-        worker = Worker(
-            self.settings, app_id, self.folder / app_id, guarantee, ["pipeline", *WORKER_ARGS]
-        )
+        worker = Worker(self.settings, app_id, self.folder / app_id, guarantee, ["pipeline"])
         self.workers.append(worker)
         return worker
 

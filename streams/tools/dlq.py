@@ -15,6 +15,7 @@ from typing import Any
 
 from streams import catalog, kafka
 from streams.settings import Settings
+from streams.stream import Source
 
 Say = Callable[[str], None]
 
@@ -32,12 +33,9 @@ class Letter:
 
 def letter(record: Any) -> Letter:
     headers = {k: v.decode(errors="replace") for k, v in record.headers}
-    topic = headers.get("source-topic", "")
-    where = (
-        f"{topic}-{headers.get('source-partition', '?')}@{headers.get('source-offset', '?')}"
-        if topic
-        else "?"
-    )
+    source = Source.carried(record)
+    where = f"{source.topic}-{source.partition}@{source.offset}" if source else "?"
+    topic = source.topic if source else ""
     bank = catalog.bank_of_topic(topic) or ("consents" if topic == catalog.CONSENTS else "?")
     size = len(record.value or b"") + len(record.key or b"")
     return Letter(headers.get("reason", "?"), headers.get("error", ""), where, bank, size)

@@ -20,6 +20,7 @@ from streams.codec import Codec
 from streams.errors import CodecError
 from streams.kafka import read_all
 from streams.settings import Settings
+from streams.stream import Source
 
 
 @dataclass
@@ -109,17 +110,15 @@ async def reconcile(
         else:
             counts[bank].withheld[decision["reason"]] += 1
     for record in await read_all(settings, DLQ):
-        headers = dict(record.headers)
-        source = bank_of_topic(headers.get("source-topic", b"").decode())
-        if source is None or source not in counts:
+        source = Source.carried(record)  # where the bank's record was, as dead_letter wrote
+        sender = bank_of_topic(source.topic) if source else None
+        if (
+            source is None
+            or sender not in counts
+            or not counted(sender, source.partition, source.offset)
+        ):
             continue
-        try:
-            where = int(headers["source-partition"]), int(headers["source-offset"])
-        except (KeyError, ValueError):
-            where = (-1, -1)  # no coordinates: no mark to compare, counted
-        if not counted(source, *where):
-            continue
-        counts[source].dlq[headers.get("reason", b"?").decode()] += 1
+        counts[sender].dlq[dict(record.headers).get("reason", b"?").decode()] += 1
     return counts
 
 

@@ -102,4 +102,5 @@ async def test_when_the_first_half_aborts_the_second_is_left_to_the_reopened_par
     does not go on with the second half (the re-opened one reads it again)."""
     stage, part = stage_over(tmp_path, store, abort_first=True)
     await stage.prepare(part, [big(o) for o in range(4)])
+    assert not stage.guarantee.abort_first  # type: ignore[attr-defined]  # the first half ran
     assert stage.guarantee.done == []  # type: ignore[attr-defined]

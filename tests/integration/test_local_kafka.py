@@ -80,8 +80,8 @@ async def test_the_brokers_files_are_readable_by_us_only(
     (node,) = broker.nodes
     assert stat.S_IMODE(node.dir.stat().st_mode) == 0o700
     folder = node.dir / "data" / f"{topic}-0"
-    for _ in range(50):  # the broker makes the folder as it creates the topic
-        if folder.exists():
+    for _ in range(100):  # the broker makes the folder, then its files, as it creates the topic
+        if folder.exists() and len(list(folder.iterdir())) >= 2:
             break
         await asyncio.sleep(0.1)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,17 @@ def test_every_alert_has_a_summary_a_severity_and_a_runbook_section() -> None:
         name = alert["alert"]
         assert alert["labels"]["severity"] in ("page", "ticket"), name
         assert alert["annotations"]["summary"], name
-        assert alert["annotations"]["runbook"] == f"docs/runbook.md#{name.lower()}"
+        runbook_url = alert["annotations"]["runbook_url"]
+        assert runbook_url == "{{ $externalLabels.runbook_base }}#" + name.lower(), name
         assert f"\n### {name}\n" in runbook, f"no runbook section for {name}"
+
+
+def test_the_runbook_base_is_an_absolute_url_to_the_runbook() -> None:
+    """Alerts link to `runbook_base`, an external label every Prometheus config sets."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    base = urllib.parse.urlsplit(config["global"]["external_labels"]["runbook_base"])
+    assert base.scheme == "https" and base.netloc, base
+    assert base.path.endswith("/docs/runbook.md") and not base.fragment, base
 
 
 def test_every_query_names_only_metrics_a_worker_exposes_or_rules_record() -> None:

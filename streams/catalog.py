@@ -26,6 +26,8 @@ CONSENTS = "consents.v1"
 NOTIFICATIONS = "messenger.notifications.v1"
 DLQ = "passerelle.dlq.v1"
 AUDIT = "passerelle.audit.v1"
+INBOUND = "messenger.inbound.v1"
+REQUESTS = "consents.requests.v1"
 
 # An erased key must be physically gone from a compacted topic within this
 # bound: the log cleaner compacts a segment at most this long after the write.
@@ -175,6 +177,39 @@ class Catalog:
             readers="compliance (sre)",
         )
 
+    def inbound(self) -> Topic:
+        """What customers write to the Pages, as the messaging workers received it."""
+        return self._topic(
+            INBOUND,
+            "psid",
+            (model.INBOUND_MESSAGE,),
+            {**deleting(DAY_MS), "max.message.bytes": str(MAX_INPUT_BYTES)},
+            writers="messenger-worker",
+            readers="passerelle",
+        )
+
+    def requests(self) -> Topic:
+        """A customer's STOP, passed on to the bank that owns the consent."""
+        return self._topic(
+            REQUESTS,
+            "<bank_id>:<account_id>",
+            (model.WITHDRAWAL_REQUEST,),
+            deleting(30 * DAY_MS),
+            writers="passerelle",
+            readers="consent-authority",
+        )
+
+    def psid_stream(self) -> Topic:
+        """Internal: each psid's messages and the accounts linked to it, in one order."""
+        return self._topic(
+            f"{self.settings.app_id}.psids",
+            "psid",
+            (model.INBOUND_MESSAGE,),
+            deleting(DAY_MS),
+            writers="passerelle (ingest, accounts)",
+            readers="passerelle (conversation)",
+        )
+
     def account_stream(self) -> Topic:
         """Internal: transactions and consents of each account, in one order."""
         return self._topic(
@@ -198,11 +233,23 @@ class Catalog:
         )
 
     def internal(self) -> list[Topic]:
-        return [self.account_stream(), self.changelog("accounts")]
+        return [
+            self.account_stream(),
+            self.changelog("accounts"),
+            self.psid_stream(),
+            self.changelog("conversation"),
+        ]
 
     def shared(self) -> list[Topic]:
         """The topics every deployment has, whatever its banks."""
-        return [self.consents(), self.notifications(), self.dlq(), self.audit()]
+        return [
+            self.consents(),
+            self.notifications(),
+            self.dlq(),
+            self.audit(),
+            self.inbound(),
+            self.requests(),
+        ]
 
     def all(self, bank_ids: list[str]) -> list[Topic]:
         return [self.bank(b) for b in bank_ids] + self.shared() + self.internal()

@@ -73,6 +73,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.inbound = Counter(
+            "inbound",
+            "Customers' messages, by page and outcome: in (read), and what became of each: "
+            "answered, refused (no account linked), rate_limited, dlq.",
+            ["page", "outcome"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.erasures = Counter(
             "erasures",
             "Accounts whose state was erased when consent ended.",

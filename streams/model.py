@@ -16,6 +16,8 @@ CONSENT = "passerelle.Consent"
 NOTIFICATION = "passerelle.Notification"
 DECISION = "passerelle.Decision"
 ERASURE_RECEIPT = "passerelle.ErasureReceipt"
+INBOUND_MESSAGE = "passerelle.InboundMessage"
+WITHDRAWAL_REQUEST = "passerelle.WithdrawalRequest"
 
 TransactionStatus = Literal["PENDING", "BOOKED", "REVERSED"]
 Channel = Literal["CARD", "TRANSFER", "DIRECT_DEBIT", "ATM", "FEE", "OTHER"]
@@ -24,7 +26,7 @@ ConsentStatus = Literal[
 ]
 Permission = Literal["TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"]
 NotificationKind = Literal[
-    "TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE", "DAILY_DIGEST", "CONSENT_ENDED"
+    "TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE", "DAILY_DIGEST", "CONSENT_ENDED", "RESPONSE"
 ]
 MessagingType = Literal["RESPONSE", "UPDATE", "MESSAGE_TAG"]
 MessageTag = Literal["ACCOUNT_UPDATE", "POST_PURCHASE_UPDATE"]
@@ -38,6 +40,7 @@ WithheldReason = Literal[
     "PERMISSION",
     "DUPLICATE",
     "STALE",
+    "MUTED_BY_PSU",
 ]
 ErasureReason = Literal["REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP", "TOMBSTONE", "REPLACED"]
 
@@ -108,6 +111,11 @@ class NotificationData(TypedDict):
     digest: DigestData | None
 
 
+class QuickReply(TypedDict):
+    title: str
+    payload: str
+
+
 class DeliveryEnvelope(TypedDict):
     messaging_type: MessagingType
     tag: MessageTag | None
@@ -129,6 +137,27 @@ class Notification(TypedDict):
     created_at: int
     expires_at: int
     envelope: DeliveryEnvelope
+    quick_replies: list[QuickReply] | None
+
+
+class InboundMessage(TypedDict):
+    """What a customer sent the Page, as the messaging worker received it."""
+
+    mid: str
+    psid: str
+    page_id: str
+    text: str | None
+    payload: str | None
+    sent_at: int
+
+
+class WithdrawalRequest(TypedDict):
+    """The customer asked, in the chat, to end a consent; the bank owns it and decides."""
+
+    consent_id: str
+    bank_id: str
+    asked_at: int
+    channel: str
 
 
 class Decision(TypedDict):

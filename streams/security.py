@@ -7,12 +7,15 @@ into as few AclCommand calls as possible. `streams.tools.acls` runs them.
 Least privilege, by principal (Kafka `User:<name>`):
 
 - `bank-<id>`: write (and describe) its own ingest topic; nothing else.
-- `consent-authority`: write `consents.v1`.
-- `passerelle`: read every ingest topic and the consents; write the
-  notifications, the audit trail and the DLQ; read and write its own internal
-  topics (the account stream and the changelog); its consumer groups and
-  transactional ids, by the app id's prefix.
-- `messenger-worker`: read the notifications, in groups named `messenger-…`.
+- `consent-authority`: write `consents.v1`; read the customers' withdrawal
+  requests (`consents.requests.v1`), in groups named `consent-authority-…`.
+- `passerelle`: read every ingest topic, the consents and the inbound
+  messages; write the notifications, the audit trail, the DLQ and the
+  withdrawal requests; read and write its own internal topics (the account
+  and psid streams, the changelogs); its consumer groups and transactional
+  ids, by the app id's prefix.
+- `messenger-worker`: read the notifications, in groups named `messenger-…`;
+  write what customers send (`messenger.inbound.v1`).
 - `sre`: read the DLQ and the audit trail, in groups named `sre-…`.
 
 The broker's own `admin` is a super user and needs no ACL.
@@ -33,6 +36,7 @@ MESSENGER = "messenger-worker"
 SRE = "sre"
 SERVICE_PRINCIPALS = (PASSERELLE, CONSENT_AUTHORITY, MESSENGER, SRE)
 MESSENGER_GROUP_PREFIX = "messenger-"
+CONSENT_AUTHORITY_GROUP_PREFIX = "consent-authority-"
 SRE_GROUP_PREFIX = "sre-"
 # Kafka's ingest topics all start so; each bank's own topic is granted literally.
 INGEST_PREFIX = "bank."
@@ -81,15 +85,19 @@ def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
             bank_principal(bank), "TOPIC", [catalog.bank_topic_name(bank)], LITERAL, write
         )
     acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.CONSENTS], LITERAL, write)
+    acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.REQUESTS], LITERAL, read)
+    authority_groups = [CONSENT_AUTHORITY_GROUP_PREFIX]
+    acls |= _grant(CONSENT_AUTHORITY, "GROUP", authority_groups, PREFIXED, ["READ"])
     acls |= _grant(PASSERELLE, "TOPIC", [INGEST_PREFIX], PREFIXED, read)
-    acls |= _grant(PASSERELLE, "TOPIC", [catalog.CONSENTS], LITERAL, read)
-    outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ]
+    acls |= _grant(PASSERELLE, "TOPIC", [catalog.CONSENTS, catalog.INBOUND], LITERAL, read)
+    outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ, catalog.REQUESTS]
     acls |= _grant(PASSERELLE, "TOPIC", outputs, LITERAL, write)
     internal = [t.name for t in cat.internal()]
     acls |= _grant(PASSERELLE, "TOPIC", internal, LITERAL, ("READ", "WRITE", "DESCRIBE"))
     acls |= _grant(PASSERELLE, "GROUP", [f"{app}-"], PREFIXED, ["READ"])
     acls |= _grant(PASSERELLE, "TRANSACTIONAL_ID", [f"{app}-"], PREFIXED, write)
     acls |= _grant(MESSENGER, "TOPIC", [catalog.NOTIFICATIONS], LITERAL, read)
+    acls |= _grant(MESSENGER, "TOPIC", [catalog.INBOUND], LITERAL, write)
     acls |= _grant(MESSENGER, "GROUP", [MESSENGER_GROUP_PREFIX], PREFIXED, ["READ"])
     acls |= _grant(SRE, "TOPIC", [catalog.DLQ, catalog.AUDIT], LITERAL, read)
     acls |= _grant(SRE, "GROUP", [SRE_GROUP_PREFIX], PREFIXED, ["READ"])

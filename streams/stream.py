@@ -1,34 +1,50 @@
-"""The per-account stream's contract: which records travel on it, and how they are told apart.
+"""The internal streams' contract: which records travel on them, and how they are told apart.
 
-Ingest writes every record of an account to one partition of
-`<app_id>.accounts`, keyed `<bank_id>:<account_id>`, with a `kind` header and
-the coordinates of the bank or consent record it came from; the ticker writes
-tick records under the tick key. `encode_headers` and `read` are the one pair
-both stages use: ingest writes with the first, accounts reads with the second
-into one of four typed records. The Avro frames travel unchanged (the accounts
-stage decodes them once).
+The per-account stream: ingest writes every record of an account to one
+partition of `<app_id>.accounts`, keyed `<bank_id>:<account_id>`, with a
+`kind` header and the coordinates of the bank or consent record it came from;
+the ticker writes tick records under the tick key; the conversation stage
+writes a customer's question (`request`, one per account of the psid).
+`encode_headers` and `read` are the one pair all stages use. The Avro frames
+travel unchanged (the accounts stage decodes them once).
+
+The psid stream (`<app_id>.psids`, keyed by psid): ingest writes each inbound
+message there (its Avro frame, unchanged); the accounts stage writes `link`
+when a consent names the psid and `unlink` when it stops naming it. The
+conversation stage reads them in one order with `read_psid`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 from aiokafka.structs import ConsumerRecord
 
 from streams.core.ticks import TICK_KEY, tick_time
+from streams.rules.replies import Asked
 
 __all__ = [
     "KIND_CONSENT",
+    "KIND_INBOUND",
+    "KIND_LINK",
+    "KIND_REQUEST",
     "KIND_TRANSACTION",
+    "KIND_UNLINK",
     "KIND_UNREADABLE_CONSENT",
     "TICK_KEY",
     "ConsentFrame",
+    "Inbound",
+    "Link",
+    "Request",
     "Source",
     "Tick",
     "TransactionFrame",
+    "Unlink",
     "UnreadableConsent",
     "encode_headers",
     "read",
+    "read_psid",
 ]
 
 KIND_TRANSACTION = b"transaction"
@@ -38,6 +54,15 @@ KIND_CONSENT = b"consent"
 KIND_UNREADABLE_CONSENT = b"consent-unreadable"
 """No value: a consent record for this account was dead-lettered. The account
 withholds every output until a newer readable consent arrives (fail closed)."""
+
+KIND_REQUEST = b"request"
+"""A customer's question or control for this account (JSON of `replies.Asked`)."""
+KIND_INBOUND = b"inbound"
+"""On the psid stream: the messaging worker's InboundMessage frame, unchanged."""
+KIND_LINK = b"link"
+"""On the psid stream: a consent names this psid for an account (JSON of `Link`)."""
+KIND_UNLINK = b"unlink"
+"""On the psid stream: a consent no longer names this psid for an account."""
 
 SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
 
@@ -107,7 +132,17 @@ class UnreadableConsent:
     key: bytes
 
 
-StreamRecord = Tick | TransactionFrame | ConsentFrame | UnreadableConsent
+@dataclass(frozen=True)
+class Request:
+    key: bytes
+    asked: Asked
+
+
+StreamRecord = Tick | TransactionFrame | ConsentFrame | UnreadableConsent | Request
+
+
+def encode_request(asked: Asked) -> bytes:
+    return json.dumps(asdict(asked), separators=(",", ":")).encode()
 
 
 def read(record: ConsumerRecord[bytes, bytes]) -> StreamRecord:
@@ -122,4 +157,44 @@ def read(record: ConsumerRecord[bytes, bytes]) -> StreamRecord:
         return ConsentFrame(key, record.value)
     if kind == KIND_UNREADABLE_CONSENT:
         return UnreadableConsent(key)
+    if kind == KIND_REQUEST:
+        return Request(key, Asked(**json.loads(record.value or b"{}")))
     return TransactionFrame(key, record.value or b"", Source.carried(record) or UNKNOWN_SOURCE)
+
+
+@dataclass(frozen=True)
+class Link:
+    """An account a consent links to a psid, with what an answer about it needs."""
+
+    account: str
+    """The per-account stream's key, `<bank_id>:<account_id>`."""
+    locale: str
+
+
+@dataclass(frozen=True)
+class Inbound:
+    frame: bytes
+    source: Source
+
+
+@dataclass(frozen=True)
+class Unlink:
+    account: str
+
+
+PsidRecord = Inbound | Link | Unlink
+
+
+def encode_link(link: Link) -> bytes:
+    return json.dumps(asdict(link), separators=(",", ":")).encode()
+
+
+def read_psid(record: ConsumerRecord[bytes, bytes]) -> tuple[bytes, PsidRecord]:
+    """What a psid stream record is, with its psid (the key)."""
+    psid = record.key or b""
+    kind = next((v for k, v in record.headers if k == "kind"), KIND_INBOUND)
+    if kind == KIND_LINK:
+        return psid, Link(**json.loads(record.value or b"{}"))
+    if kind == KIND_UNLINK:
+        return psid, Unlink((record.value or b"").decode())
+    return psid, Inbound(record.value or b"", Source.carried(record) or UNKNOWN_SOURCE)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from streams.agents import ingest
 from streams.agents.accounts import Accounts
+from streams.agents.conversation import Conversation
 from streams.app import PasserelleApp, create_app
 from streams.catalog import Catalog
 from streams.codec import Codec, EmbeddedRegistry
@@ -38,10 +39,11 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
 
 @dataclass(frozen=True)
 class Pipeline:
-    """The pipeline's two stages and the ticker of the second, not yet running."""
+    """The pipeline's three stages and the accounts stage's ticker, not yet running."""
 
     ingest: Stage
     accounts: Stage
+    conversation: Stage
     ticker: Ticker | None
 
 
@@ -51,15 +53,23 @@ def pipeline(
     tick_interval_s: float = 1.0,
     registry: EmbeddedRegistry | None = None,
 ) -> Pipeline:
-    """Ingest re-keys every bank's records into the account stream; accounts gates them
-    on consent and writes notifications and the audit trail."""
+    """Ingest re-keys every bank's records into the account stream (and customers'
+    messages into the psid stream); accounts gates them on consent and writes
+    notifications and the audit trail; the conversation turns messages into
+    requests to the accounts."""
     codec = Codec(registry or EmbeddedRegistry.load(settings.schemas_dir))
     cat = Catalog(settings)
     stream = cat.account_stream().name
     hasher = KeyedHasher(settings.hash_key, settings.hash_key_id)
+    accounts = Accounts(codec, hasher, cat, metrics)
+    talk = Conversation(codec, cat, metrics, accounts.notification)
+    psids = cat.psid_stream().name
     return Pipeline(
-        ingest=Stage(ingest.spec(codec, stream, metrics), settings, metrics=metrics),
-        accounts=Stage(Accounts(codec, hasher, cat, metrics).spec(), settings, metrics=metrics),
+        ingest=Stage(
+            ingest.spec(codec, stream, metrics, psid_stream=psids), settings, metrics=metrics
+        ),
+        accounts=Stage(accounts.spec(), settings, metrics=metrics),
+        conversation=Stage(talk.spec(), settings, metrics=metrics),
         ticker=(
             Ticker(settings, stream, settings.partitions, tick_interval_s)
             if tick_interval_s > 0
@@ -89,5 +99,6 @@ def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> Passerelle
     services: list[ServiceT] = [
         StageService(built.ingest),
         StageService(built.accounts, built.ticker),
+        StageService(built.conversation),
     ]
     return create_app(settings, services, metrics, registry)

@@ -72,6 +72,17 @@ NOTIFICATION: model.Notification = {
         "silent": False,
         "recurring": False,
     },
+    "quick_replies": None,
+}
+
+RESPONSE: model.Notification = {
+    **NOTIFICATION,
+    "notification_id": "ntf-r1",
+    "kind": "RESPONSE",
+    "text": "Vous pouvez demander : solde",
+    "data": {**NOTIFICATION["data"], "amount_minor": None, "merchant_name": None},
+    "envelope": {"messaging_type": "RESPONSE", "tag": None, "silent": False, "recurring": False},
+    "quick_replies": [{"title": "Solde", "payload": "PASSERELLE_BALANCE"}],
 }
 
 DIGEST: model.Notification = {

@@ -22,6 +22,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, model, stream
 from streams.agents import erasure
+from streams.agents.answers import Answers, psid_links
 from streams.agents.dlq import dead_letter
 from streams.agents.stored import (
     ACCOUNTS_TABLE,
@@ -81,6 +82,7 @@ class Accounts:
         self.hasher = hasher
         self.catalog = cat
         self.changelog = cat.changelog("accounts").name
+        self.answers = Answers(codec, hasher, metrics, self.notification)
 
     def spec(self) -> StageSpec:
         return StageSpec(
@@ -113,6 +115,8 @@ class Accounts:
                 return self.consent_changed(key, store, mark_unreadable(load_held(store, key)), now)
             case stream.TransactionFrame():
                 return self.transaction(read, store, now)
+            case stream.Request(key=key, asked=asked):
+                return self.answers.handle(key, asked, store, now)
         raise AssertionError(f"not a per-account stream record: {type(read).__name__}")
 
     # -- consents ------------------------------------------------------------
@@ -131,9 +135,10 @@ class Accounts:
         if change.outcome == "ignored":
             return []
         save_held(store, key, change.held)
+        links = psid_links(self.catalog.psid_stream().name, key, change)
         ended, marker = change.ended_consent, change.marker
         if change.outcome != "ended" or ended is None or marker is None:
-            return []
+            return links
         store.delete(ACCOUNTS_TABLE, key)
         self.metrics.erasures.labels(bank=ended["bank_id"], reason=marker.reason).inc()
         receipt = erasure.receipt(self.catalog, self.hasher, ended, marker, now)
@@ -149,7 +154,7 @@ class Accounts:
                 reason=marker.reason,
             ),
         )
-        emits = [self.audit(ended, receipt, model.ERASURE_RECEIPT)]
+        emits = [*links, self.audit(ended, receipt, model.ERASURE_RECEIPT)]
         if marker.reason != "TOMBSTONE":  # a tombstone leaves nobody to tell
             granted = release("CONSENT_ENDED", Held(ended), now)
             emits.append(self.notification(notify.for_consent_ended(granted, marker.version, now)))
@@ -174,8 +179,9 @@ class Accounts:
         if effect.duplicate:
             return [self.decision(tx, source, held, "WITHHELD", "DUPLICATE", now)]
         save_state(store, key, state)
-        if effect.stale:
-            return [self.decision(tx, source, held, "WITHHELD", "STALE", now)]
+        if effect.stale or held.muted is not None:  # counted; the customer hears nothing
+            reason: model.WithheldReason = "STALE" if effect.stale else "MUTED_BY_PSU"
+            return [self.decision(tx, source, held, "WITHHELD", reason, now)]
         emits = [self.decision(tx, source, held, "FORWARDED", None, now)]
         kinds: list[model.NotificationKind] = []
         kinds += ["TRANSACTION"] if effect.notify else []
@@ -188,9 +194,8 @@ class Accounts:
                 emits.append(self.notification(notify.for_transaction(kind, granted, tx, now)))
                 sent += 1
         if sent:
-            self.metrics.child(self.metrics.latency, "ingest").observe(
-                max(0.0, time.time() - now / 1000)
-            )
+            latency = max(0.0, time.time() - now / 1000)
+            self.metrics.child(self.metrics.latency, "ingest").observe(latency)
         return emits
 
     def decision(
@@ -202,7 +207,6 @@ class Accounts:
         reason: model.WithheldReason | None,
         now: int,
     ) -> Emit:
-        consent = held.consent
         self.metrics.child(self.metrics.decisions, tx["bank_id"], outcome, reason or "").inc()
         record: model.Decision = {
             "bank_id": tx["bank_id"],
@@ -213,12 +217,8 @@ class Accounts:
             "source_offset": source.offset,
             "outcome": outcome,
             "reason": reason,
-            "consent_id": consent["consent_id"]
-            if consent
-            else (held.ended.consent_id if held.ended else None),
-            "consent_updated_at": consent["updated_at"]
-            if consent
-            else (held.ended.version if held.ended else None),
+            "consent_id": held.consent_id,
+            "consent_updated_at": held.version,
             "decided_at": now,
         }
         return Emit(

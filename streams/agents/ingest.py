@@ -1,4 +1,4 @@
-"""Ingest: bank topics and consents in, the per-account stream (or the DLQ) out.
+"""Ingest: bank topics, consents and inbound messages in, the internal streams (or the DLQ) out.
 
 The record's Avro frame travels on unchanged; headers say what it is
 (`kind`: transaction, consent) and where it came from, for the audit trail.
@@ -6,7 +6,9 @@ A record that cannot be decoded, or that speaks for another bank or account,
 goes to the DLQ with a reason code and its source coordinates. A consent that
 is dead-lettered also leaves a `consent-unreadable` marker on its account's
 stream (when its key names one): an unreadable consent withholds, it never
-lets the previous one go on (fail closed).
+lets the previous one go on (fail closed). A customer's message goes, checked
+but unchanged, to the psid stream, keyed by its psid; its text is never
+logged.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from streams.rules import ingest as rules
 from streams.rules.ingest import Rejected
 from streams.stream import (
     KIND_CONSENT,
+    KIND_INBOUND,
     KIND_TRANSACTION,
     KIND_UNREADABLE_CONSENT,
     Source,
@@ -38,12 +41,19 @@ log = logging.getLogger(__name__)
 
 
 def spec(
-    codec: Codec, account_stream: str, metrics: Metrics, consents_topic: str = catalog.CONSENTS
+    codec: Codec,
+    account_stream: str,
+    metrics: Metrics,
+    consents_topic: str = catalog.CONSENTS,
+    psid_stream: str | None = None,
 ) -> StageSpec:
-    """Metrics count records as handled (a batch retried after an abort counts again)."""
+    """Metrics count records as handled (a batch retried after an abort counts again).
+    Without a `psid_stream`, inbound messages are not read (the bench's ingest)."""
 
     def handle(record: ConsumerRecord[bytes, bytes], _: PartitionStore) -> Sequence[Emit]:
         bank = catalog.bank_of_topic(record.topic)
+        if record.topic == catalog.INBOUND and psid_stream is not None:
+            return _inbound(codec, record, psid_stream, metrics)
         if record.topic == consents_topic:
             routed = _consent(codec, record)
             kind = KIND_CONSENT
@@ -74,7 +84,9 @@ def spec(
             return emits
         return [Emit(account_stream, routed, record.value, headers=_source(record, kind))]
 
-    pattern = f"({catalog.BANK_TOPIC_PATTERN[:-1]}|^{consents_topic.replace('.', '[.]')})$"
+    inputs = [consents_topic] + ([catalog.INBOUND] if psid_stream is not None else [])
+    exact = "|".join(f"^{t.replace('.', '[.]')}" for t in inputs)
+    pattern = f"({catalog.BANK_TOPIC_PATTERN[:-1]}|{exact})$"
 
     def on_error(record: ConsumerRecord[bytes, bytes], exc: Exception) -> Sequence[Emit]:
         bank = catalog.bank_of_topic(record.topic)
@@ -115,6 +127,28 @@ def _consent(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> bytes | Reje
     except CodecError as exc:
         return Rejected(exc.reason, str(exc))
     return rules.check_consent(*split, consent) or rules.account_key(*split)
+
+
+def _inbound(
+    codec: Codec, record: ConsumerRecord[bytes, bytes], psid_stream: str, metrics: Metrics
+) -> list[Emit]:
+    """A customer's message, checked, to its psid's stream (or the DLQ)."""
+    routed = rules.check_frame(record.value)
+    page = "unknown"
+    if routed is None:
+        try:
+            message: model.InboundMessage = codec.decode(model.INBOUND_MESSAGE, record.value)  # type: ignore[assignment]  # the codec returns the schema's dict
+        except CodecError as exc:
+            routed = Rejected(exc.reason, str(exc))
+        else:
+            routed = rules.check_inbound(record.key, message)
+            page = message["page_id"] if routed is None else page
+    metrics.child(metrics.inbound, page, "in").inc()
+    if routed is not None:
+        metrics.child(metrics.inbound, page, "dlq").inc()
+        metrics.child(metrics.dlq, "inbound", routed.reason).inc()
+        return [dead_letter(record, routed.reason, routed.detail)]
+    return [Emit(psid_stream, record.key, record.value, headers=_source(record, KIND_INBOUND))]
 
 
 def _unreadable_marker(record: ConsumerRecord[bytes, bytes], account_stream: str) -> list[Emit]:

@@ -3,7 +3,8 @@
 Three tables of a partition's store (and so of its changelog), each keyed by
 the per-account stream's key `<bank_id>:<account_id>`, except `meta`:
 
-    consents  the gate's `Held` (a live consent, an ended marker, unreadable)
+    consents  the gate's `Held` (a live consent, an ended marker, unreadable;
+              the customer's mute and discreet choices)
     accounts  the account's summary (`rules.accounts.State`), erased with consent
     meta      where the partition's scan of consents is (`LAST_SCAN`, `SCAN_CURSOR`)
 
@@ -20,7 +21,7 @@ from typing import Any, cast
 from streams.core.store import PartitionStore
 from streams.model import Consent
 from streams.rules.accounts import State, new_state
-from streams.rules.consent import Ended, Held
+from streams.rules.consent import Ended, Held, Mute
 
 CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
@@ -36,6 +37,10 @@ def encode_held(held: Held) -> bytes:
     record: dict[str, Any] = {"consent": held.consent, "ended": ended}
     if held.unreadable:  # only then: what was stored before the flag reads the same
         record["unreadable"] = True
+    if held.muted is not None:  # likewise the customer's choices from the chat
+        record["muted"] = held.muted
+    if held.discreet:
+        record["discreet"] = True
     return json.dumps(record).encode()
 
 
@@ -43,7 +48,8 @@ def decode_held(raw: bytes) -> Held:
     data = json.loads(raw)
     ended = Ended(**data["ended"]) if data["ended"] else None
     consent = cast(Consent | None, data["consent"])
-    return Held(consent, ended, data.get("unreadable", False))
+    muted = cast(Mute | None, data.get("muted"))
+    return Held(consent, ended, data.get("unreadable", False), muted, data.get("discreet", False))
 
 
 def encode_state(state: State) -> bytes:

@@ -12,14 +12,17 @@ and erased when consent ends; `streams/agents/stored.py` encodes it):
 - LOW_BALANCE fires when the balance crosses below the threshold, once per
   crossing (it re-arms when the balance is back at or above it);
 - days are local days of the consent's time zone; a day's digest is due at
-  the first tick after it ends, once.
+  the first tick after it ends, once;
+- the `RECENT_KEPT` latest transactions by booking time are kept for the
+  chat's "last transactions" (a BOOKED takes its PENDING's place, a REVERSED
+  takes what it undoes out).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 from zoneinfo import ZoneInfo
 
 from streams.model import CategoryTotal, Consent, DigestData, Transaction
@@ -33,6 +36,8 @@ DEDUPE_WINDOW_MS = 7 * DAY_MS
 STALE_AFTER_MS = 2 * DAY_MS
 # Digested days remembered, so a late event cannot trigger a second digest.
 DIGESTED_KEPT = 7
+# Transactions kept for the chat's "last transactions".
+RECENT_KEPT = 5
 
 Side = Literal["spent", "received"]
 
@@ -54,6 +59,16 @@ class Counted(TypedDict):
     """The local day it was counted in (ISO)."""
 
 
+class Recent(TypedDict):
+    """One of the latest transactions, as the chat shows it."""
+
+    id: str
+    amount: int
+    merchant: str | None
+    category: str
+    booked_at: int
+
+
 class State(TypedDict):
     """One account's summary."""
 
@@ -71,6 +86,8 @@ class State(TypedDict):
     digested: list[str]
     """The last DIGESTED_KEPT digested days."""
     currency: str | None
+    recent: NotRequired[list[Recent]]
+    """The RECENT_KEPT latest transactions, newest first (absent in older states)."""
 
 
 def new_state() -> State:
@@ -150,6 +167,7 @@ def apply(state: State, tx: Transaction, consent: Consent, now_ms: int) -> Effec
         _count(state, day, cat, tx["amount_minor"], abs(tx["amount_minor"]), 1)
         entry = Counted(amount=tx["amount_minor"], category=cat, day=day.isoformat())
         (state["pending"] if tx["status"] == "PENDING" else state["counted"])[tx_id] = entry
+    _remember(state, tx, cat)
     crossed = _balance(state, tx, consent)
     if stale:
         return Effect(stale=True)
@@ -179,6 +197,29 @@ def _count(state: State, day: dt.date, cat: str, original: int, change: int, cou
 def _add(totals: Totals, side: Side, cat: str, change: int, count: int) -> None:
     totals[side][cat] = totals[side].get(cat, 0) + change
     totals["count"] += count
+
+
+def _remember(state: State, tx: Transaction, cat: str) -> None:
+    """Keep `tx` among the latest transactions (or take out what it settles or undoes)."""
+    gone = {tx["pending_transaction_id"], tx["reversed_transaction_id"]} - {None}
+    recent = [r for r in state.get("recent", []) if r["id"] not in gone]
+    if tx["status"] != "REVERSED":
+        entry = Recent(
+            id=tx["transaction_id"],
+            amount=tx["amount_minor"],
+            merchant=tx["merchant_name"],
+            category=cat,
+            booked_at=tx["booked_at"],
+        )
+        recent.append(entry)
+    recent.sort(key=lambda r: (r["booked_at"], r["id"]), reverse=True)
+    state["recent"] = recent[:RECENT_KEPT]
+
+
+def month_summary(state: State) -> DigestData | None:
+    """This month's totals (the month of the latest transaction counted), if any."""
+    month = state["month"]
+    return _digest(month, state["month_totals"]) if month is not None else None
 
 
 def _balance(state: State, tx: Transaction, consent: Consent) -> bool:

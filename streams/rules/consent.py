@@ -17,6 +17,10 @@ Pure functions, no I/O. The rules (DESIGN.md, "Consent gate"):
   VALID), the state is kept for the same consent (docs/decisions.md).
 - A consent record that cannot be read marks the account *unreadable*: every
   output is withheld until a newer readable record arrives (fail closed).
+- What the customer chose in the chat (`muted` by STOP or PAUSE, `discreet`)
+  belongs to the consent held: a newer version of the same consent keeps it,
+  and it goes with the consent when that ends or is replaced. STOP lasts until
+  another consent (the bank is asked to end this one); PAUSE until RESUME.
 - A transaction is forwarded only if the consent held now is VALID, now is
   before `valid_until`, the transaction was booked before `valid_until` and
   inside `transaction_from`/`transaction_to`, and the permission the output
@@ -25,11 +29,12 @@ Pure functions, no I/O. The rules (DESIGN.md, "Consent gate"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from streams.model import Consent, ErasureReason, Permission, Transaction, WithheldReason
 
+Mute = Literal["STOP", "PAUSE"]
 ENDING_STATUSES: frozenset[str] = frozenset({"REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"})
 
 
@@ -50,6 +55,17 @@ class Held:
     ended: Ended | None = None
     unreadable: bool = False
     """A consent record for the account could not be read since: withhold everything."""
+    muted: Mute | None = None
+    """The customer stopped or paused the notifications from the chat."""
+    discreet: bool = False
+    """The customer asked for texts without amounts, merchants or balances."""
+
+    @property
+    def consent_id(self) -> str | None:
+        """The id of the consent held, or of the one that ended."""
+        if self.consent is not None:
+            return self.consent["consent_id"]
+        return self.ended.consent_id if self.ended is not None else None
 
     @property
     def version(self) -> int | None:
@@ -82,7 +98,7 @@ def apply_update(held: Held, update: Consent | None) -> Change:
     if update is None:
         change = _end(held, "TOMBSTONE", held.version)
         if held.unreadable and change.outcome == "ignored":  # readable: it clears the mark
-            return Change(Held(held.consent, held.ended), "updated")
+            return Change(replace(held, unreadable=False), "updated")
         return change
     seen = held.version
     if seen is not None and update["updated_at"] <= seen:
@@ -97,6 +113,8 @@ def apply_update(held: Held, update: Consent | None) -> Change:
     if live is not None and not same_consent(live, update):
         replaced = Ended(live["consent_id"], live["updated_at"], "REPLACED")
         return Change(Held(update, None), "ended", live, replaced)
+    if live is not None:  # a newer version of the consent held: the customer's choices stay
+        return Change(Held(update, None, muted=held.muted, discreet=held.discreet), "updated")
     return Change(Held(update, None), "updated")
 
 
@@ -104,7 +122,14 @@ def mark_unreadable(held: Held) -> Change:
     """A consent record for the account could not be read: withhold until a newer one."""
     if held.unreadable:
         return Change(held, "ignored")
-    return Change(Held(held.consent, held.ended, unreadable=True), "updated")
+    return Change(replace(held, unreadable=True), "updated")
+
+
+def choose(held: Held, muted: Mute | None, discreet: bool) -> Change:
+    """The customer's choice from the chat, kept with the consent held (none: ignored)."""
+    if held.consent is None or (held.muted, held.discreet) == (muted, discreet):
+        return Change(held, "ignored")
+    return Change(replace(held, muted=muted, discreet=discreet), "updated")
 
 
 def expire(held: Held, now_ms: int) -> Change:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import dataclass
 
-from streams.model import Consent, Transaction
+from streams.model import Consent, InboundMessage, Transaction
 from streams.rules.money import is_currency, is_locale
 
 # DLQ reason codes of ingest (the codec adds its own: streams.errors).
@@ -28,6 +28,7 @@ BAD_TIMEZONE = "BAD_TIMEZONE"
 BAD_LOCALE = "BAD_LOCALE"
 BAD_THRESHOLD = "BAD_THRESHOLD"
 BAD_QUIET_HOURS = "BAD_QUIET_HOURS"
+EMPTY_MESSAGE = "EMPTY_MESSAGE"
 # The stage's second line: a record that passed these checks and still made a
 # handler raise (agents dead-letter it and go on).
 PROCESSING_ERROR = "PROCESSING_ERROR"
@@ -50,6 +51,9 @@ MAX_TEXT = {
     "page_id": 64,
     "locale": 35,
     "timezone": 64,
+    "mid": 128,
+    "text": 2000,  # Messenger's own limit on a message's text
+    "payload": 1000,  # and on a quick reply's payload
 }
 
 # No retail transaction moves more than this (10^12 minor units: ten billion
@@ -85,7 +89,7 @@ def check_frame(value: bytes | None) -> Rejected | None:
     return None
 
 
-def check_lengths(record: Transaction | Consent) -> Rejected | None:
+def check_lengths(record: Transaction | Consent | InboundMessage) -> Rejected | None:
     for name, limit in MAX_TEXT.items():
         value = record.get(name)
         if isinstance(value, str) and len(value) > limit:
@@ -140,4 +144,19 @@ def check_consent(bank_id: str, account_id: str, consent: Consent) -> Rejected |
     quiet = consent["quiet_hours"]
     if quiet is not None and not (0 <= quiet["start"] < DAY_MS and 0 <= quiet["end"] < DAY_MS):
         return Rejected(BAD_QUIET_HOURS, "quiet_hours must be times of day")
+    return None
+
+
+def check_inbound(key: bytes | None, message: InboundMessage) -> Rejected | None:
+    """Why a customer's message must not enter the conversation, or None. (What it says
+    is never part of a reason: a dead letter's detail names fields, not text.)"""
+    too_long = check_lengths(message)
+    if too_long:
+        return too_long
+    if key is None or key.decode(errors="replace") != message["psid"]:
+        return Rejected(KEY_MISMATCH, "psid differs from the record key")
+    if not message["mid"] or not message["page_id"]:
+        return Rejected(EMPTY_MESSAGE, "mid and page_id must be set")
+    if not (message["text"] or "").strip() and not message["payload"]:
+        return Rejected(EMPTY_MESSAGE, "a message needs a text or a payload")
     return None

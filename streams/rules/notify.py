@@ -47,6 +47,7 @@ TTL_MS: dict[NotificationKind, int] = {
     "LOW_BALANCE": 24 * HOUR_MS,
     "DAILY_DIGEST": 24 * HOUR_MS,
     "CONSENT_ENDED": 7 * 24 * HOUR_MS,
+    "RESPONSE": 24 * HOUR_MS,  # Messenger's window, opened by the customer's message
 }
 
 
@@ -107,6 +108,7 @@ def _base(
         "created_at": now_ms,
         "expires_at": now_ms + TTL_MS[kind],
         "envelope": env,
+        "quick_replies": None,
     }
 
 
@@ -162,11 +164,17 @@ def render_transaction(kind: NotificationKind, consent: Consent, data: Notificat
             if fr
             else ("Your balance fell below " + (limit or "your threshold"))
         )
-    elif amount is None or currency is None:  # an alert without TRANSACTIONS: no details
-        return (
+    elif (amount is None or currency is None) and kind == "LARGE_TRANSACTION":
+        return (  # an alert without TRANSACTIONS, or discreet: no details
             f"Opération importante sur le compte {masked}"
             if fr
             else f"Large transaction on account {masked}"
+        )
+    elif amount is None or currency is None:  # discreet: that it happened, nothing more
+        return (
+            f"Nouvelle opération sur le compte {masked}"
+            if fr
+            else (f"New transaction on account {masked}")
         )
     elif amount < 0:
         money = format_money(abs(amount), currency, locale)
@@ -205,16 +213,20 @@ def for_digest(
     facts["currency"] = currency
     facts["digest"] = digest
     data = redact(facts, granted.fields)
-    digest = data["digest"] or {
-        "local_date": digest["local_date"],
-        "spent_minor": 0,
-        "received_minor": 0,
-        "transaction_count": 0,
-        "by_category": [],
-    }
-    currency = data["currency"] or currency
     locale = consent["locale"]
     day = dt.date.fromisoformat(digest["local_date"])
+    ident = notification_id("DAILY_DIGEST", consent["consent_id"], digest["local_date"])
+    env = envelope("DAILY_DIGEST", consent, now_ms)
+    if data["digest"] is None:  # discreet: the day had activity, nothing more
+        masked = data["account_masked"]
+        text = (
+            f"Activité du {day:%d/%m} sur le compte {masked}"
+            if _french(locale)
+            else f"Activity on account {masked} on {day.day} {day:%b}"
+        )
+        return _base("DAILY_DIGEST", ident, consent, text, data, occurred_at, now_ms, env)
+    digest = data["digest"]
+    currency = data["currency"] or currency
     spent = format_money(digest["spent_minor"], currency, locale)
     received = format_money(digest["received_minor"], currency, locale)
     n = digest["transaction_count"]
@@ -228,8 +240,6 @@ def for_digest(
             f"Your day ({day.day} {day:%b}): {n} transaction{'s' if n != 1 else ''}, "
             f"{spent} spent, {received} received"
         )
-    ident = notification_id("DAILY_DIGEST", consent["consent_id"], digest["local_date"])
-    env = envelope("DAILY_DIGEST", consent, now_ms)
     return _base("DAILY_DIGEST", ident, consent, text, data, occurred_at, now_ms, env)
 
 

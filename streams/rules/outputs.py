@@ -14,6 +14,12 @@ the balance needs BALANCES, a digest's figures need SUMMARIES and the
 consent's `daily_digest`. CONSENT_ENDED goes to the consent that just ended,
 whatever its status, with the masked account only.
 
+A RESPONSE answers the customer's question with what that question needs
+(`asks`: BALANCE → BALANCES, …) and goes only to the consent's own psid. What
+the customer chose in the chat applies here too: muted (STOP, PAUSE) withholds
+every pushed kind (`MUTED_BY_PSU`) but not an answer nor CONSENT_ENDED;
+discreet unlocks nothing but the masked account, in every kind.
+
 "VALID" means: the consent held has status VALID, `now` is before its
 `valid_until`, and no unreadable consent record for the account arrived since
 it (fail closed). The masked account (`•••• 0189`) is always allowed: it is the
@@ -40,7 +46,12 @@ NEEDS: dict[NotificationKind, frozenset[Permission]] = {
     "LOW_BALANCE": frozenset({"ALERTS", "BALANCES"}),
     "DAILY_DIGEST": frozenset({"SUMMARIES"}),
     "CONSENT_ENDED": frozenset(),
+    "RESPONSE": frozenset(),  # and what the question `asks` (below)
 }
+MUTABLE: frozenset[NotificationKind] = frozenset(
+    {"TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE", "DAILY_DIGEST"}
+)
+"""What the customer's STOP or PAUSE withholds: what we push, not what they ask."""
 DIGEST_FIELDS = frozenset({"digest", "currency"})
 
 
@@ -58,10 +69,16 @@ class Release:
 
 
 def release(
-    kind: NotificationKind, held: Held, now_ms: int, booked_at: int | None = None
+    kind: NotificationKind,
+    held: Held,
+    now_ms: int,
+    booked_at: int | None = None,
+    asks: Permission | None = None,
+    to: str | None = None,
 ) -> Release:
     """May `kind` go out under what the account holds at `now_ms`? `booked_at` is the
-    booking time of the transaction an event kind is about (None for a digest)."""
+    booking time of the transaction an event kind is about (None otherwise); a
+    RESPONSE says what its question `asks` and which psid it goes `to`."""
     if held.unreadable:
         return Release(None, withheld="NO_CONSENT")
     consent = held.consent
@@ -71,12 +88,19 @@ def release(
     if verdict is not None:
         return Release(None, withheld=verdict)
     assert consent is not None  # window_verdict withholds when nothing is held
+    if kind == "RESPONSE" and to != consent["psid"]:  # an answer goes to its consent's psid
+        return Release(None, withheld="NO_CONSENT")
+    if held.muted is not None and kind in MUTABLE:
+        return Release(None, withheld="MUTED_BY_PSU")
     permissions = frozenset(consent["permissions"])
-    if not NEEDS[kind] <= permissions:
+    needs = NEEDS[kind] | ({asks} if asks is not None else set())
+    if not needs <= permissions:
         return Release(None, withheld="PERMISSION")
-    if kind == "DAILY_DIGEST":
-        if not consent["daily_digest"]:
-            return Release(None, withheld="PERMISSION")
+    if kind == "DAILY_DIGEST" and not consent["daily_digest"]:
+        return Release(None, withheld="PERMISSION")
+    if held.discreet:
+        return Release(consent, ALWAYS)
+    if kind == "DAILY_DIGEST" or asks == "SUMMARIES":
         return Release(consent, ALWAYS | DIGEST_FIELDS)
     fields = ALWAYS.union(*(UNLOCKS[p] for p in permissions))
     return Release(consent, fields)

@@ -83,7 +83,7 @@ class TestTick:
         assert stage(codec).tick(store, at("2026-11-28T20:00:40+00:00")) == []
         assert store.pending() == {}
         ended = stage(codec).tick(store, at("2026-11-28T20:01:00+00:00"))
-        assert len(ended) == 2  # the erasure receipt and CONSENT_ENDED
+        assert len(ended) == 3  # the psid's unlink, the erasure receipt and CONSENT_ENDED
 
     def test_the_tick_after_local_midnight_releases_the_digest_once(
         self, codec: Codec, tmp_path: Path
@@ -113,7 +113,7 @@ class TestTick:
         ended, cursors = [], []
         for second in (10, 11, 12, 13):
             emits = handler.tick(store, at(f"2026-11-28T20:05:{second}+00:00"))
-            ended.append(len(emits) // 2)  # an erasure receipt and CONSENT_ENDED each
+            ended.append(len(emits) // 3)  # an unlink, a receipt and CONSENT_ENDED each
             cursors.append(store.get(META_TABLE, SCAN_CURSOR))
             store.commit(1 + second)
         assert ended == [2, 2, 1, 0]

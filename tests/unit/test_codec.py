@@ -31,6 +31,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 # (name, subject, schema id, record, frame as hex). Pinned: a change here is a
 # wire-format change that every bank and messaging team would see.
+V1_NOTIFICATION = {k: v for k, v in samples.NOTIFICATION.items() if k != "quick_replies"}
+V1_DIGEST = {k: v for k, v in samples.DIGEST.items() if k != "quick_replies"}
 GOLDEN: list[tuple[str, str, int, Any, str]] = [
     (
         "transaction v1",
@@ -67,7 +69,7 @@ GOLDEN: list[tuple[str, str, int, Any, str]] = [
         "notification",
         model.NOTIFICATION,
         3,
-        samples.NOTIFICATION,
+        V1_NOTIFICATION,
         "0000000003106e74662d35623164002232343837313233343536373839303132331e3130353132333435"
         "363738393031321a62616e7175652d616c70696e650c636e732d34320a66722d46526c506169656d656e"
         "742064652031203233342c353620e282ac206368657a20426f756c616e67657269652050c3a274697373"
@@ -79,13 +81,24 @@ GOLDEN: list[tuple[str, str, int, Any, str]] = [
         "digest notification",
         model.NOTIFICATION,
         3,
-        samples.DIGEST,
+        V1_DIGEST,
         "00000000030c6e74662d6431062232343837313233343536373839303132331e31303531323334353637"
         "3839303132"
         "1a62616e7175652d616c70696e650c636e732d34320a656e2d474230596f75722064"
         "61793a20e282ac31322e3530207370656e740222e280a2e280a2e280a2e280a220303138390002064555"
         "520000000214323032362d31312d3238c4130004021267726f636572696573c413000080e0cfc9c468f4"
         "e3cfc9c46880d0829cc56802000101",
+    ),
+    (
+        "response notification v2",
+        model.NOTIFICATION,
+        8,
+        samples.RESPONSE,
+        "00000000080c6e74662d72310a2232343837313233343536373839303132331e31303531323334353637"
+        "38393031321a62616e7175652d616c70696e650c636e732d34320a66722d465238566f757320706f7576"
+        "657a2064656d616e646572203a20736f6c64650222e280a2e280a2e280a2e280a2203031383900020645"
+        "555200021267726f636572696573029a870c0080e0cfc9c468f4e3cfc9c46880d0829cc5680000000002"
+        "020a536f6c646524504153534552454c4c455f42414c414e434500",
     ),
     (
         "decision",
@@ -208,8 +221,8 @@ class TestGoldenBytes:
 
 class TestRegistry:
     def test_every_schema_parses_with_its_pinned_id(self, registry: EmbeddedRegistry) -> None:
-        """registry.json pins ids 1–7 to the five subjects, Transaction and ErasureReceipt
-        having two versions each."""
+        """registry.json pins ids 1–11 to the seven subjects, Transaction, ErasureReceipt,
+        Notification and Decision having two versions each."""
         assert {
             v.id: (v.subject, v.version) for s in registry.subjects() for v in registry.versions(s)
         } == {
@@ -220,6 +233,10 @@ class TestRegistry:
             5: (model.ERASURE_RECEIPT, 1),
             6: (model.TRANSACTION, 2),
             7: (model.ERASURE_RECEIPT, 2),
+            8: (model.NOTIFICATION, 2),
+            9: (model.DECISION, 2),
+            10: (model.INBOUND_MESSAGE, 1),
+            11: (model.WITHDRAWAL_REQUEST, 1),
         }
 
     def test_latest_is_the_highest_version(self, registry: EmbeddedRegistry) -> None:

@@ -4,7 +4,9 @@ Hypothesis generates interleavings, for one account, of consent records (every
 status, another consent id or psid, permission and window changes, older
 versions arriving late, tombstones, unreadable records), transactions (inside
 and outside the windows, PENDING/BOOKED/REVERSED, duplicates, large amounts,
-low balances, stale bookings) and ticks across local midnights and expiry. They
+low balances, stale bookings), ticks across local midnights and expiry, and
+the customer's requests from the chat (questions and controls, from the
+consent's psid or another one). They
 run through `Accounts.handle` on a real partition store, without a broker, and
 every record it emits is checked against `Model`, written here from DESIGN.md
 alone: it imports nothing from `streams.rules` or `streams.agents`.
@@ -39,10 +41,13 @@ from streams.core.store import PartitionStore
 from streams.core.ticks import TICK_KEY, encode_tick
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
+from streams.rules.replies import Asked
 from streams.settings import Settings
+from streams.stream import KIND_LINK, KIND_REQUEST, encode_request
 
 BANK, ACCOUNT = "banque-alpine", "FR7630006000011234567890189"
 KEY = f"{BANK}:{ACCOUNT}".encode()
+PSID_STREAM = Catalog(Settings()).psid_stream().name
 MASKED = "•••• 0189"
 MERCHANT = "Zorglub Market"
 T0 = int(dt.datetime(2026, 11, 27, tzinfo=dt.UTC).timestamp() * 1000)
@@ -56,6 +61,11 @@ NEEDS = {
     "DAILY_DIGEST": {"SUMMARIES"},
 }
 DETAIL_FIELDS = ("amount_minor", "merchant_name", "category")
+DATA_FIELDS = (*DETAIL_FIELDS, "currency", "balance_minor", "digest")
+# What each question needs, as DESIGN.md ("Conversation") says; the rest are controls.
+QUESTION_NEEDS = {"BALANCE": "BALANCES", "RECENT": "TRANSACTIONS", "MONTH": "SUMMARIES"}
+CONTROLS = ("STOP", "PAUSE", "RESUME", "DISCREET_ON", "DISCREET_OFF")
+PUSHED = {"TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE", "DAILY_DIGEST"}
 
 # -- the generated sequences ------------------------------------------------------------
 
@@ -108,7 +118,12 @@ transactions = st.builds(
 # time passes before each event, a minute at least: often minutes, sometimes hours
 steps = st.integers(1, 30).map(lambda m: m * MINUTE) | st.integers(1, 14).map(lambda h: h * HOUR)
 a_consent = st.tuples(st.just("consent"), consents)
+asks = st.tuples(
+    st.sampled_from([*QUESTION_NEEDS, *QUESTION_NEEDS, *CONTROLS]),
+    st.sampled_from(["psid-1"] * 4 + ["psid-2"]),
+)
 PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
+    "ask": asks,
     "tx": transactions,
     "tick": st.none(),
     "consent": consents,
@@ -117,7 +132,7 @@ PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
 }
 # Weighted by repetition: mostly transactions and ticks, now and then a consent change.
 happenings = st.sampled_from(
-    ["tx"] * 6 + ["tick"] * 4 + ["consent"] * 2 + ["tombstone", "unreadable"]
+    ["tx"] * 6 + ["tick"] * 4 + ["consent"] * 2 + ["ask"] * 2 + ["tombstone", "unreadable"]
 ).flatmap(lambda what: st.tuples(st.just(what), PAYLOADS[what]))
 # Most runs start from a consent, so that much of each run is under one.
 events = st.tuples(
@@ -142,11 +157,25 @@ class Model:
     activity: dict[str, int] = field(default_factory=dict)  # local date -> transactions
     spent: int = 0  # every debit folded under the consent held, as an upper bound
     ends: list[tuple[str, str, str]] = field(default_factory=list)  # this event's
+    muted: str | None = None  # STOP or PAUSE
+    discreet: bool = False
 
     def end(self, reason: str) -> None:
         assert self.consent is not None
         self.ends.append((self.consent["consent_id"], self.consent["psid"], reason))
         self.consent, self.activity, self.spent = None, {}, 0
+        self.muted, self.discreet = None, False
+
+    def control(self, intent: str, psid: str) -> None:
+        """A control from `psid`: it counts only from the psid of the consent held."""
+        if self.consent is None or self.consent["psid"] != psid:
+            return
+        if intent == "STOP":
+            self.muted = "STOP"
+        elif intent in ("PAUSE", "RESUME") and self.muted != "STOP":
+            self.muted = "PAUSE" if intent == "PAUSE" else None
+        elif intent in ("DISCREET_ON", "DISCREET_OFF"):
+            self.discreet = intent == "DISCREET_ON"
 
     def record(self, update: dict[str, Any]) -> None:
         if self.version is not None and update["updated_at"] <= self.version:
@@ -201,10 +230,43 @@ class Model:
         self.spent += abs(amount) if amount < 0 else 0
 
 
+def check_response(model: Model, n: dict[str, Any], now: int, ask: tuple[str, str]) -> None:
+    """An answer in the chat: to the asker only, data only if the consent held now names
+    the asker and grants what the question needs, and never while it is discreet."""
+    intent, psid = ask
+    assert n["psid"] == psid and n["envelope"]["messaging_type"] == "RESPONSE"
+    assert n["envelope"]["tag"] is None
+    data = n["data"]
+    shown = [f for f in DATA_FIELDS if data[f] is not None]
+    c = model.live(now)
+    needs = QUESTION_NEEDS.get(intent)
+    if needs is None or c is None or c["psid"] != psid or needs not in c["permissions"]:
+        assert shown == [], f"{intent} answered with {shown} it may not carry"
+        assert MERCHANT not in n["text"], "a merchant in a refusal or a confirmation"
+        return
+    assert n["consent_id"] == c["consent_id"]
+    if model.discreet:
+        assert shown == [], f"a discreet account's answer carries {shown}"
+        assert MERCHANT not in n["text"]
+    allowed = {
+        "BALANCE": {"balance_minor", "currency"},
+        "RECENT": {*DETAIL_FIELDS, "currency"},
+        "MONTH": {"digest", "currency"},
+    }[intent]
+    assert set(shown) <= allowed, f"{intent} carries {set(shown) - allowed}"
+    if intent == "MONTH" and data["digest"] is not None:
+        assert data["digest"]["spent_minor"] <= model.spent, "a month counting another's spend"
+
+
 def check_notification(model: Model, n: dict[str, Any], now: int, booked: int | None) -> None:
     """A notification carrying account data, against the consent held when it was emitted."""
     c = model.live(now)
     assert c is not None, f"{n['kind']} without a valid, readable consent"
+    assert model.muted is None, f"{n['kind']} pushed after the customer's {model.muted}"
+    if model.discreet:
+        shown = [f for f in DATA_FIELDS if n["data"][f] is not None]
+        assert shown == [], f"a discreet {n['kind']} carries {shown}"
+        assert MERCHANT not in n["text"]
     assert (n["psid"], n["page_id"], n["consent_id"]) == (c["psid"], c["page_id"], c["consent_id"])
     granted = set(c["permissions"])
     assert NEEDS[n["kind"]] <= granted, f"{n['kind']} without {NEEDS[n['kind']] - granted}"
@@ -294,8 +356,14 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
         for offset, (step, (what, payload)) in enumerate(sequence):
             now += step
             model.ends = []
-            booked = None
-            if what == "consent":
+            booked, ask = None, None
+            if what == "ask":
+                ask = payload
+                asked = Asked(f"mid-{offset}", payload[1], "page-1", payload[0], now, "fr-FR")
+                value = encode_request(asked)
+                emits = handler.handle(record(offset, now, KEY, value, KIND_REQUEST), store)
+                model.control(*payload)
+            elif what == "consent":
                 value = codec.encode("passerelle.Consent", payload)
                 emits = handler.handle(record(offset, now, KEY, value, b"consent"), store)
                 model.record(payload)
@@ -316,7 +384,7 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
                 emits = handler.handle(record(offset, now, TICK_KEY, encode_tick(now), None), store)
                 model.tick(now)
             store.commit(offset + 1)
-            check_emits(codec, model, emits, now, booked, tally)
+            check_emits(codec, model, emits, now, booked, tally, ask)
 
 
 def check_emits(
@@ -326,10 +394,21 @@ def check_emits(
     now: int,
     booked: int | None,
     tally: Tally | None,
+    ask: tuple[str, str] | None = None,
 ) -> None:
-    receipts, told = [], []
+    receipts, told, unlinked = [], [], []
     for emit in emits:
         assert emit.topic != catalog.DLQ, "the handler dead-lettered a record of the run"
+        if emit.topic == PSID_STREAM:
+            kind = dict(emit.headers)["kind"]
+            if kind == KIND_LINK:  # the psid that may ask is the held consent's
+                assert model.consent is not None and emit.key == model.consent["psid"].encode()
+            else:
+                unlinked.append(emit.key.decode())
+            continue
+        if emit.topic == catalog.REQUESTS:
+            assert ask == ("STOP", model.consent["psid"] if model.consent else None)
+            continue
         if emit.topic == catalog.AUDIT:
             subject, audit = codec.decode_any(emit.value)
             if subject == "passerelle.ErasureReceipt":
@@ -338,13 +417,19 @@ def check_emits(
         n = codec.decode("passerelle.Notification", emit.value)
         if tally is not None:
             tally.notifications[n["kind"]] = tally.notifications.get(n["kind"], 0) + 1
-        if n["kind"] == "CONSENT_ENDED":
+        if n["kind"] == "RESPONSE":
+            assert ask is not None, "a RESPONSE nobody asked for"
+            check_response(model, n, now, ask)
+        elif n["kind"] == "CONSENT_ENDED":
             told.append((n["consent_id"], n["psid"]))
             assert all(n["data"][f] is None for f in (*DETAIL_FIELDS, "balance_minor", "digest"))
         else:
             check_notification(model, n, now, booked)
     assert receipts == [(c, reason) for c, _, reason in model.ends], "one receipt per end"
     assert told == [(c, psid) for c, psid, reason in model.ends if reason != "TOMBSTONE"]
+    assert unlinked == [psid for _, psid, _ in model.ends], "an ended consent's psid unlinked"
+    if ask is not None:
+        assert sum(1 for e in emits if e.topic == catalog.NOTIFICATIONS) == 1, "one answer"
     if tally is not None:
         tally.ends += len(model.ends)
 
@@ -380,7 +465,7 @@ class TestConsentModel:
 
         sample()
         kinds = {"TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE", "DAILY_DIGEST"}
-        assert kinds | {"CONSENT_ENDED"} <= tally.notifications.keys(), tally
+        assert kinds | {"CONSENT_ENDED", "RESPONSE"} <= tally.notifications.keys(), tally
         assert {"REPLACED", "REVOKED_BY_PSU"} <= reasons and tally.ends > 0
 
 
@@ -393,11 +478,11 @@ def _digest_without_status(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real = outputs.release
 
-    def release(kind: Any, held: Any, now: int, booked_at: int | None = None) -> Any:
+    def release(kind: Any, held: Any, now: int, booked_at: int | None = None, **asked: Any) -> Any:
         c = held.consent
         if kind == "DAILY_DIGEST" and c and "SUMMARIES" in c["permissions"] and c["daily_digest"]:
             return outputs.Release(c, outputs.ALWAYS | outputs.DIGEST_FIELDS)
-        return real(kind, held, now, booked_at)
+        return real(kind, held, now, booked_at, **asked)
 
     monkeypatch.setattr(accounts_stage, "release", release)
 
@@ -424,7 +509,55 @@ def _alerts_with_details(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(outputs.UNLOCKS, "ALERTS", detailed)
 
 
-MUTANTS = [_digest_without_status, _inherited_state, _fail_open_unreadable, _alerts_with_details]
+def _answer_to_anyone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer released to whoever asked, not only to the consent's psid."""
+    from streams.agents import answers
+    from streams.rules import outputs
+
+    def release(kind: Any, held: Any, now: int, booked_at: Any = None, **asked: Any) -> Any:
+        to = held.consent["psid"] if held.consent else None
+        return outputs.release(kind, held, now, booked_at, asks=asked.get("asks"), to=to)
+
+    monkeypatch.setattr(answers, "release", release)
+
+
+def _answer_without_permission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer released whatever the question needs (BALANCE without BALANCES)."""
+    from streams.agents import answers
+    from streams.rules import outputs
+
+    def release(kind: Any, held: Any, now: int, booked_at: Any = None, **asked: Any) -> Any:
+        return outputs.release(kind, held, now, booked_at, to=asked.get("to"))
+
+    monkeypatch.setattr(answers, "release", release)
+
+
+def _stop_does_not_mute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """STOP and PAUSE are confirmed but the gate pushes on."""
+    from streams.rules import outputs
+
+    monkeypatch.setattr(outputs, "MUTABLE", frozenset())
+
+
+def _discreet_shows_amounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DISCREET is kept but the gate unlocks the fields as before."""
+    from streams.agents import answers
+    from streams.rules import consent
+
+    real = consent.choose
+    monkeypatch.setattr(answers, "choose", lambda held, muted, _: real(held, muted, False))
+
+
+MUTANTS = [
+    _digest_without_status,
+    _inherited_state,
+    _fail_open_unreadable,
+    _alerts_with_details,
+    _answer_to_anyone,
+    _answer_without_permission,
+    _stop_does_not_mute,
+    _discreet_shows_amounts,
+]
 
 
 class TestMutants:

@@ -49,7 +49,8 @@ def test_a_subjects_compatibility_is_its_mode_checked_transitively() -> None:
     """`schemas check` checks each version against every earlier one: the registry says
     so in Confluent's terms, for a subject asked by its record or its topic's name."""
     assert API.config("messenger.notifications.v1-value").body == {
-        "compatibilityLevel": "FULL_TRANSITIVE"
+        "compatibilityLevel": "BACKWARD_TRANSITIVE"
     }
+    assert API.config(model.WITHDRAWAL_REQUEST).body == {"compatibilityLevel": "FULL_TRANSITIVE"}
     assert API.config(model.TRANSACTION).body == {"compatibilityLevel": "BACKWARD_TRANSITIVE"}
     assert API.config("passerelle.audit.v1-value").body["error_code"] == 40401

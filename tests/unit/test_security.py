@@ -36,15 +36,42 @@ def test_only_passerelle_reads_ingest_and_consents_and_nobody_else_writes_output
     outputs = {catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ}
     writers = {a.principal for a in WANT if a.operation == "WRITE" and a.name in outputs}
     assert ingest == consents == writers == {"User:passerelle"}
-    assert readers == {"User:passerelle", "User:messenger-worker", "User:sre"}
+    assert readers == {
+        "User:passerelle",
+        "User:messenger-worker",
+        "User:sre",
+        "User:consent-authority",
+    }
+
+
+def test_the_conversation_adds_one_write_for_messenger_and_one_read_for_the_authority() -> None:
+    """Only passerelle reads inbound messages and writes withdrawal requests; only the
+    messaging workers write the first and only the consent authority reads the second."""
+    inbound = {(a.principal, a.operation) for a in WANT if a.name == catalog.INBOUND}
+    requests = {(a.principal, a.operation) for a in WANT if a.name == catalog.REQUESTS}
+    assert inbound == {
+        ("User:messenger-worker", "WRITE"),
+        ("User:messenger-worker", "DESCRIBE"),
+        ("User:passerelle", "READ"),
+        ("User:passerelle", "DESCRIBE"),
+    }
+    assert requests == {
+        ("User:passerelle", "WRITE"),
+        ("User:passerelle", "DESCRIBE"),
+        ("User:consent-authority", "READ"),
+        ("User:consent-authority", "DESCRIBE"),
+    }
 
 
 def test_messenger_and_sre_read_only_their_topics() -> None:
     assert {a.name for a in of("messenger-worker") if a.resource == "TOPIC"} == {
-        catalog.NOTIFICATIONS
+        catalog.NOTIFICATIONS,
+        catalog.INBOUND,
     }
     assert {a.name for a in of("sre") if a.resource == "TOPIC"} == {catalog.DLQ, catalog.AUDIT}
-    assert not {a for a in of("messenger-worker") | of("sre") if a.operation == "WRITE"}
+    assert not {a for a in of("sre") if a.operation == "WRITE"}
+    messenger_writes = {a.name for a in of("messenger-worker") if a.operation == "WRITE"}
+    assert messenger_writes == {catalog.INBOUND}
 
 
 def test_passerelle_groups_and_transactional_ids_are_its_app_ids_prefix() -> None:
@@ -62,13 +89,19 @@ def test_a_bank_id_that_is_not_a_topic_part_is_refused() -> None:
 
 
 def test_kafkas_listing_reads_back_as_the_acls_it_shows() -> None:
-    """Golden output of AclCommand --list from Kafka 4.1.1."""
+    """Golden output of AclCommand --list from Kafka 4.1.1, recorded before the
+    conversation's topics existed: it reads back as exactly what was wanted then."""
     listed = parse_listing((FIXTURES / "acl-list.txt").read_text())
     assert of("bank-banque-alpine") <= listed
     assert Acl("User:passerelle", "GROUP", "passerelle-", "PREFIXED", "READ") in listed
     assert {a.principal for a in listed} == {"User:bank-banque-alpine", "User:passerelle"}
+    cat = Catalog(Settings())
+    later = {catalog.INBOUND, catalog.REQUESTS, cat.psid_stream().name}
+    later.add(cat.changelog("conversation").name)
     assert listed == {
-        a for a in WANT if a.principal in {"User:bank-banque-alpine", "User:passerelle"}
+        a
+        for a in WANT
+        if a.principal in {"User:bank-banque-alpine", "User:passerelle"} and a.name not in later
     }
 
 

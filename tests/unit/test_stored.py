@@ -33,6 +33,18 @@ def test_a_held_stored_before_the_unreadable_flag_reads_as_readable() -> None:
     assert decode_held(stored) == Held(consent) and encode_held(Held(consent)) == stored
 
 
+def test_the_customers_choices_are_stored_with_the_consent_and_only_when_made() -> None:
+    """A paused, discreet consent stores both choices after what was there before; a
+    Held without them stores (and so restores) as it did before they existed."""
+    consent: Any = {"consent_id": "c-3", "updated_at": 6}
+    held = Held(consent, muted="PAUSE", discreet=True)
+    golden = (
+        b'{"consent": {"consent_id": "c-3", "updated_at": 6}, "ended": null, '
+        b'"muted": "PAUSE", "discreet": true}'
+    )
+    assert encode_held(held) == golden and decode_held(golden) == held
+
+
 def test_a_summary_after_one_purchase_is_stored_as_it_always_was() -> None:
     """The summary the rules build for one booked purchase encodes to these bytes, and
     decodes back to an equal summary."""
@@ -56,6 +68,20 @@ def test_a_summary_after_one_purchase_is_stored_as_it_always_was() -> None:
         b'"month":"2026-11","month_totals":{"spent":{"groceries":1250},"received":{},"count":1},'
         b'"seen":{"t-1":' + str(NOON).encode() + b'},"pending":{},'
         b'"counted":{"t-1":{"amount":-1250,"category":"groceries","day":"2026-11-28"}},'
-        b'"digested":[],"currency":"EUR"}'
+        b'"digested":[],"currency":"EUR",'
+        b'"recent":[{"id":"t-1","amount":-1250,'
+        b'"merchant":"Boulangerie P\\u00e2tissi\\u00e8re","category":"groceries",'
+        b'"booked_at":' + str(NOON).encode() + b"}]}"
     )
     assert encode_state(state) == golden and decode_state(golden) == state
+
+
+def test_a_summary_stored_before_recent_transactions_were_kept_still_reads() -> None:
+    """A summary written before `recent` existed decodes, and answers with none."""
+    older = (
+        b'{"balance":40000,"below":false,"days":{},"month":"2026-11",'
+        b'"month_totals":{"spent":{"groceries":1250},"received":{},"count":1},'
+        b'"seen":{},"pending":{},"counted":{},"digested":[],"currency":"EUR"}'
+    )
+    state = decode_state(older)
+    assert state["balance"] == 40000 and state.get("recent", []) == []

@@ -263,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     _banks(dead, "only this bank's; `consents` for consents.v1's")
     dead.set_defaults(run=actions.run_dlq)
 
+    talk = command("ask", help="say something to the Page as a customer, print the answers")
+    talk.add_argument("text", nargs="?", help='what the customer writes, e.g. "solde ?"')
+    talk.add_argument("--psid", required=True, help="the customer's page-scoped id")
+    talk.add_argument("--page", default="page-1", help="the Page written to (default page-1)")
+    talk.add_argument("--payload", help="a quick reply's payload instead, e.g. PASSERELLE_BALANCE")
+    talk.add_argument(
+        "--wait", type=_positive, default=15, help="seconds to wait for an answer (default 15)"
+    )
+    talk.set_defaults(run=actions.run_ask)
+
     tl = command("tail", help="notifications as a messaging worker reads them")
     tl.add_argument(
         "--from-beginning", action="store_true", help="every notification kept, not only new ones"

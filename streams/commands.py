@@ -219,6 +219,17 @@ def run_tail(args: argparse.Namespace) -> None:
     )
 
 
+def run_ask(args: argparse.Namespace) -> None:
+    from streams.codec import Codec, EmbeddedRegistry
+    from streams.settings import Settings
+    from streams.tools import ask
+
+    settings = Settings.from_env()
+    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    said = ask.message(args.psid, args.page, args.text, args.payload)
+    asyncio.run(ask.ask(settings, codec, said, args.wait))
+
+
 def run_produce(args: argparse.Namespace) -> None:
     from streams.catalog import bank_topic_name
     from streams.codec import Codec, EmbeddedRegistry

@@ -21,6 +21,10 @@ def receipt(
         cat.consents(),
         cat.changelog("accounts"),
         cat.notifications(),
+        cat.psid_stream(),  # the account's links to its psid, and what the psid asked
+        cat.changelog("conversation"),  # the psid's index entry (unlinked on this end)
+        cat.inbound(),
+        cat.requests(),  # a STOP's withdrawal request, if the customer sent one
     ]
     return {
         "bank_id": consent["bank_id"],

@@ -142,7 +142,8 @@ def _inbound(
             routed = Rejected(exc.reason, str(exc))
         else:
             routed = rules.check_inbound(record.key, message)
-            page = message["page_id"] if routed is None else page
+            if 0 < len(message["page_id"]) <= rules.MAX_TEXT["page_id"]:  # a bounded label
+                page = message["page_id"]
     metrics.child(metrics.inbound, page, "in").inc()
     if routed is not None:
         metrics.child(metrics.inbound, page, "dlq").inc()

@@ -57,7 +57,7 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
 
     n = 0
 
-    async def pay(bank_id: str, account: str, balance: int) -> None:
+    async def pay(bank_id: str, account: str, balance: int) -> str:
         nonlocal n
         n += 1
         tx = {
@@ -73,6 +73,7 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
         await send(
             settings, cat.bank(bank_id).name, account.encode(), codec.encode(model.TRANSACTION, tx)
         )
+        return str(tx["transaction_id"])
 
     async def decisions() -> list[dict[str, Any]]:
         found = [codec.decode_any(r.value) for r in await kafka.read_all(settings, AUDIT)]
@@ -80,6 +81,9 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
 
     async def decided(count: int) -> bool:
         return len(await decisions()) >= count
+
+    async def decision(tx_id: str) -> dict[str, Any]:
+        return next(d for d in await decisions() if d["transaction_id"] == tx_id)
 
     async def say(who: str, text: str) -> list[model.Notification]:
         said = ask.message(who, PAGE, text, None)
@@ -103,13 +107,13 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
     assert unlinked["bank_id"] == "" and unlinked["data"]["balance_minor"] is None
 
     assert len(await say(psid, "pause")) == 2
-    await pay(bank, "ACC-0101", 120_000)
+    paused = await pay(bank, "ACC-0101", 120_000)
     await until(lambda: decided(3), worker)
-    assert (await decisions())[-1]["reason"] == "MUTED_BY_PSU"
+    assert (await decision(paused))["reason"] == "MUTED_BY_PSU"
     assert len(await say(psid, "reprendre")) == 2
-    await pay(bank, "ACC-0101", 110_000)
+    resumed = await pay(bank, "ACC-0101", 110_000)
     await until(lambda: decided(4), worker)
-    assert (await decisions())[-1]["outcome"] == "FORWARDED"
+    assert (await decision(resumed))["outcome"] == "FORWARDED"
 
     assert len(await say(psid, "STOP")) == 2
     requests = [r for r in await kafka.read_all(settings, REQUESTS) if psid_of(r, bank, other)]

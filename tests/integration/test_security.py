@@ -166,7 +166,12 @@ def matrix() -> list[Cell]:
         Cell(messenger, "read", bank_a, DENIED_TOPIC),
         Cell(messenger, "read", consents, DENIED_TOPIC),
         Cell(messenger, "read", audit, DENIED_TOPIC),
-        Cell(messenger, "write", notes, DENIED_PRODUCER),
+        Cell(messenger, "write", notes, DENIED_TOPIC),  # it may write: its producer starts
+        Cell(messenger, "write", catalog.INBOUND, OK),
+        Cell(messenger, "write", catalog.REQUESTS, DENIED_TOPIC),
+        Cell(authority, "read", catalog.REQUESTS, OK, "consent-authority-t"),
+        Cell(authority, "read", catalog.INBOUND, DENIED_TOPIC),
+        Cell(alpha, "read", catalog.REQUESTS, DENIED_TOPIC),
         Cell(sre, "read", dlq, OK),
         Cell(sre, "read", audit, OK),
         Cell(sre, "read", notes, DENIED_TOPIC),

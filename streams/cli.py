@@ -134,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the secure node: SCRAM-SHA-512, ACLs enforced (127.0.0.1:9292)",
     )
     kafka.add_argument("--lines", type=int, default=40, help="log lines per node (logs)")
-    kafka.add_argument(
+    kafka.add_argument(  # only shown: `main` hands what follows `tool` to it, unparsed
         "tool_args",
-        nargs=argparse.REMAINDER,
+        nargs="*",
         metavar="NAME ARGS",
         help="tool: console-consumer, console-producer, consumer-groups, transactions, "
         "configs, topics, get-offsets, delete-records or acls, and its own arguments; it "
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     run: Callable[[argparse.Namespace], int | None] = args.run
     if args.bootstrap:
         os.environ["PASSERELLE_BOOTSTRAP"] = args.bootstrap
@@ -321,6 +321,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _refused(args.command, _kafka_refusal(exc))
     return code or 0
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The arguments; after `kafka tool`, everything is the Kafka tool's own (its options
+    are not ours, and ours may follow any other action: `kafka status --cluster`)."""
+    parser = build_parser()
+    if argv[:1] == ["kafka"] and "tool" in argv:
+        cut = argv.index("tool") + 1
+        args = parser.parse_args(argv[:cut])
+        args.tool_args = argv[cut:]
+        return args
+    return parser.parse_args(argv)
 
 
 def _refused(command: str, why: str) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "TransactionFrame",
     "Unlink",
     "UnreadableConsent",
+    "bank_of",
     "encode_headers",
     "read",
     "read_psid",
@@ -101,6 +102,12 @@ class Source:
 
 
 UNKNOWN_SOURCE = Source("", -1, -1)
+
+
+def bank_of(key: bytes | None) -> str:
+    """The bank of a per-account stream key `<bank_id>:<account_id>` (a metric label)."""
+    bank, sep, _ = (key or b"").partition(b":")
+    return bank.decode(errors="replace") if sep else "unknown"
 
 
 def encode_headers(kind: bytes, source: Source) -> tuple[tuple[str, bytes], ...]:

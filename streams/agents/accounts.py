@@ -97,7 +97,7 @@ class Accounts:
     def dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> list[Emit]:
         """A record that made this stage raise: dead-lettered with its bank topic's
         coordinates (so the bank's counts reconcile); its partition goes on."""
-        self.metrics.child(self.metrics.dlq, _bank_of_key(record.key), PROCESSING_ERROR).inc()
+        self.metrics.child(self.metrics.dlq, stream.bank_of(record.key), PROCESSING_ERROR).inc()
         detail = f"{type(exc).__name__} in the accounts stage"
         return [dead_letter(record, PROCESSING_ERROR, detail, carried=True)]
 
@@ -134,8 +134,8 @@ class Accounts:
         """Keep the new consent state; on an end, erase, tell and leave a receipt."""
         if change.outcome == "ignored":
             return []
-        save_held(store, key, change.held)
-        links = psid_links(self.catalog.psid_stream().name, key, change)
+        held, links = psid_links(self.catalog.psid_stream().name, key, change)
+        save_held(store, key, held)
         ended, marker = change.ended_consent, change.marker
         if change.outcome != "ended" or ended is None or marker is None:
             return links
@@ -255,12 +255,12 @@ class Accounts:
             try:
                 emits += self.scan(store, key, decode_held(raw), now)
             except Exception as exc:  # one account must not stop every scan of its partition
-                self.metrics.child(self.metrics.dlq, _bank_of_key(key), PROCESSING_ERROR).inc()
+                self.metrics.child(self.metrics.dlq, stream.bank_of(key), PROCESSING_ERROR).inc()
                 log.warning(
                     "scan failed on an account of %s: %s; dead-lettered, the scan goes on",
-                    _bank_of_key(key),
+                    stream.bank_of(key),
                     type(exc).__name__,
-                    extra=event("processing_error", bank=_bank_of_key(key), reason="scan"),
+                    extra=event("processing_error", bank=stream.bank_of(key), reason="scan"),
                 )
                 detail = f"{type(exc).__name__} in the accounts stage's scan"
                 headers = (("reason", PROCESSING_ERROR.encode()), ("error", detail.encode()))
@@ -274,6 +274,8 @@ class Accounts:
         or not the gate lets it go: a digest withheld now (the consent suspended,
         SUMMARIES withdrawn, the account unreadable) is never sent later."""
         change = expire(held, now)
+        if change.outcome == "ignored" and held.consent is not None and not held.linked:
+            change = Change(held, "updated")  # held from before the conversation: link it
         emits = self.consent_changed(key, store, change, now)
         held = change.held if change.outcome != "ignored" else held
         consent = held.consent
@@ -312,9 +314,3 @@ class Accounts:
 def _uses(consent: model.Consent) -> bool:
     """Whether the consent permits any output a transaction can have."""
     return any(p in consent["permissions"] for p in OUTPUT_PERMISSIONS)
-
-
-def _bank_of_key(key: bytes | None) -> str:
-    """The bank of a per-account stream key `<bank_id>:<account_id>` (a metric label)."""
-    bank, sep, _ = (key or b"").partition(b":")
-    return bank.decode(errors="replace") if sep else "unknown"

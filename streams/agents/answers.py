@@ -21,6 +21,7 @@ consent change tells the conversation stage which psid may ask about it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from streams import catalog, model, stream
 from streams.agents.stored import ACCOUNTS_TABLE, load_held, load_state, save_held
@@ -108,19 +109,22 @@ class Answers:
         return Emit(catalog.REQUESTS, key, self.codec.encode(model.WITHDRAWAL_REQUEST, request))
 
 
-def psid_links(psid_stream: str, key: bytes, change: Change) -> list[Emit]:
+def psid_links(psid_stream: str, key: bytes, change: Change) -> tuple[Held, list[Emit]]:
     """What one consent change tells the conversation stage: the psid of the consent it
     ended (or replaced) may no longer ask about the account; the psid of the consent
-    now held may (its locale refreshed on every update)."""
+    now held may (its locale refreshed on every update). With the Held to keep: marked
+    `linked` when a link was written (a consent held since before the conversation
+    existed is not, and the scan links it)."""
     emits = []
     ended = change.ended_consent
     if ended is not None:
         emits.append(_psid(psid_stream, ended["psid"], stream.KIND_UNLINK, key))
     held = change.held.consent
-    if held is not None:
-        link = stream.encode_link(stream.Link(key.decode(), held["locale"]))
-        emits.append(_psid(psid_stream, held["psid"], stream.KIND_LINK, link))
-    return emits
+    if held is None:
+        return change.held, emits
+    link = stream.encode_link(stream.Link(key.decode(), held["locale"]))
+    emits.append(_psid(psid_stream, held["psid"], stream.KIND_LINK, link))
+    return replace(change.held, linked=True), emits
 
 
 def _psid(psid_stream: str, psid: str, kind: bytes, value: bytes) -> Emit:

@@ -4,7 +4,7 @@ Three tables of a partition's store (and so of its changelog), each keyed by
 the per-account stream's key `<bank_id>:<account_id>`, except `meta`:
 
     consents  the gate's `Held` (a live consent, an ended marker, unreadable;
-              the customer's mute and discreet choices)
+              the customer's mute and discreet choices; whether its psid is linked)
     accounts  the account's summary (`rules.accounts.State`), erased with consent
     meta      where the partition's scan of consents is (`LAST_SCAN`, `SCAN_CURSOR`)
 
@@ -41,6 +41,8 @@ def encode_held(held: Held) -> bytes:
         record["muted"] = held.muted
     if held.discreet:
         record["discreet"] = True
+    if held.linked:
+        record["linked"] = True
     return json.dumps(record).encode()
 
 
@@ -49,7 +51,8 @@ def decode_held(raw: bytes) -> Held:
     ended = Ended(**data["ended"]) if data["ended"] else None
     consent = cast(Consent | None, data["consent"])
     muted = cast(Mute | None, data.get("muted"))
-    return Held(consent, ended, data.get("unreadable", False), muted, data.get("discreet", False))
+    flags = (data.get("unreadable", False), muted, data.get("discreet", False))
+    return Held(consent, ended, *flags, linked=data.get("linked", False))
 
 
 def encode_state(state: State) -> bytes:

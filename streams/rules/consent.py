@@ -59,6 +59,8 @@ class Held:
     """The customer stopped or paused the notifications from the chat."""
     discreet: bool = False
     """The customer asked for texts without amounts, merchants or balances."""
+    linked: bool = False
+    """The conversation knows this consent's psid (a link was written for it)."""
 
     @property
     def consent_id(self) -> str | None:

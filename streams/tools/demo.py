@@ -2,8 +2,10 @@
 
 Starts a worker (`passerelle worker pipeline`) as a subprocess, waits until it
 is ready, tails the delivery topic while the simulator sends about a minute
-of bank events, then reconciles every bank (this run's records only) and stops
-the worker.
+of bank events, then reconciles every bank (this run's records only); three
+customers then talk to the Page (`DIALOGUE`: a balance, the last
+transactions, this month, a STOP, a question after it), as `passerelle ask`
+does, and the worker stops.
 """
 
 from __future__ import annotations
@@ -19,15 +21,26 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.catalog import Catalog
+from streams import model
+from streams.catalog import CONSENTS, Catalog
 from streams.codec import Codec
 from streams.errors import PasserelleError
+from streams.kafka import read_all
 from streams.settings import Settings
-from streams.tools import reconcile, simulate, tail
+from streams.tools import ask, reconcile, simulate, tail
 
 Say = Callable[[str], None]
 READY_TIMEOUT_S = 120
 RECONCILE_TIMEOUT_S = 120
+# Who says what, in order: customers 0, 1 and 2 of those the feed gave a valid consent.
+DIALOGUE = [
+    (0, "solde ?"),
+    (1, "dernières opérations"),
+    (2, "ce mois"),
+    (2, "STOP"),
+    (2, "solde"),
+    (0, "aide"),
+]
 
 
 async def run(
@@ -71,6 +84,7 @@ async def run(
         say(f"notifications delivered to the Messenger topic: {shown}")
         for bank, c in sorted(counts.items()):
             say("reconciliation " + c.line(bank))
+        await converse(settings, codec, list(feed.sent), say)
         return all(c.balanced for c in counts.values())
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -94,3 +108,26 @@ async def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes]) -> No
             pass
         await asyncio.sleep(0.5)
     raise PasserelleError(f"the worker was not ready within {READY_TIMEOUT_S}s")
+
+
+async def converse(settings: Settings, codec: Codec, banks: list[str], say: Say) -> None:
+    """Three customers with a valid consent talk to the Page; each answer is printed."""
+    held: dict[bytes, model.Consent | None] = {}
+    for record in await read_all(settings, CONSENTS):
+        if record.key is not None and record.key.split(b":")[0].decode() in banks:
+            value = None if record.value is None else codec.decode(model.CONSENT, record.value)
+            held[record.key] = value  # type: ignore[assignment]  # decoded Consent
+    now = time.time() * 1000
+    talking = [c for c in held.values() if c and c["status"] == "VALID" and c["valid_until"] > now][
+        :3
+    ]
+    if len(talking) < 3:
+        say("fewer than three customers with a valid consent: no conversation shown")
+        return
+    say("")
+    say("customers talk to the Page (as `passerelle ask` does):")
+    for who, text in DIALOGUE:
+        consent = talking[who]
+        say(f"customer …{consent['psid'][-4:]} says « {text} »")
+        said = ask.message(consent["psid"], consent["page_id"], text, None)
+        await ask.ask(settings, codec, said, wait_s=30, say=lambda line: say("    " + line))

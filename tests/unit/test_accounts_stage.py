@@ -53,7 +53,8 @@ def store_with_activity(tmp_path: Path, valid_until: int | None = None) -> Parti
         "permissions": ["TRANSACTIONS", "SUMMARIES"],
         "daily_digest": True,
     }
-    save_held(store, KEY, Held(consent, None))  # type: ignore[arg-type]  # a sample Consent
+    held = Held(consent, None, linked=True)  # type: ignore[arg-type]  # a sample Consent
+    save_held(store, KEY, held)
     state = accounts.new_state()
     tx = {**samples.TRANSACTION, "booked_at": at("2026-11-28T12:00:00+00:00")}
     accounts.apply(state, tx, consent, tx["booked_at"])  # type: ignore[arg-type]  # samples
@@ -63,6 +64,22 @@ def store_with_activity(tmp_path: Path, valid_until: int | None = None) -> Parti
 
 
 class TestTick:
+    def test_a_consent_held_from_before_the_conversation_is_linked_once_by_the_scan(
+        self, codec: Codec, tmp_path: Path
+    ) -> None:
+        """A Held stored before links existed (no `linked`): the first scan writes its
+        psid's link and marks it; the next minute's scan writes nothing."""
+        store = PartitionStore(tmp_path / "p0")
+        consent = {**samples.CONSENT, "valid_until": at("2027-01-01T00:00:00+00:00")}
+        save_held(store, KEY, Held(consent))  # type: ignore[arg-type]  # a sample Consent
+        store.commit(1)
+        first = stage(codec).tick(store, at("2026-11-28T20:00:00+00:00"))
+        assert [(e.key, dict(e.headers)["kind"]) for e in first] == [
+            (samples.CONSENT["psid"].encode(), b"link")
+        ]
+        store.commit(2)
+        assert stage(codec).tick(store, at("2026-11-28T20:01:00+00:00")) == []
+
     def test_a_tick_with_nothing_due_writes_only_the_minute_it_scanned(
         self, codec: Codec, tmp_path: Path
     ) -> None:

@@ -225,3 +225,15 @@ class TestCommands:
         result = run("topics", "list", "--bank", "demo")
         assert result.returncode == 0
         assert "bank.demo.transactions.v1" in result.stdout and "consents.v1" in result.stdout
+
+
+def test_kafkas_options_follow_any_action_and_a_tools_arguments_are_its_own() -> None:
+    """`kafka status --cluster` and `kafka up --secure` (the Makefile's) parse; after
+    `kafka tool`, every argument goes to the Kafka tool unparsed, ours included."""
+    from streams.cli import _parse
+
+    assert _parse(["kafka", "status", "--cluster"]).cluster
+    assert _parse(["kafka", "up", "--secure"]).secure
+    assert _parse(["kafka", "logs", "--lines", "3"]).lines == 3
+    tool = _parse(["kafka", "--bootstrap", "127.0.0.1:9", "tool", "acls", "--list", "--lines"])
+    assert tool.tool_args == ["acls", "--list", "--lines"] and tool.bootstrap == "127.0.0.1:9"

@@ -64,6 +64,7 @@ async def run(
         stop = asyncio.Event()
         tailing = asyncio.create_task(tail.tail(settings, codec, say=say, stop=stop))
         events = int(seconds * rate)
+        started = int(time.time() * 1000)
         stream = Catalog(settings).account_stream().name
 
         async def consents_in(keys: set[bytes]) -> None:
@@ -84,7 +85,7 @@ async def run(
         say(f"notifications delivered to the Messenger topic: {shown}")
         for bank, c in sorted(counts.items()):
             say("reconciliation " + c.line(bank))
-        await converse(settings, codec, list(feed.sent), say)
+        await converse(settings, codec, list(feed.sent), started, say)
         return all(c.balanced for c in counts.values())
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -110,17 +111,22 @@ async def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes]) -> No
     raise PasserelleError(f"the worker was not ready within {READY_TIMEOUT_S}s")
 
 
-async def converse(settings: Settings, codec: Codec, banks: list[str], say: Say) -> None:
-    """Three customers with a valid consent talk to the Page; each answer is printed."""
+async def converse(
+    settings: Settings, codec: Codec, banks: list[str], since_ms: int, say: Say
+) -> None:
+    """Three customers whose consent this run granted talk to the Page; each answer is
+    printed."""
     held: dict[bytes, model.Consent | None] = {}
     for record in await read_all(settings, CONSENTS):
         if record.key is not None and record.key.split(b":")[0].decode() in banks:
             value = None if record.value is None else codec.decode(model.CONSENT, record.value)
             held[record.key] = value  # type: ignore[assignment]  # decoded Consent
     now = time.time() * 1000
-    talking = [c for c in held.values() if c and c["status"] == "VALID" and c["valid_until"] > now][
-        :3
-    ]
+    talking = [
+        c
+        for c in held.values()
+        if c and c["status"] == "VALID" and c["valid_until"] > now and c["updated_at"] >= since_ms
+    ][:3]
     if len(talking) < 3:
         say("fewer than three customers with a valid consent: no conversation shown")
         return

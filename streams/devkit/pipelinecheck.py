@@ -31,6 +31,10 @@ STALE_MS = 2 * 86_400_000
 ENDING = {"REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"}
 USES = {"TRANSACTIONS", "ALERTS", "SUMMARIES"}
 SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
+# What a question from the chat needs (DESIGN.md, "Conversation").
+QUESTION_NEEDS = {"BALANCE": "BALANCES", "RECENT": "TRANSACTIONS", "MONTH": "SUMMARIES"}
+Asked = tuple[str, int, str]
+"""A question on an account's stream: (psid, sent_at, bank)."""
 
 
 @dataclass
@@ -85,9 +89,11 @@ def _notification_id(kind: str, *source: str) -> str:
 
 
 def expected_from_stream(
-    codec: Any, stream: list[Any]
+    codec: Any, stream: list[Any], answers: dict[Asked, bool] | None = None
 ) -> tuple[dict[str, list[tuple[str, str | None]]], set[str], set[str]]:
-    """(decision per transaction id, TRANSACTION ids expected, TRANSACTION ids never allowed)."""
+    """(decision per transaction id, TRANSACTION ids expected, TRANSACTION ids never allowed).
+    Each customer's question read on the stream is put in `answers`, if given: whether
+    the consent held when it was read lets its answer carry data."""
     newest: dict[bytes, int] = {}
     live: dict[bytes, dict[str, Any] | None] = {}
     unreadable: set[bytes] = set()
@@ -109,6 +115,18 @@ def expected_from_stream(
         key = record.key
         if kind == b"consent-unreadable":  # fail closed until a newer readable record
             unreadable.add(key)
+            continue
+        if kind == b"request":  # a question from the chat: answered under the consent now
+            asked, c = json.loads(record.value), live.get(key)
+            if answers is not None:
+                answers[(asked["psid"], asked["sent_at"], key.split(b":")[0].decode())] = (
+                    c is not None
+                    and key not in unreadable
+                    and c["status"] == "VALID"
+                    and record.timestamp < c["valid_until"]
+                    and c["psid"] == asked["psid"]
+                    and QUESTION_NEEDS[asked["intent"]] in c["permissions"]
+                )
             continue
         if kind == b"consent":
             update = (

@@ -1,5 +1,6 @@
 """Guarantees under faults, on three brokers (RF 3, min.insync.replicas 2), with two
 pipeline workers as separate processes (`make test-faults`; not in `make test`).
+One scenario also has customers asking questions in the chat while a worker is killed.
 
 Each scenario: 25 000 seeded events of three banks (about 80 % of accounts
 consenting, revocations mid-stream) written before the workers start, then
@@ -37,7 +38,7 @@ from aiokafka.errors import KafkaError
 from streams import catalog, kafka
 from streams.catalog import Catalog
 from streams.codec import Codec
-from streams.devkit import localkafka, pipelinecheck
+from streams.devkit import conversationcheck, localkafka, pipelinecheck
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import kafkacli, reconcile, simulate, topics
 from tests.conftest import unique_bank
@@ -117,14 +118,17 @@ class Run:
         return self.guarantee == "exactly_once"
 
     async def quiet(self) -> bool:
-        """Has ingest committed past every bank record, then accounts past every
-        account-stream record (ticks included) there is now?"""
-        for bank in self.banks:
-            topic = catalog.bank_topic_name(bank)
+        """Has ingest committed past every bank record and customer's message, the
+        conversation past every psid-stream record, then accounts past every
+        account-stream record (ticks and requests included) there is now?"""
+        for topic in [*map(catalog.bank_topic_name, self.banks), catalog.INBOUND]:
             if not await caught_up(self.settings, f"{self.app_id}-ingest", topic):
                 return False
-        stream = Catalog(self.settings).account_stream().name
-        return await caught_up(self.settings, f"{self.app_id}-accounts", stream)
+        cat = Catalog(self.settings)
+        psids = cat.psid_stream().name
+        if not await caught_up(self.settings, f"{self.app_id}-conversation", psids):
+            return False
+        return await caught_up(self.settings, f"{self.app_id}-accounts", cat.account_stream().name)
 
     async def progress(self) -> float:
         """The share of the work done: the slower of ingest (bank records committed)
@@ -326,8 +330,9 @@ async def quiesce_and_check(run: Run) -> None:
         )  # fmt: skip
         assert "No hanging transactions" in out or len(out.strip().splitlines()) <= 1, out
 
-    outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ, stream,
-               Catalog(run.settings).changelog("accounts").name]  # fmt: skip
+    cat = Catalog(run.settings)
+    outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ, stream, cat.psid_stream().name,
+               cat.changelog("accounts").name, cat.changelog("conversation").name]  # fmt: skip
     stable = kafka.consumer(run.settings, group_id=None)
     watermark = kafka.consumer(run.settings, group_id=None, isolation_level="read_uncommitted")
     await stable.start()
@@ -351,6 +356,38 @@ async def test_a_worker_killed_three_times_loses_and_repeats_nothing(begin: Begi
         victim.start()  # at once: the next kill may come before it is back
     print(f"last crash → ready in {await until_ready(victim):.1f}s")
     await quiesce_and_check(run)
+
+
+async def test_questions_during_worker_kills_are_answered_once_never_after_consent_ended(
+    begin: Begin,
+) -> None:
+    """Customers ask (4 a second) while a worker is killed three times and the feed
+    revokes consents: every question that reached an account is answered exactly once
+    (`exactly_once`) or with identical repeats (`at_least_once`), and no answer carries
+    data its consent did not allow when the question was read."""
+    run = await begin(57)
+    stop, talked = asyncio.Event(), conversationcheck.Talked()
+    talker = asyncio.create_task(
+        conversationcheck.talk(run.settings, run.codec, run.banks, 4.0, stop, 57, talked)
+    )
+    try:
+        victim = run.workers[0]
+        for share in (0.25, 0.45, 0.65):
+            at = await run.fault_at(share)
+            victim.kill()
+            print(f"kill -9 at {at:.0%} ({len(talked.said)} questions so far)")
+            victim.start()
+        await asyncio.wait_for(asyncio.shield(run.live), 300)
+    finally:
+        stop.set()
+        await talker
+    await quiesce_and_check(run)
+    report = await conversationcheck.check_conversation(
+        run.settings, run.codec, run.app_id, run.banks, talked, not run.exactly_once
+    )
+    print(report.line())
+    assert report.routed > 100 and report.answered > 100, report.line()
+    assert report.exact if run.exactly_once else report.at_least_once, report.line()
 
 
 async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(begin: Begin) -> None:
@@ -525,7 +562,7 @@ async def forget_earlier_scenarios(settings: Settings) -> None:
     and a new group reads from the beginning), and the cluster's disk holds one scenario:
     a scenario's changelog alone is ~700 MB a node, and fourteen of them filled CI's disk.
     (The consents topic is compacted: Kafka refuses to delete its records.)"""
-    shared = [catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ]
+    shared = [catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ, catalog.INBOUND, catalog.REQUESTS]
     client = kafka.admin(settings)
     await client.start()
     try:

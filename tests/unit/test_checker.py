@@ -6,6 +6,7 @@ import json
 from typing import Any, NamedTuple
 
 from streams.devkit.checker import compare
+from streams.devkit.conversationcheck import compare_conversation
 
 
 class Rec(NamedTuple):
@@ -288,3 +289,88 @@ class TestRepeats:
             [a, b, dict(a), {"id": "a", "kind": "Y"}], lambda o: o["id"]
         )
         assert (kept, repeats, conflicting) == ([a, b], 1, 1)
+
+
+class TestConversationCheck:
+    """The fault suite's check of answers in the chat finds each way they can go wrong."""
+
+    QUESTION = ("psid-1", 1_000, "bank-a")
+
+    @staticmethod
+    def answer(ident: str = "ntf-1", balance: int | None = None, at: int = 1_000) -> Any:
+        data = {f: None for f in ("amount_minor", "merchant_name", "category", "digest")}
+        return {
+            "notification_id": ident,
+            "psid": "psid-1",
+            "occurred_at": at,
+            "bank_id": "bank-a",
+            "text": "t",
+            "data": {**data, "balance_minor": balance},
+        }
+
+    def test_one_answer_to_each_question_is_exact(self) -> None:
+        report = compare_conversation({self.QUESTION: True}, [self.answer(balance=5)])
+        assert report.exact and report.answered == 1
+
+    def test_data_the_consent_did_not_allow_then_is_a_leak(self) -> None:
+        report = compare_conversation({self.QUESTION: False}, [self.answer(balance=5)])
+        assert report.leaks == 1 and not report.exact and not report.at_least_once
+
+    def test_a_refusal_after_the_consent_ended_is_no_leak(self) -> None:
+        assert compare_conversation({self.QUESTION: False}, [self.answer()]).exact
+
+    def test_a_question_without_answer_is_missing_and_two_are_a_duplicate(self) -> None:
+        assert compare_conversation({self.QUESTION: True}, []).missing == 1
+        two = [self.answer("ntf-1"), self.answer("ntf-2")]
+        assert compare_conversation({self.QUESTION: True}, two).duplicates == 1
+
+    def test_identical_repeats_pass_at_least_once_and_different_ones_conflict(self) -> None:
+        same = [self.answer(), self.answer()]
+        report = compare_conversation({self.QUESTION: True}, same, repeats_allowed=True)
+        assert report.at_least_once and report.repeats == 1
+        differ = [self.answer(), {**self.answer(), "text": "other"}]
+        report = compare_conversation({self.QUESTION: True}, differ, repeats_allowed=True)
+        assert report.conflicting == 1 and not report.at_least_once
+
+    def test_an_answer_to_no_question_read_is_unasked(self) -> None:
+        report = compare_conversation({}, [self.answer(at=2_000)])
+        assert report.unasked == 1 and not report.exact
+
+
+class TestConversationModel:
+    def test_a_question_read_after_the_revocation_may_not_be_answered_with_data(
+        self, codec: Any
+    ) -> None:
+        """On the account's stream: a question before the revocation may carry the
+        balance; the same psid's question after it may not; another psid's never."""
+        from streams.devkit.pipelinecheck import expected_from_stream
+        from tests import samples
+
+        key = b"banque-alpine:FR7630006000011234567890189"
+        consent: dict[str, Any] = {**samples.CONSENT, "valid_until": samples.BOOKED_AT + 10**9}
+        revoked = {**consent, "status": "REVOKED_BY_PSU", "updated_at": consent["updated_at"] + 1}
+        at = samples.BOOKED_AT + 1000
+        psid = samples.CONSENT["psid"]
+
+        def asked(who: str, sent_at: int) -> bytes:
+            body = {"mid": "m", "psid": who, "page_id": "p", "intent": "BALANCE"}
+            return json.dumps({**body, "sent_at": sent_at, "locale": "fr-FR"}).encode()
+
+        records = [
+            (codec.encode("passerelle.Consent", consent), b"consent"),
+            (asked(psid, 1), b"request"),
+            (asked("someone-else", 2), b"request"),
+            (codec.encode("passerelle.Consent", revoked), b"consent"),
+            (asked(psid, 3), b"request"),
+        ]
+        stream = [
+            _Stream(key, value, 0, n, at, [("kind", kind)])
+            for n, (value, kind) in enumerate(records)
+        ]
+        allowed: dict[Any, bool] = {}
+        expected_from_stream(codec, stream, allowed)
+        assert allowed == {
+            (psid, 1, "banque-alpine"): True,
+            ("someone-else", 2, "banque-alpine"): False,
+            (psid, 3, "banque-alpine"): False,
+        }

@@ -26,6 +26,7 @@ from streams.agents.answers import Answers, psid_links
 from streams.agents.dlq import dead_letter
 from streams.agents.stored import (
     ACCOUNTS_TABLE,
+    ASKED_TABLE,
     CONSENTS_TABLE,
     LAST_SCAN,
     META_TABLE,
@@ -140,6 +141,7 @@ class Accounts:
         if change.outcome != "ended" or ended is None or marker is None:
             return links
         store.delete(ACCOUNTS_TABLE, key)
+        store.delete(ASKED_TABLE, key)
         self.metrics.erasures.labels(bank=ended["bank_id"], reason=marker.reason).inc()
         receipt = erasure.receipt(self.catalog, self.hasher, ended, marker, now)
         log.info(

@@ -12,7 +12,10 @@ never data. Every answer is a RESPONSE released by the one gate
 - a control (STOP, PAUSE, RESUME, DISCREET on/off) needs a consent that names
   the asker; it is kept with that consent (`rules.consent.choose`) and
   confirmed. STOP also asks the bank to end the consent (`consents.requests.v1`);
-- an answer that would arrive after Messenger's 24-hour window is not written.
+- an answer that would arrive after Messenger's 24-hour window is not written;
+- a question is answered once per account: its `mid` is kept for the window
+  (the `asked` table), so a request written twice (the conversation stage's
+  at-least-once replay) gets no second, possibly different, answer.
 
 The account's links to psids are also decided here (`psid_links`): each
 consent change tells the conversation stage which psid may ask about it.
@@ -24,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from streams import catalog, model, stream
-from streams.agents.stored import ACCOUNTS_TABLE, load_held, load_state, save_held
+from streams.agents.stored import (
+    ACCOUNTS_TABLE,
+    load_asked,
+    load_held,
+    load_state,
+    save_asked,
+    save_held,
+)
 from streams.codec import Codec
 from streams.core.spec import Emit
 from streams.core.store import PartitionStore
@@ -57,8 +67,14 @@ class Answers:
 
     def handle(self, key: bytes, asked: Asked, store: PartitionStore, now: int) -> list[Emit]:
         """One request for the account `key`, at `now` (the request's record time)."""
-        if now >= asked.sent_at + TTL_MS["RESPONSE"]:  # the window has closed
+        window = TTL_MS["RESPONSE"]
+        if now >= asked.sent_at + window:  # Messenger's window has closed
             return []
+        answered = load_asked(store, key)
+        if asked.mid in answered:  # written twice (an at-least-once replay): answered once
+            return []
+        answered = {mid: at for mid, at in answered.items() if at > now - window}
+        save_asked(store, key, {**answered, asked.mid: asked.sent_at})
         held = load_held(store, key)
         bank, _, account = key.decode().partition(":")
         mine = held.consent if held.consent and held.consent["psid"] == asked.psid else None

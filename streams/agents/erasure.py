@@ -5,7 +5,7 @@ account's data)."""
 from __future__ import annotations
 
 from streams import catalog, model
-from streams.agents.stored import ACCOUNTS_TABLE
+from streams.agents.stored import ACCOUNTS_TABLE, ASKED_TABLE
 from streams.redact import KeyedHasher
 from streams.rules.consent import Ended
 
@@ -33,7 +33,7 @@ def receipt(
         "consent_updated_at": marker.version,
         "reason": marker.reason,
         "erased_at": now,
-        "erased": [{"table": ACCOUNTS_TABLE, "keys": [account]}],
+        "erased": [{"table": t, "keys": [account]} for t in (ACCOUNTS_TABLE, ASKED_TABLE)],
         "remains": [
             {"topic": t.name, "policy": _policy(t), "until": now + t.removal_bound_ms}
             for t in topics

@@ -6,6 +6,8 @@ the per-account stream's key `<bank_id>:<account_id>`, except `meta`:
     consents  the gate's `Held` (a live consent, an ended marker, unreadable;
               the customer's mute and discreet choices; whether its psid is linked)
     accounts  the account's summary (`rules.accounts.State`), erased with consent
+    asked     the chat's questions answered for the account in the last 24 h (their
+              `mid`s), so a question written twice is answered once; erased with it
     meta      where the partition's scan of consents is (`LAST_SCAN`, `SCAN_CURSOR`)
 
 Each value has one encode/decode pair here. The bytes are JSON, and they must
@@ -25,6 +27,7 @@ from streams.rules.consent import Ended, Held, Mute
 
 CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
+ASKED_TABLE = "asked"
 META_TABLE = "meta"
 LAST_SCAN = b"last-scan"
 """The minute of tick time (an integer, as text) the last scan started in."""
@@ -81,3 +84,13 @@ def load_state(store: PartitionStore, key: bytes) -> State:
 def save_state(store: PartitionStore, key: bytes, state: State) -> None:
     """Keep the changed summary; it is encoded once, when the batch is written."""
     store.put_object(ACCOUNTS_TABLE, key, state, encode_state)
+
+
+def load_asked(store: PartitionStore, key: bytes) -> dict[str, int]:
+    """The account's answered questions: `mid` → when it was sent."""
+    raw = store.get(ASKED_TABLE, key)
+    return cast(dict[str, int], json.loads(raw)) if raw is not None else {}
+
+
+def save_asked(store: PartitionStore, key: bytes, asked: dict[str, int]) -> None:
+    store.put(ASKED_TABLE, key, json.dumps(asked, separators=(",", ":")).encode())

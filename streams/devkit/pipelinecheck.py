@@ -260,6 +260,9 @@ def repeated_sources(stream: list[Any]) -> int:
     for record in stream:
         if record.key != TICK_KEY:
             headers = dict(record.headers)
+            if headers.get("kind") == b"request":  # a question has no source record: its mid
+                sources[(record.key, json.loads(record.value)["mid"].encode())] += 1
+                continue
             sources[tuple(headers.get(h, b"") for h in SOURCE_HEADERS)] += 1
     return sum(n - 1 for n in sources.values())
 

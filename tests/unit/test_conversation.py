@@ -325,3 +325,16 @@ def test_a_consent_change_links_and_unlinks_its_psid(codec: Codec, tmp_path: Pat
     replaced = account.consent(psid="new-psid", consent_id="c-new", updated_at=BOOKED, now=BOOKED)
     psids = [(dict(e.headers)["kind"], e.key) for e in replaced if e.topic.endswith(".psids")]
     assert psids == [(b"unlink", PSID.encode()), (b"link", b"new-psid")]
+
+
+def test_a_question_written_twice_is_answered_once(codec: Codec, tmp_path: Path) -> None:
+    """An at-least-once replay of the conversation writes a request again, later in the
+    account's order: the account answers the first copy only."""
+    account = Account(codec, tmp_path)
+    account.consent()
+    asked = Asked("mid-twice", PSID, "page-1", "BALANCE", BOOKED + 60_000, "fr-FR")
+    value = stream.encode_request(asked)
+    first = account.handle(KEY, value, stream.KIND_REQUEST, BOOKED + 60_000)
+    account.transaction(now=BOOKED + 90_000, transaction_id="between")
+    again = account.handle(KEY, value, stream.KIND_REQUEST, BOOKED + 120_000)
+    assert len(account.notifications(first)) == 1 and again == []

@@ -9,7 +9,8 @@ writes a customer's question (`request`, one per account of the psid).
 travel unchanged (the accounts stage decodes them once).
 
 The psid stream (`<app_id>.psids`, keyed by psid): ingest writes each inbound
-message there (its Avro frame, unchanged); the accounts stage writes `link`
+message there as what it asks (`Inbound`: its id, page, intent and time; the
+text itself is not copied); the accounts stage writes `link`
 when a consent names the psid and `unlink` when it stops naming it. The
 conversation stage reads them in one order with `read_psid`.
 """
@@ -44,6 +45,7 @@ __all__ = [
     "UnreadableConsent",
     "bank_of",
     "encode_headers",
+    "encode_inbound",
     "read",
     "read_psid",
 ]
@@ -59,7 +61,7 @@ withholds every output until a newer readable consent arrives (fail closed)."""
 KIND_REQUEST = b"request"
 """A customer's question or control for this account (JSON of `replies.Asked`)."""
 KIND_INBOUND = b"inbound"
-"""On the psid stream: the messaging worker's InboundMessage frame, unchanged."""
+"""On the psid stream: a customer's message, as what it asks (JSON of `Inbound`)."""
 KIND_LINK = b"link"
 """On the psid stream: a consent names this psid for an account (JSON of `Link`)."""
 KIND_UNLINK = b"unlink"
@@ -180,8 +182,17 @@ class Link:
 
 @dataclass(frozen=True)
 class Inbound:
-    frame: bytes
-    source: Source
+    """A customer's message as ingest passes it on: what it asks, never what it says."""
+
+    mid: str
+    page_id: str
+    intent: str | None
+    """The intent ingest read in it (`rules.intents`), or None: not understood."""
+    sent_at: int
+
+
+def encode_inbound(inbound: Inbound) -> bytes:
+    return json.dumps(asdict(inbound), separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -204,4 +215,4 @@ def read_psid(record: ConsumerRecord[bytes, bytes]) -> tuple[bytes, PsidRecord]:
         return psid, Link(**json.loads(record.value or b"{}"))
     if kind == KIND_UNLINK:
         return psid, Unlink((record.value or b"").decode())
-    return psid, Inbound(record.value or b"", Source.carried(record) or UNKNOWN_SOURCE)
+    return psid, Inbound(**json.loads(record.value or b"{}"))

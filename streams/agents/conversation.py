@@ -17,7 +17,7 @@ What this stage answers itself carries no bank data:
 
 Inbound outcomes are counted per page (`passerelle_inbound_total`) so that
 `in = answered + refused + rate_limited + dlq` (ingest counts in and dlq).
-What a customer wrote is read here once and never logged or stored.
+What a customer wrote never reaches this stage: ingest read its intent.
 
 The index and the budgets are in the `psids` table (deleted when a psid's last
 account is unlinked); psids no consent names are remembered in `strangers`
@@ -30,20 +30,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from itertools import takewhile
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from aiokafka.structs import ConsumerRecord
 
 from streams import model, stream
 from streams.agents.dlq import dead_letter
 from streams.catalog import Catalog
-from streams.codec import Codec
 from streams.core.spec import Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.metrics import Metrics
 from streams.rules.controls import help_reply, unlinked
 from streams.rules.ingest import PROCESSING_ERROR
-from streams.rules.intents import parse
+from streams.rules.intents import Intent
 from streams.rules.replies import Asked, To
 
 PSIDS_TABLE = "psids"
@@ -71,12 +70,10 @@ class Conversation:
 
     def __init__(
         self,
-        codec: Codec,
         cat: Catalog,
         metrics: Metrics,
         notification: Callable[[model.Notification], Emit],
     ) -> None:
-        self.codec = codec
         self.metrics = metrics
         self.notification = notification
         self.psid_stream = cat.psid_stream().name
@@ -110,9 +107,8 @@ class Conversation:
                 entry["accounts"].pop(account, None)
                 _save(store, psid, entry)
                 return []
-            case stream.Inbound(frame=frame):
-                message: model.InboundMessage = self.codec.decode(model.INBOUND_MESSAGE, frame)  # type: ignore[assignment]  # the codec returns the schema's dict
-                return self.inbound(store, psid, entry, message, now)
+            case stream.Inbound():
+                return self.inbound(store, psid, entry, read, now)
         raise AssertionError(f"not a psid stream record: {type(read).__name__}")
 
     def inbound(
@@ -120,20 +116,17 @@ class Conversation:
         store: PartitionStore,
         psid: bytes,
         entry: Psid,
-        message: model.InboundMessage,
+        message: stream.Inbound,
         now: int,
     ) -> list[Emit]:
-        page = message["page_id"]
-        intent = parse(message["text"], message["payload"])
+        page, intent = message.page_id, cast(Intent | None, message.intent)
         if not entry["accounts"]:
             return self.stranger(store, psid, message, now)
         if not _within_budget(entry, now):
             _save(store, psid, entry)
             return self.counted(page, "rate_limited", [])
         locale = entry["accounts"][min(entry["accounts"])]
-        asked = Asked(
-            message["mid"], psid.decode(), page, intent or "HELP", message["sent_at"], locale
-        )
+        asked = Asked(message.mid, psid.decode(), page, intent or "HELP", message.sent_at, locale)
         if intent is None or intent == "HELP":
             said = entry["help_at"]
             if intent is None and said is not None and now - said < HELP_EVERY_MS:
@@ -153,22 +146,19 @@ class Conversation:
         return self.counted(page, "answered", requests)
 
     def stranger(
-        self, store: PartitionStore, psid: bytes, message: model.InboundMessage, now: int
+        self, store: PartitionStore, psid: bytes, message: stream.Inbound, now: int
     ) -> list[Emit]:
         """A message from a psid no consent names: one reply a day, then silence."""
         day = str(now // DAY_MS).encode()
         _forget_before(store, day)
         key = day + b"\x00" + psid
         if store.get(STRANGERS_TABLE, key) is not None:
-            return self.counted(message["page_id"], "refused", [])
+            return self.counted(message.page_id, "refused", [])
         store.put(STRANGERS_TABLE, key, b"1")
-        locale = DEFAULT_LOCALE
-        asked = Asked(
-            message["mid"], psid.decode(), message["page_id"], "HELP", message["sent_at"], locale
-        )
-        return self.counted(
-            message["page_id"], "refused", [self.notification(unlinked(asked, now))]
-        )
+        page, locale = message.page_id, DEFAULT_LOCALE
+        asked = Asked(message.mid, psid.decode(), page, "HELP", message.sent_at, locale)
+        reply = self.notification(unlinked(asked, now))
+        return self.counted(message.page_id, "refused", [reply])
 
     def counted(self, page: str, outcome: str, emits: list[Emit]) -> list[Emit]:
         self.metrics.child(self.metrics.inbound, page, outcome).inc()

@@ -5,7 +5,9 @@ A dead letter keeps the source record's key and bytes, and says in its headers
 coordinates `source-topic`, `source-partition`, `source-offset`. A record of
 the per-account stream already carries its bank topic's coordinates in those
 headers, and they are kept: reconciliation counts the dead letter for the
-bank that sent it (`in = forwarded + withheld + dlq`).
+bank that sent it (`in = forwarded + withheld + dlq`). A customer's message is
+dead-lettered without its bytes (`kept=False`): what a customer writes is not
+kept; the `size` header says how long it was.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ from streams.stream import Source
 
 
 def dead_letter(
-    record: ConsumerRecord[bytes, bytes], reason: str, detail: str, carried: bool = False
+    record: ConsumerRecord[bytes, bytes],
+    reason: str,
+    detail: str,
+    carried: bool = False,
+    kept: bool = True,
 ) -> Emit:
-    """The original bytes, keyed as they came, with why and where in the headers. With
-    `carried` (a record of our own per-account stream), where is the bank record's
-    coordinates it carries; never trust a bank's own headers to say where it came from:
-    they could name another bank's topic."""
+    """The original bytes (unless not `kept`), keyed as they came, with why and where in
+    the headers. With `carried` (a record of our own per-account stream), where is the
+    bank record's coordinates it carries; never trust a bank's own headers to say where
+    it came from: they could name another bank's topic."""
     source = (Source.carried(record) if carried else None) or Source.of(record)
     headers = (("reason", reason.encode()), ("error", detail.encode()), *source.headers())
+    if not kept:
+        size = str(len(record.value or b"")).encode()
+        return Emit(catalog.DLQ, record.key, None, headers=(*headers, ("size", size)))
     return Emit(catalog.DLQ, record.key, record.value, headers=headers)

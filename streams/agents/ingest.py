@@ -6,9 +6,10 @@ A record that cannot be decoded, or that speaks for another bank or account,
 goes to the DLQ with a reason code and its source coordinates. A consent that
 is dead-lettered also leaves a `consent-unreadable` marker on its account's
 stream (when its key names one): an unreadable consent withholds, it never
-lets the previous one go on (fail closed). A customer's message goes, checked
-but unchanged, to the psid stream, keyed by its psid; its text is never
-logged.
+lets the previous one go on (fail closed). A customer's message is checked
+and read for its intent once, here: the psid stream gets what it asks (its
+id, page, intent and time), keyed by its psid, never its text, and no log
+line carries it.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from streams.logs import event
 from streams.metrics import Metrics
 from streams.rules import ingest as rules
 from streams.rules.ingest import Rejected
+from streams.rules.intents import parse
 from streams.stream import (
     KIND_CONSENT,
     KIND_INBOUND,
     KIND_TRANSACTION,
     KIND_UNREADABLE_CONSENT,
+    Inbound,
     Source,
     encode_headers,
+    encode_inbound,
 )
 
 log = logging.getLogger(__name__)
@@ -148,8 +152,11 @@ def _inbound(
     if routed is not None:
         metrics.child(metrics.inbound, page, "dlq").inc()
         metrics.child(metrics.dlq, "inbound", routed.reason).inc()
-        return [dead_letter(record, routed.reason, routed.detail)]
-    return [Emit(psid_stream, record.key, record.value, headers=_source(record, KIND_INBOUND))]
+        return [dead_letter(record, routed.reason, routed.detail, kept=False)]
+    intent = parse(message["text"], message["payload"])  # read once; the text goes no further
+    asks = Inbound(message["mid"], page, intent, message["sent_at"])
+    headers = _source(record, KIND_INBOUND)
+    return [Emit(psid_stream, record.key, encode_inbound(asks), headers=headers)]
 
 
 def _unreadable_marker(record: ConsumerRecord[bytes, bytes], account_stream: str) -> list[Emit]:

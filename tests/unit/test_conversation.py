@@ -3,6 +3,7 @@ stage's answers, each on the stages' own handlers and a real partition store."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streams import catalog, model, stream
+from streams.agents import ingest
 from streams.agents.accounts import Accounts
 from streams.agents.conversation import HELP_EVERY_MS, PSIDS_TABLE, RATE_BUDGET, Conversation
 from streams.catalog import Catalog
@@ -85,7 +87,14 @@ class Talk:
         self.metrics = Metrics(CollectorRegistry())
         self.cat = Catalog(Settings())
         accounts = Accounts(codec, KeyedHasher("k", "k0"), self.cat, self.metrics)
-        self.handler = Conversation(codec, self.cat, self.metrics, accounts.notification)
+        self.handler = Conversation(self.cat, self.metrics, accounts.notification)
+        self.ingest = ingest.spec(
+            codec,
+            self.cat.account_stream().name,
+            self.metrics,
+            psid_stream=self.cat.psid_stream().name,
+        )
+        self.passed: list[bytes] = []
         self.offset = 0
 
     def handle(self, value: bytes | None, kind: bytes, now: int, psid: str = PSID) -> list[Emit]:
@@ -127,9 +136,14 @@ class Talk:
             "sent_at": now,
             **extra,
         }
-        return self.handle(
-            self.codec.encode(model.INBOUND_MESSAGE, message), stream.KIND_INBOUND, now, psid
+        frame = self.codec.encode(model.INBOUND_MESSAGE, message)
+        record: Any = ConsumerRecord(
+            catalog.INBOUND, 0, self.offset, now, 0, psid.encode(), frame, None, 0, 0, []
         )
+        (passed,) = self.ingest.handler(record, self.store)  # as ingest passes it on
+        assert passed.topic == self.cat.psid_stream().name and passed.value is not None
+        self.passed.append(passed.value)
+        return self.handle(passed.value, stream.KIND_INBOUND, now, psid)
 
     def replies(self, emits: list[Emit]) -> list[dict[str, Any]]:
         return [
@@ -175,6 +189,22 @@ def test_an_unknown_text_gets_help_once_an_hour_and_never_its_echo(
     assert talk.say("zorglub again", BOOKED + 60_000) == []
     assert len(talk.replies(talk.say("zorglub later", BOOKED + HELP_EVERY_MS))) == 1
     assert talk.count("rate_limited") == 1 and talk.count("answered") == 2
+
+
+def test_ingest_passes_on_what_a_message_asks_never_what_it_says(
+    codec: Codec, tmp_path: Path
+) -> None:
+    talk = Talk(codec, tmp_path)
+    talk.link("banque-alpine:ACC-1")
+    talk.say("mon solde s'il vous plaît, zorglub")
+    (passed,) = talk.passed
+    assert b"zorglub" not in passed and b"plait" not in passed
+    assert json.loads(passed) == {
+        "mid": "m-1",
+        "page_id": "page-1",
+        "intent": "BALANCE",
+        "sent_at": BOOKED,
+    }
 
 
 def test_a_psid_no_consent_names_gets_one_reply_a_day(codec: Codec, tmp_path: Path) -> None:
@@ -338,3 +368,20 @@ def test_a_question_written_twice_is_answered_once(codec: Codec, tmp_path: Path)
     account.transaction(now=BOOKED + 90_000, transaction_id="between")
     again = account.handle(KEY, value, stream.KIND_REQUEST, BOOKED + 120_000)
     assert len(account.notifications(first)) == 1 and again == []
+
+
+def test_a_message_that_fails_its_checks_is_dead_lettered_without_its_text(
+    codec: Codec, tmp_path: Path
+) -> None:
+    """A message keyed by another psid goes to the DLQ with its reason, coordinates and
+    size, never its bytes, and counts under its page."""
+    talk = Talk(codec, tmp_path)
+    message = {"mid": "m-x", "psid": "someone", "page_id": "page-1", "text": "zorglub 1234"}
+    frame = codec.encode(model.INBOUND_MESSAGE, {**message, "payload": None, "sent_at": BOOKED})
+    record: Any = ConsumerRecord(catalog.INBOUND, 0, 7, BOOKED, 0, b"other", frame, None, 0, 0, [])
+    (dead,) = talk.ingest.handler(record, talk.store)
+    headers = dict(dead.headers)
+    assert dead.topic == catalog.DLQ and dead.value is None
+    assert headers["reason"] == b"KEY_MISMATCH" and headers["size"] == str(len(frame)).encode()
+    assert (headers["source-topic"], headers["source-offset"]) == (catalog.INBOUND.encode(), b"7")
+    assert talk.count("dlq") == 1 and talk.count("in") == 1

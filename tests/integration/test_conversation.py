@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -129,6 +131,28 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
     await until(lambda: _linked(settings, cat, psid, 1, unlinked=True), worker)
     after = {a["bank_id"]: a for a in await say(psid, "solde")}
     assert set(after) == {other}  # the revoked account is no longer this psid's to ask about
+    stopped = await pay(other, "ACC-0202", 40_000)
+    await until(lambda: decided(5), worker)
+    assert (await decision(stopped))["reason"] == "MUTED_BY_PSU"  # STOP held for it too
+
+    # A question racing a revocation: it is answered with data only if its request was
+    # read before the revocation on the account's stream.
+    racing = ask.message(psid, PAGE, "dernières opérations", None)
+    ended = {**second, "status": "REVOKED_BY_PSU", "updated_at": now + 1}
+    key = f"{other}:ACC-0202".encode()
+    _, (answer, *more) = await asyncio.gather(
+        send(settings, CONSENTS, key, codec.encode(model.CONSENT, ended)),
+        ask.ask(settings, codec, racing, wait_s=60, say=lambda _: None),
+    )
+    assert more == []
+    order = await _order_on_stream(settings, codec, cat, key, racing["mid"])
+    if order == "request first":
+        assert answer["bank_id"] == other and answer["data"]["amount_minor"] == -1_250
+    elif order == "revocation first":
+        assert answer["bank_id"] == other and answer["data"]["amount_minor"] is None
+    else:  # unlinked before the question was read: no account to ask, nothing said
+        assert answer["bank_id"] == "" and answer["data"]["amount_minor"] is None
+    print(f"the race: {order}")
 
     spoofed = {**ask.message(stranger, PAGE, "solde", None)}  # keyed by another psid
     await send(settings, INBOUND, psid.encode(), codec.encode(model.INBOUND_MESSAGE, spoofed))
@@ -136,12 +160,33 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
     scraped = metrics_text(worker)
     assert psid not in scraped and "solde" not in scraped
     counts = _inbound(scraped, PAGE)
-    assert counts["in"] == 7 and counts["dlq"] == 1 and counts["refused"] == 1
+    assert counts["in"] == 8 and counts["dlq"] == 1
+    assert counts["refused"] == (2 if order == "not routed" else 1)
     assert (
         counts["in"]
         == counts["answered"] + counts["refused"] + counts.get("rate_limited", 0) + counts["dlq"]
     )
     assert worker.stop() == 0
+
+
+async def _order_on_stream(
+    settings: Settings, codec: Codec, cat: Catalog, key: bytes, mid: str
+) -> str:
+    """Which came first on the account's stream: the request for `mid` or the revocation."""
+    for record in await kafka.read_all(settings, cat.account_stream().name):
+        kind = dict(record.headers).get("kind")
+        if record.key != key:
+            continue
+        if kind == b"request" and json.loads(record.value)["mid"] == mid:
+            return "request first"
+        consent = (
+            codec.decode(model.CONSENT, record.value)
+            if kind == b"consent" and record.value
+            else None
+        )
+        if consent is not None and consent["status"] == "REVOKED_BY_PSU":
+            return "revocation first"
+    return "not routed"
 
 
 async def _dead_lettered(worker: Worker) -> bool:

@@ -73,7 +73,7 @@ bench-full: install ## make bench plus the state at 1 000 000 accounts (long)
 test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves
 	$(BIN)/pytest --durations=8
 
-test-faults: install ## fault suite: three brokers, two workers, 14 scenarios (~30 min; CI runs it after `make test`)
+test-faults: install ## fault suite: three brokers, two workers, 16 scenarios (~30 min; CI runs it after `make test`)
 	$(BIN)/pytest tests/faults --durations=8 -s
 
 test-unit: install prometheus ## the tests that need no broker (promtool checks included)

@@ -83,7 +83,7 @@ class Accounts:
         self.hasher = hasher
         self.catalog = cat
         self.changelog = cat.changelog("accounts").name
-        self.answers = Answers(codec, hasher, metrics, self.notification)
+        self.answers = Answers(codec, hasher, self.notification)
 
     def spec(self) -> StageSpec:
         return StageSpec(

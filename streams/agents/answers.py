@@ -38,7 +38,6 @@ from streams.agents.stored import (
 from streams.codec import Codec
 from streams.core.spec import Emit
 from streams.core.store import PartitionStore
-from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules.consent import Change, Held, Mute, choose
 from streams.rules.controls import confirmation
@@ -57,12 +56,11 @@ class Answers:
         self,
         codec: Codec,
         hasher: KeyedHasher,
-        metrics: Metrics,
         notification: Callable[[model.Notification], Emit],
     ) -> None:
+        """`notification` writes an answer (and counts it), as every notification is."""
         self.codec = codec
         self.hasher = hasher
-        self.metrics = metrics
         self.notification = notification
 
     def handle(self, key: bytes, asked: Asked, store: PartitionStore, now: int) -> list[Emit]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from streams.model import Notification, QuickReply
 from streams.rules.intents import PAYLOAD_PREFIX, Intent
-from streams.rules.replies import Asked, To, french, masked_only, response
+from streams.rules.notify import french, masked_only
+from streams.rules.replies import Asked, To, response
 
 _CONFIRM: dict[Intent, tuple[str, str]] = {
     "STOP": (

@@ -80,7 +80,8 @@ def envelope(
     return {"messaging_type": "MESSAGE_TAG", "tag": tag, "silent": silent, "recurring": False}
 
 
-def _french(locale: str) -> bool:
+def french(locale: str) -> bool:
+    """French for a `fr*` locale; English otherwise."""
     return locale.lower().startswith("fr")
 
 
@@ -112,9 +113,10 @@ def _base(
     }
 
 
-def _empty_data(consent: Consent) -> NotificationData:
+def masked_only(masked: str | None) -> NotificationData:
+    """Data naming the account (masked) and nothing else; every other field null."""
     return {
-        "account_masked": mask_account(consent["account_id"]),
+        "account_masked": masked,
         "amount_minor": None,
         "currency": None,
         "merchant_name": None,
@@ -122,6 +124,10 @@ def _empty_data(consent: Consent) -> NotificationData:
         "balance_minor": None,
         "digest": None,
     }
+
+
+def _empty_data(consent: Consent) -> NotificationData:
+    return masked_only(mask_account(consent["account_id"]))
 
 
 def for_transaction(
@@ -152,7 +158,7 @@ def _consent(granted: Release) -> Consent:
 def render_transaction(kind: NotificationKind, consent: Consent, data: NotificationData) -> str:
     """The text of an event kind, from its (redacted) data alone."""
     locale = consent["locale"]
-    fr = _french(locale)
+    fr = french(locale)
     amount, currency = data["amount_minor"], data["currency"]
     where = data["merchant_name"]
     masked = data["account_masked"]
@@ -221,7 +227,7 @@ def for_digest(
         masked = data["account_masked"]
         text = (
             f"Activité du {day:%d/%m} sur le compte {masked}"
-            if _french(locale)
+            if french(locale)
             else f"Activity on account {masked} on {day.day} {day:%b}"
         )
         return _base("DAILY_DIGEST", ident, consent, text, data, occurred_at, now_ms, env)
@@ -230,7 +236,7 @@ def for_digest(
     spent = format_money(digest["spent_minor"], currency, locale)
     received = format_money(digest["received_minor"], currency, locale)
     n = digest["transaction_count"]
-    if _french(locale):
+    if french(locale):
         text = (
             f"Votre journée du {day:%d/%m}\u00a0: {n} opération{'s' if n > 1 else ''}, "
             f"{spent} dépensés, {received} reçus"
@@ -250,7 +256,7 @@ def for_consent_ended(granted: Release, version: int, now_ms: int) -> Notificati
     text = (
         f"Vous ne recevrez plus de notifications pour le compte {masked}\u00a0: "
         "votre consentement a pris fin."
-        if _french(consent["locale"])
+        if french(consent["locale"])
         else f"You will no longer receive notifications for account {masked}: "
         "your consent has ended."
     )

@@ -36,7 +36,7 @@ from streams.rules.accounts import Recent, State, month_summary, new_state
 from streams.rules.intents import Intent
 from streams.rules.masking import mask_account
 from streams.rules.money import format_money
-from streams.rules.notify import TTL_MS, notification_id
+from streams.rules.notify import TTL_MS, french, masked_only, notification_id
 from streams.rules.outputs import Release, redact
 
 RESPONSE_ENVELOPE = {"messaging_type": "RESPONSE", "tag": None, "silent": False, "recurring": False}
@@ -79,10 +79,6 @@ def to_account(
     )
 
 
-def french(locale: str) -> bool:
-    return locale.lower().startswith("fr")
-
-
 def response(
     asked: Asked,
     to: To,
@@ -107,18 +103,6 @@ def response(
         "expires_at": asked.sent_at + TTL_MS["RESPONSE"],
         "envelope": RESPONSE_ENVELOPE,  # type: ignore[typeddict-item]  # the literal is a DeliveryEnvelope
         "quick_replies": quick_replies,
-    }
-
-
-def masked_only(masked: str | None) -> NotificationData:
-    return {
-        "account_masked": masked,
-        "amount_minor": None,
-        "currency": None,
-        "merchant_name": None,
-        "category": None,
-        "balance_minor": None,
-        "digest": None,
     }
 
 

@@ -40,3 +40,26 @@ def category(mcc: str | None, channel: str) -> str:
     if channel in ("TRANSFER", "DIRECT_DEBIT"):
         return "transfers"
     return "other"
+
+
+# How a customer reads each category, in French and in English.
+_LABELS: dict[str, tuple[str, str]] = {
+    "travel": ("voyage", "travel"),
+    "transport": ("transport", "transport"),
+    "utilities": ("factures", "bills"),
+    "groceries": ("courses", "groceries"),
+    "restaurants": ("restaurants", "restaurants"),
+    "health": ("santé", "health"),
+    "cash": ("retrait", "cash withdrawal"),
+    "leisure": ("loisirs", "leisure"),
+    "shopping": ("achats", "shopping"),
+    "fees": ("frais", "fees"),
+    "transfers": ("virement", "transfer"),
+    "other": ("autre", "other"),
+}
+
+
+def label(name: str, french: bool) -> str:
+    """A category as a customer reads it (the key itself for one we do not know)."""
+    fr, en = _LABELS.get(name, (name, name))
+    return fr if french else en

@@ -33,6 +33,7 @@ from streams.model import (
     WithheldReason,
 )
 from streams.rules.accounts import Recent, State, month_summary, new_state
+from streams.rules.categories import label
 from streams.rules.intents import Intent
 from streams.rules.masking import mask_account
 from streams.rules.money import format_money
@@ -171,7 +172,7 @@ def _recent_text(
     ]
     for r in recent:
         day = dt.datetime.fromtimestamp(r["booked_at"] / 1000, ZoneInfo(timezone))
-        what = r["merchant"] or r["category"]
+        what = r["merchant"] or label(r["category"], fr)
         lines.append(f"{day:%d/%m} {what} {format_money(r['amount'], currency, locale)}")
     return "\n".join(lines)
 

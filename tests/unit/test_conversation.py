@@ -385,3 +385,17 @@ def test_a_message_that_fails_its_checks_is_dead_lettered_without_its_text(
     assert headers["reason"] == b"KEY_MISMATCH" and headers["size"] == str(len(frame)).encode()
     assert (headers["source-topic"], headers["source-offset"]) == (catalog.INBOUND.encode(), b"7")
     assert talk.count("dlq") == 1 and talk.count("in") == 1
+
+
+def test_the_last_transactions_name_the_merchant_or_the_category_in_the_customers_words(
+    codec: Codec, tmp_path: Path
+) -> None:
+    account = Account(codec, tmp_path)
+    account.consent()
+    account.transaction(now=BOOKED, transaction_id="atm", merchant_name=None, channel="ATM")
+    account.transaction(now=BOOKED + 1000, transaction_id="shop")
+    (answer,) = account.notifications(ask(account, "RECENT"))
+    lines = answer["text"].splitlines()
+    assert lines[0] == "Dernières opérations sur le compte •••• 0189\u00a0:"
+    assert "Boulangerie Pâtissière" in lines[1] and "retrait" in lines[2]
+    assert answer["data"]["merchant_name"] == "Boulangerie Pâtissière"  # the latest

@@ -211,9 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     prod.add_argument("file", nargs="?", default="-", help="JSON lines (default: stdin)")
     prod.set_defaults(run=actions.run_produce)
 
-    cns = command("consent", help="grant, revoke or show an account's consent")
+    cns = command("consent", help="grant, revoke, erase or show an account's consent")
     cns.add_argument(
-        "action", choices=["grant", "revoke", "show"], help="write a consent, end it, or show it"
+        "action",
+        choices=["grant", "revoke", "erase", "show"],
+        help="write a consent, end it, write its tombstone (erase), or show it",
     )
     cns.add_argument(
         "--bank", required=True, type=_bank_id, metavar="BANK_ID", help="the account's bank"

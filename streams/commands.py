@@ -254,6 +254,7 @@ def run_produce(args: argparse.Namespace) -> None:
 
 def run_consent(args: argparse.Namespace) -> None:
     from streams.codec import Codec, EmbeddedRegistry
+    from streams.rules.masking import mask_account
     from streams.settings import Settings
     from streams.tools import consent
 
@@ -281,6 +282,10 @@ def run_consent(args: argparse.Namespace) -> None:
         )
         asyncio.run(consent.write(settings, codec, record))
         print(f"granted {record['consent_id']}: {consent.shown(record)}")
+        return
+    if args.action == "erase":
+        asyncio.run(consent.erase(settings, args.bank, args.account))
+        print(f"erased {args.bank}:{mask_account(args.account)}: its tombstone is on consents.v1")
         return
     held = asyncio.run(consent.current(settings, codec, args.bank, args.account))
     if args.action == "show":

@@ -1,7 +1,11 @@
-"""`passerelle consent grant|revoke|show`: the consent authority's side, for tests and demos.
+"""`passerelle consent grant|revoke|erase|show`: the consent authority's side.
 
 Consents are written to `consents.v1`, keyed `<bank_id>:<account_id>`; a
 revocation is a newer version of the same consent with status REVOKED_BY_PSU.
+`erase` writes the tombstone (a null value) that a consent authority writes once
+a consent has ended: the worker erases what it holds for the account, and
+compaction removes the last consent record (psid, page, locale, thresholds)
+from the topic within `max.compaction.lag.ms`.
 """
 
 from __future__ import annotations
@@ -39,15 +43,21 @@ async def current(
 
 
 async def write(settings: Settings, codec: Codec, consent: model.Consent) -> None:
+    frame = codec.encode(model.CONSENT, consent)
+    await _send(settings, key(consent["bank_id"], consent["account_id"]), frame)
+
+
+async def erase(settings: Settings, bank_id: str, account_id: str) -> None:
+    """The account's tombstone on consents.v1."""
+    await _send(settings, key(bank_id, account_id), None)
+
+
+async def _send(settings: Settings, record_key: bytes, value: bytes | None) -> None:
     await kafka.require_topics(settings, [CONSENTS], "run `passerelle topics create`")
     producer = kafka.producer(settings)
     try:
         await producer.start()
-        await producer.send_and_wait(
-            CONSENTS,
-            codec.encode(model.CONSENT, consent),
-            key(consent["bank_id"], consent["account_id"]),
-        )
+        await producer.send_and_wait(CONSENTS, value, record_key)
     finally:
         await producer.stop()
 

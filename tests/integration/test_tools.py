@@ -53,7 +53,8 @@ async def test_produce_sends_good_lines_and_names_bad_ones(
 
 async def test_consent_grant_show_revoke(settings: Settings) -> None:
     """grant writes a VALID consent, show reads it back with the psid masked, revoke writes
-    the next version REVOKED_BY_PSU; revoking twice is refused in one line."""
+    the next version REVOKED_BY_PSU; revoking twice is refused in one line; erase writes
+    the tombstone, after which there is no consent to show."""
     bank, env = unique_bank(), {**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers}
     await fresh_app(settings, "consent", [bank])  # the consents topic, run alone too
 
@@ -87,6 +88,9 @@ async def test_consent_grant_show_revoke(settings: Settings) -> None:
     assert '"status": "REVOKED_BY_PSU"' in consent("show").stdout
     again = consent("revoke")
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
+    erased = consent("erase")
+    assert erased.returncode == 0 and "ACC-1" not in erased.stdout, erased.stderr
+    assert consent("show").stdout.strip() == "no consent"  # the tombstone is the newest
 
 
 def test_a_bank_without_a_topic_is_told_how_to_create_it(settings: Settings) -> None:

@@ -27,7 +27,8 @@ class Letter:
     source: str
     """`topic-partition@offset`, or `?` when the headers do not say."""
     bank: str
-    """The bank whose topic it came from; `consents` for consents.v1; `?` if unknown."""
+    """The bank whose topic it came from; `consents` for consents.v1, `inbound` for
+    messenger.inbound.v1; `?` if unknown."""
     size: int
 
 
@@ -36,8 +37,10 @@ def letter(record: Any) -> Letter:
     source = Source.carried(record)
     where = f"{source.topic}-{source.partition}@{source.offset}" if source else "?"
     topic = source.topic if source else ""
-    bank = catalog.bank_of_topic(topic) or ("consents" if topic == catalog.CONSENTS else "?")
-    size = len(record.value or b"") + len(record.key or b"")
+    shared = {catalog.CONSENTS: "consents", catalog.INBOUND: "inbound"}
+    bank = catalog.bank_of_topic(topic) or shared.get(topic, "?")
+    kept = int(headers["size"]) if headers.get("size", "").isdigit() else len(record.value or b"")
+    size = kept + len(record.key or b"")  # a customer's message is kept as its size only
     return Letter(headers.get("reason", "?"), headers.get("error", ""), where, bank, size)
 
 

@@ -24,6 +24,7 @@ from streams.redact import KeyedHasher
 from streams.rules.intents import PAYLOADS, parse
 from streams.rules.replies import Asked
 from streams.settings import Settings
+from streams.tools import dlq
 from tests import samples
 from tests.unit.test_consent_paths import BOOKED, KEY, Account
 
@@ -385,6 +386,11 @@ def test_a_message_that_fails_its_checks_is_dead_lettered_without_its_text(
     assert headers["reason"] == b"KEY_MISMATCH" and headers["size"] == str(len(frame)).encode()
     assert (headers["source-topic"], headers["source-offset"]) == (catalog.INBOUND.encode(), b"7")
     assert talk.count("dlq") == 1 and talk.count("in") == 1
+    stored: Any = ConsumerRecord(
+        catalog.DLQ, 0, 0, BOOKED, 0, dead.key, dead.value, None, 0, 0, list(dead.headers)
+    )
+    shown = dlq.letter(stored)  # as `passerelle dlq show` reads it
+    assert (shown.bank, shown.reason, shown.size) == ("inbound", "KEY_MISMATCH", len(frame) + 5)
 
 
 def test_the_last_transactions_name_the_merchant_or_the_category_in_the_customers_words(

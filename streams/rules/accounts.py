@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from streams.model import CategoryTotal, Consent, DigestData, Transaction
 from streams.rules.categories import category
+from streams.rules.safe_text import shown_or_none
 
 DAY_MS = 86_400_000
 # Duplicates of a transaction id are recognised within the ingest topics'
@@ -207,7 +208,7 @@ def _remember(state: State, tx: Transaction, cat: str) -> None:
         entry = Recent(
             id=tx["transaction_id"],
             amount=tx["amount_minor"],
-            merchant=tx["merchant_name"],
+            merchant=shown_or_none(tx["merchant_name"]),  # shown in the chat: made safe
             category=cat,
             booked_at=tx["booked_at"],
         )

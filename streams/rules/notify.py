@@ -38,6 +38,7 @@ from streams.rules.categories import category
 from streams.rules.masking import mask_account
 from streams.rules.money import format_money
 from streams.rules.outputs import Release, redact
+from streams.rules.safe_text import shown_or_none
 
 HOUR_MS = 3_600_000
 # How long a message stays worth delivering.
@@ -139,7 +140,7 @@ def for_transaction(
     facts = _empty_data(consent)
     facts["amount_minor"] = tx["amount_minor"]
     facts["currency"] = tx["currency"]
-    facts["merchant_name"] = tx["merchant_name"]
+    facts["merchant_name"] = shown_or_none(tx["merchant_name"])  # a bank's text, made safe
     facts["category"] = category(tx["mcc"], tx["channel"])
     facts["balance_minor"] = tx["balance_after_minor"]
     data = redact(facts, granted.fields)

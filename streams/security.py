@@ -7,8 +7,10 @@ into as few AclCommand calls as possible. `streams.tools.acls` runs them.
 Least privilege, by principal (Kafka `User:<name>`):
 
 - `bank-<id>`: write (and describe) its own ingest topic; nothing else.
-- `consent-authority`: write `consents.v1`; read the customers' withdrawal
-  requests (`consents.requests.v1`), in groups named `consent-authority-…`.
+- `consent-authority`: write and read `consents.v1` (its own records: the
+  consent tools read the current version before a revocation); read the
+  customers' withdrawal requests (`consents.requests.v1`), in groups named
+  `consent-authority-…`.
 - `passerelle`: read every ingest topic, the consents and the inbound
   messages; write the notifications, the audit trail, the DLQ and the
   withdrawal requests; read and write its own internal topics (the account
@@ -85,7 +87,7 @@ def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
             bank_principal(bank), "TOPIC", [catalog.bank_topic_name(bank)], LITERAL, write
         )
     acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.CONSENTS], LITERAL, write)
-    acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.REQUESTS], LITERAL, read)
+    acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.CONSENTS, catalog.REQUESTS], LITERAL, read)
     authority_groups = [CONSENT_AUTHORITY_GROUP_PREFIX]
     acls |= _grant(CONSENT_AUTHORITY, "GROUP", authority_groups, PREFIXED, ["READ"])
     acls |= _grant(PASSERELLE, "TOPIC", [INGEST_PREFIX], PREFIXED, read)

@@ -21,7 +21,7 @@ from streams.codec import Codec
 from streams.devkit import localkafka
 from streams.kafka import read_all
 from streams.settings import Settings
-from streams.tools import acls, topics
+from streams.tools import acls, consent, topics
 from tests import samples
 from tests.conftest import SECURE_BANKS
 from tests.integration.harness import Worker, send, until
@@ -158,7 +158,7 @@ def matrix() -> list[Cell]:
         Cell(alpha, "read", dlq, DENIED_TOPIC),
         Cell(alpha, "read", audit, DENIED_TOPIC),
         Cell(authority, "write", consents, OK),
-        Cell(authority, "read", consents, DENIED_TOPIC),
+        Cell(authority, "read", consents, OK),  # its own records (the consent tools)
         Cell(authority, "read", notes, DENIED_TOPIC),
         Cell(authority, "write", bank_a, DENIED_TOPIC),
         Cell(messenger, "read", notes, OK, "messenger-t"),
@@ -207,6 +207,26 @@ async def test_each_principal_can_do_what_the_design_allows_and_nothing_else(
     assert observed == [c.expected for c in cells], table
     for who in {c.who for c in cells}:
         assert OK in (o for c, o in zip(cells, observed, strict=True) if c.who == who), who
+
+
+async def test_the_consent_tools_work_as_the_consent_authority(
+    provisioned: localkafka.Cluster, codec: Codec
+) -> None:
+    """grant, show, revoke and erase with the consent authority's own credentials (its
+    ACLs, nothing more), as a bank's consent service would run them."""
+    authority = as_user(provisioned, security.CONSENT_AUTHORITY)
+    granted = consent.grant(
+        ALPHA, "ACC-LP", "24871234567890123", "page-1", ["TRANSACTIONS"], "fr-FR",
+        "Europe/Paris", 30, False, None, None,
+    )  # fmt: skip
+    await consent.write(authority, codec, granted)
+    held = await consent.current(authority, codec, ALPHA, "ACC-LP")
+    assert held is not None and held["consent_id"] == granted["consent_id"]
+    await consent.write(authority, codec, consent.revoked(held))
+    revoked = await consent.current(authority, codec, ALPHA, "ACC-LP")
+    assert revoked is not None and revoked["status"] == "REVOKED_BY_PSU"
+    await consent.erase(authority, ALPHA, "ACC-LP")
+    assert await consent.current(authority, codec, ALPHA, "ACC-LP") is None
 
 
 async def test_an_unauthenticated_client_and_a_wrong_password_are_refused(

@@ -29,13 +29,16 @@ def test_a_bank_may_only_write_and_describe_its_own_topic() -> None:
     }
 
 
-def test_only_passerelle_reads_ingest_and_consents_and_nobody_else_writes_outputs() -> None:
+def test_only_passerelle_reads_ingest_and_nobody_else_writes_outputs() -> None:
+    """Only passerelle reads the banks' topics and writes the outputs; the consents
+    are read by passerelle and by their own writer, the consent authority."""
     readers = {a.principal for a in WANT if a.operation == "READ" and a.resource == "TOPIC"}
     ingest = {a.principal for a in WANT if a.operation == "READ" and a.name.startswith("bank.")}
     consents = {a.principal for a in WANT if a.operation == "READ" and a.name == catalog.CONSENTS}
     outputs = {catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ}
     writers = {a.principal for a in WANT if a.operation == "WRITE" and a.name in outputs}
-    assert ingest == consents == writers == {"User:passerelle"}
+    assert ingest == writers == {"User:passerelle"}
+    assert consents == {"User:passerelle", "User:consent-authority"}
     assert readers == {
         "User:passerelle",
         "User:messenger-worker",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from pathlib import Path
@@ -140,9 +141,14 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
     racing = ask.message(psid, PAGE, "dernières opérations", None)
     ended = {**second, "status": "REVOKED_BY_PSU", "updated_at": now + 1}
     key = f"{other}:ACC-0202".encode()
+    delay = random.choice([0.0, 1.5])  # the question written before or after, by turns
+
+    async def revoke() -> None:
+        await asyncio.sleep(delay)
+        await send(settings, CONSENTS, key, codec.encode(model.CONSENT, ended))
+
     _, (answer, *more) = await asyncio.gather(
-        send(settings, CONSENTS, key, codec.encode(model.CONSENT, ended)),
-        ask.ask(settings, codec, racing, wait_s=60, say=lambda _: None),
+        revoke(), ask.ask(settings, codec, racing, wait_s=60, say=lambda _: None)
     )
     assert more == []
     order = await _order_on_stream(settings, codec, cat, key, racing["mid"])
@@ -152,7 +158,7 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
         assert answer["bank_id"] == other and answer["data"]["amount_minor"] is None
     else:  # unlinked before the question was read: no account to ask, nothing said
         assert answer["bank_id"] == "" and answer["data"]["amount_minor"] is None
-    print(f"the race: {order}")
+    print(f"the race (revocation sent after {delay} s): {order}")
 
     spoofed = {**ask.message(stranger, PAGE, "solde", None)}  # keyed by another psid
     await send(settings, INBOUND, psid.encode(), codec.encode(model.INBOUND_MESSAGE, spoofed))

@@ -22,6 +22,8 @@ _DROPPED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 def shown(text: str, limit: int = MERCHANT_LIMIT) -> str:
     """`text` as a chat may show it: only visible characters and single spaces."""
+    if text.isascii() and text.isprintable() and "  " not in text and text == text.strip():
+        return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"  # most names
     kept = []
     for char in unicodedata.normalize("NFC", text):
         category = unicodedata.category(char)

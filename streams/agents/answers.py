@@ -28,7 +28,6 @@ from dataclasses import replace
 
 from streams import catalog, model, stream
 from streams.agents.stored import (
-    ACCOUNTS_TABLE,
     load_asked,
     load_held,
     load_state,
@@ -82,7 +81,7 @@ class Answers:
             granted = release("RESPONSE", held, now, asks=needs, to=asked.psid)
             if not granted.allowed:
                 return [self.notification(refusal(asked, to, needs, granted.withheld, now))]
-            state = load_state(store, key) if store.get(ACCOUNTS_TABLE, key) else None
+            state = load_state(store, key)  # an account without activity: an empty summary
             return [self.notification(answer(asked, to, granted, state, now))]
         if mine is None:  # a control needs a consent that names the asker
             return [self.notification(refusal(asked, to, None, "NO_CONSENT", now))]

@@ -98,18 +98,16 @@ class Conversation:
         psid, read = stream.read_psid(record)
         now = record.timestamp
         entry = _load(store, psid)
+        emits: list[Emit] = []
         match read:
             case stream.Link(account=account, locale=locale):
                 entry["accounts"][account] = locale
-                _save(store, psid, entry)
-                return []
             case stream.Unlink(account=account):
                 entry["accounts"].pop(account, None)
-                _save(store, psid, entry)
-                return []
             case stream.Inbound():
-                return self.inbound(store, psid, entry, read, now)
-        raise AssertionError(f"not a psid stream record: {type(read).__name__}")
+                emits = self.inbound(store, psid, entry, read, now)
+        _save(store, psid, entry)  # what changed of the psid (nothing kept once unlinked)
+        return emits
 
     def inbound(
         self,
@@ -123,20 +121,16 @@ class Conversation:
         if not entry["accounts"]:
             return self.stranger(store, psid, message, now)
         if not _within_budget(entry, now):
-            _save(store, psid, entry)
             return self.counted(page, "rate_limited", [])
         locale = entry["accounts"][min(entry["accounts"])]
         asked = Asked(message.mid, psid.decode(), page, intent or "HELP", message.sent_at, locale)
         if intent is None or intent == "HELP":
             said = entry["help_at"]
             if intent is None and said is not None and now - said < HELP_EVERY_MS:
-                _save(store, psid, entry)  # HELP was said a moment ago: the budget counted
-                return self.counted(page, "rate_limited", [])
-            entry["help_at"] = now if intent is None else entry["help_at"]
-            _save(store, psid, entry)
+                return self.counted(page, "rate_limited", [])  # HELP was said a moment ago
+            entry["help_at"] = now if intent is None else said
             reply = help_reply(asked, To("", "", "", "", locale), now)
             return self.counted(page, "answered", [self.notification(reply)])
-        _save(store, psid, entry)
         value = stream.encode_request(asked)
         headers = (("kind", stream.KIND_REQUEST),)
         requests = [

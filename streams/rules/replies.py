@@ -32,7 +32,7 @@ from streams.model import (
     QuickReply,
     WithheldReason,
 )
-from streams.rules.accounts import Recent, State, month_summary, new_state
+from streams.rules.accounts import Recent, State, month_summary
 from streams.rules.categories import label
 from streams.rules.intents import Intent
 from streams.rules.masking import mask_account
@@ -107,16 +107,13 @@ def response(
     }
 
 
-def answer(
-    asked: Asked, to: To, granted: Release, state: State | None, now_ms: int
-) -> Notification:
+def answer(asked: Asked, to: To, granted: Release, summary: State, now_ms: int) -> Notification:
     """The answer to a question (BALANCE, RECENT, MONTH) the gate `granted`."""
     consent = granted.consent
     if not granted.allowed or consent is None:
         raise ValueError(f"the gate withheld this answer ({granted.withheld})")
     fr, locale, m = french(to.locale), to.locale, to.masked
     facts = masked_only(m)
-    summary = state if state is not None else new_state()
     currency = summary["currency"] or "EUR"
     recent = summary.get("recent", [])
     if asked.intent == "BALANCE":

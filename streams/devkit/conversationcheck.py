@@ -26,6 +26,7 @@ from streams.devkit.checker import TICK_KEY
 from streams.devkit.pipelinecheck import Asked, expected_from_stream, without_repeats
 from streams.kafka import read_all
 from streams.settings import Settings
+from streams.tools import consent
 
 INBOUND = "messenger.inbound.v1"
 QUESTIONS = ("solde ?", "dernières opérations", "ce mois", "balance", "this month")
@@ -57,13 +58,8 @@ async def talk(
     try:
         while not stop.is_set():
             if not psids or rng.random() < 0.01:  # the live feed grants consents as it goes
-                found = {
-                    (c["psid"], c["page_id"])
-                    for r in await read_all(settings, "consents.v1")
-                    if r.value is not None and (r.key or b"").startswith(ours)
-                    for c in [codec.decode("passerelle.Consent", r.value)]
-                }
-                psids = sorted(found)
+                held = await consent.newest(settings, codec, ours)
+                psids = sorted({(c["psid"], c["page_id"]) for c in held.values() if c})
             if psids:
                 psid, page = rng.choice(psids)
                 sent_at = int(time.time() * 1000)

@@ -35,11 +35,21 @@ async def current(
     settings: Settings, codec: Codec, bank_id: str, account_id: str
 ) -> model.Consent | None:
     """The newest consent on consents.v1 for the account (None if none, or tombstoned)."""
-    latest: model.Consent | None = None
+    wanted = key(bank_id, account_id)
+    return (await newest(settings, codec, (wanted,))).get(wanted)
+
+
+async def newest(
+    settings: Settings, codec: Codec, prefixes: tuple[bytes, ...]
+) -> dict[bytes, model.Consent | None]:
+    """The newest record on consents.v1 of every key that starts with one of `prefixes`
+    (`b"<bank_id>:"` for a bank's accounts), decoded; None where it is a tombstone."""
+    found: dict[bytes, model.Consent | None] = {}
     for record in await read_all(settings, CONSENTS):
-        if record.key == key(bank_id, account_id):
-            latest = None if record.value is None else codec.decode(model.CONSENT, record.value)  # type: ignore[assignment]  # decoded Consent
-    return latest
+        if record.key is not None and record.key.startswith(prefixes):
+            value = None if record.value is None else codec.decode(model.CONSENT, record.value)
+            found[record.key] = value  # type: ignore[assignment]  # decoded Consent
+    return found
 
 
 async def write(settings: Settings, codec: Codec, consent: model.Consent) -> None:

@@ -21,13 +21,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from streams import model
-from streams.catalog import CONSENTS, Catalog
+from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.errors import PasserelleError
-from streams.kafka import read_all
 from streams.settings import Settings
-from streams.tools import ask, reconcile, simulate, tail
+from streams.tools import ask, consent, reconcile, simulate, tail
 
 Say = Callable[[str], None]
 READY_TIMEOUT_S = 120
@@ -116,11 +114,7 @@ async def converse(
 ) -> None:
     """Three customers whose consent this run granted talk to the Page; each answer is
     printed."""
-    held: dict[bytes, model.Consent | None] = {}
-    for record in await read_all(settings, CONSENTS):
-        if record.key is not None and record.key.split(b":")[0].decode() in banks:
-            value = None if record.value is None else codec.decode(model.CONSENT, record.value)
-            held[record.key] = value  # type: ignore[assignment]  # decoded Consent
+    held = await consent.newest(settings, codec, tuple(f"{b}:".encode() for b in banks))
     now = time.time() * 1000
     talking = [
         c
@@ -133,7 +127,7 @@ async def converse(
     say("")
     say("customers talk to the Page (as `passerelle ask` does):")
     for who, text in DIALOGUE:
-        consent = talking[who]
-        say(f"customer …{consent['psid'][-4:]} says « {text} »")
-        said = ask.message(consent["psid"], consent["page_id"], text, None)
+        customer = talking[who]
+        say(f"customer …{customer['psid'][-4:]} says « {text} »")
+        said = ask.message(customer["psid"], customer["page_id"], text, None)
         await ask.ask(settings, codec, said, wait_s=30, say=lambda line: say("    " + line))

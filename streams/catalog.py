@@ -21,6 +21,7 @@ DAY_MS = 24 * HOUR_MS
 BANK_TOPIC_PATTERN = r"^bank\.[a-z0-9-]+\.transactions\.v1$"
 _BANK_TOPIC = re.compile(BANK_TOPIC_PATTERN)
 _BANK_ID = re.compile(r"^[a-z0-9-]+$")
+MAX_BANK_ID = 40
 
 CONSENTS = "consents.v1"
 NOTIFICATIONS = "messenger.notifications.v1"
@@ -28,6 +29,7 @@ DLQ = "passerelle.dlq.v1"
 AUDIT = "passerelle.audit.v1"
 INBOUND = "messenger.inbound.v1"
 REQUESTS = "consents.requests.v1"
+FEEDBACK = "messenger.feedback.v1"
 
 # An erased key must be physically gone from a compacted topic within this
 # bound: the log cleaner compacts a segment at most this long after the write.
@@ -90,6 +92,11 @@ def bank_topic_name(bank_id: str) -> str:
     if not _BANK_ID.match(bank_id):
         raise ValueError(f"bank id {bank_id!r} must be lowercase letters, digits and dashes")
     return f"bank.{bank_id}.transactions.v1"
+
+
+def is_bank_id(text: str) -> bool:
+    """Whether `text` could be a bank id (a bounded metric label when read from a record)."""
+    return len(text) <= MAX_BANK_ID and bool(_BANK_ID.match(text))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -188,6 +195,17 @@ class Catalog:
             readers="passerelle",
         )
 
+    def feedback(self) -> Topic:
+        """What became of each notification at the delivery worker."""
+        return self._topic(
+            FEEDBACK,
+            "psid",
+            (model.DELIVERY_REPORT,),
+            deleting(7 * DAY_MS),
+            writers="messenger-worker",
+            readers="passerelle",
+        )
+
     def requests(self) -> Topic:
         """A customer's STOP, passed on to the bank that owns the consent."""
         return self._topic(
@@ -249,6 +267,7 @@ class Catalog:
             self.audit(),
             self.inbound(),
             self.requests(),
+            self.feedback(),
         ]
 
     def all(self, bank_ids: list[str]) -> list[Topic]:

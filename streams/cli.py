@@ -275,6 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     talk.set_defaults(run=actions.run_ask)
 
+    dl = command(
+        "deliver",
+        help="the reference delivery worker: notifications to the Messenger Send API",
+    )
+    dl.add_argument("--group", default="messenger-deliver", help="consumer group (messenger-…)")
+    dl.add_argument(
+        "--topic", default="messenger.notifications.v1", help="the notifications topic to read"
+    )
+    dl.add_argument(
+        "--start",
+        choices=["earliest", "latest"],
+        default="earliest",
+        help="where a new group starts (default earliest: nothing is skipped; what has "
+        "expired is reported EXPIRED, not sent)",
+    )
+    dl.set_defaults(run=actions.run_deliver)
+
     tl = command("tail", help="notifications as a messaging worker reads them")
     tl.add_argument(
         "--from-beginning", action="store_true", help="every notification kept, not only new ones"

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import Any
 
 from streams.errors import PasserelleError
 
@@ -71,9 +72,8 @@ def run_topics(args: argparse.Namespace) -> None:
     from streams.tools import topics
 
     settings = Settings.from_env()
-    catalog = Catalog(settings)
     try:
-        wanted = catalog.all(args.bank)
+        wanted = Catalog(settings).all(args.bank)
     except ValueError as exc:
         raise PasserelleError(str(exc)) from None
     if args.action == "create":
@@ -115,8 +115,7 @@ def run_schemas(args: argparse.Namespace) -> None:
 
         from streams.schema_api import SchemaApi, routes
 
-        app = web.Application()
-        app.add_routes(routes(SchemaApi(registry)))
+        (app := web.Application()).add_routes(routes(SchemaApi(registry)))
         print(
             f"serving {len(registry.subjects())} subjects read-only, Confluent REST paths, "
             f"at http://{args.host}:{args.port}",
@@ -179,7 +178,6 @@ def run_bench(args: argparse.Namespace) -> None:
 def run_demo(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from streams.codec import Codec, EmbeddedRegistry
     from streams.logs import quiet_client_loggers
     from streams.settings import Settings
     from streams.tools import demo
@@ -187,20 +185,18 @@ def run_demo(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     settings.require_hash_key()  # the demo's worker would refuse it: say so at once
     quiet_client_loggers()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    codec = _codec(settings)
     log = Path(".run") / "demo-worker.log"
     if not asyncio.run(demo.run(settings, codec, args.seconds, args.rate, log)):
         raise PasserelleError("reconciliation did not balance; see the lines above")
 
 
 def run_reconcile(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
     from streams.settings import Settings
     from streams.tools import reconcile
 
     settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
-    counts = asyncio.run(reconcile.wait_balanced(settings, codec, args.bank, args.wait))
+    counts = asyncio.run(reconcile.wait_balanced(settings, _codec(settings), args.bank, args.wait))
     for bank, c in sorted(counts.items()):
         print(c.line(bank))
     if not all(c.balanced for c in counts.values()):
@@ -208,31 +204,36 @@ def run_reconcile(args: argparse.Namespace) -> None:
 
 
 def run_tail(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
     from streams.settings import Settings
     from streams.tools import tail
 
     settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
     asyncio.run(
-        tail.tail(settings, codec, from_beginning=args.from_beginning, json_lines=args.json)
+        tail.tail(
+            settings, _codec(settings), from_beginning=args.from_beginning, json_lines=args.json
+        )
     )
 
 
+def run_deliver(args: argparse.Namespace) -> None:
+    from streams.settings import DeliverySettings, Settings
+    from streams.tools import deliverserve
+
+    settings, delivery = Settings.from_env(), DeliverySettings.from_env()
+    asyncio.run(deliverserve.serve(settings, delivery, args.topic, args.group, args.start))
+
+
 def run_ask(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
     from streams.settings import Settings
     from streams.tools import ask
 
     settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
     said = ask.message(args.psid, args.page, args.text, args.payload)
-    asyncio.run(ask.ask(settings, codec, said, args.wait))
+    asyncio.run(ask.ask(settings, _codec(settings), said, args.wait))
 
 
 def run_produce(args: argparse.Namespace) -> None:
     from streams.catalog import bank_topic_name
-    from streams.codec import Codec, EmbeddedRegistry
     from streams.settings import Settings
     from streams.tools import produce
 
@@ -241,7 +242,7 @@ def run_produce(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise PasserelleError(str(exc)) from None
     settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    codec = _codec(settings)
     try:
         source = open(args.file, encoding="utf-8") if args.file != "-" else sys.stdin  # noqa: SIM115  # closed below
     except OSError as exc:
@@ -253,13 +254,12 @@ def run_produce(args: argparse.Namespace) -> None:
 
 
 def run_consent(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
     from streams.rules.masking import mask_account
     from streams.settings import Settings
     from streams.tools import consent
 
     settings = Settings.from_env()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    codec = _codec(settings)
     if args.action == "grant":
         if not args.psid:
             raise PasserelleError("grant needs --psid")
@@ -299,7 +299,6 @@ def run_consent(args: argparse.Namespace) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> None:
-    from streams.codec import Codec, EmbeddedRegistry
     from streams.logs import quiet_client_loggers
     from streams.settings import Settings
     from streams.tools import simulate
@@ -308,7 +307,14 @@ def run_simulate(args: argparse.Namespace) -> None:
         raise PasserelleError("--events must be at least 1 and --rate at least 0")
     settings = Settings.from_env()
     quiet_client_loggers()
-    codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
+    codec = _codec(settings)
     feed = asyncio.run(simulate.run(settings, codec, args.events, args.rate, seed=args.seed))
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(feed.kinds.items()))
     print(f"sent {sum(feed.sent.values())} bank events ({kinds})")
+
+
+def _codec(settings: Any) -> Any:
+    """The codec of the settings' schemas (`streams.codec.Codec`)."""
+    from streams.codec import Codec, EmbeddedRegistry
+
+    return Codec(EmbeddedRegistry.load(settings.schemas_dir))

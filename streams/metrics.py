@@ -81,6 +81,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.feedback = Counter(
+            "feedback",
+            "Delivery reports read from messenger.feedback.v1, by bank and outcome "
+            "(BLOCKED and INVALID_RECIPIENT mute the consent: UNREACHABLE).",
+            ["bank", "outcome"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.erasures = Counter(
             "erasures",
             "Accounts whose state was erased when consent ended.",
@@ -175,3 +183,62 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child
+
+
+# From a notification's creation to the Send API's answer: the topic's wait, the
+# Page's pacing and the API's own latency (tens of ms to seconds; retries, minutes).
+DELIVERY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
+
+
+class DeliveryMetrics:
+    """The delivery worker's metrics (`passerelle deliver`), on its own registry.
+    Labels are Page ids and enums: never a psid."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.deliveries = Counter(
+            "deliveries",
+            "Notifications done, by page and outcome: DELIVERED, the API's refusals (BLOCKED, "
+            "INVALID_RECIPIENT, UNAVAILABLE, OUTSIDE_WINDOW), drops before sending (EXPIRED, "
+            "CONSENT_ENDED: the barrier), PAGE_STOPPED, FAILED (dead-lettered), DUPLICATE "
+            "(already delivered: not sent again), UNREADABLE (dead-lettered).",
+            ["page", "outcome"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "delivery_latency_seconds",
+            "From the notification's created_at to the Send API's answer that delivered it.",
+            buckets=DELIVERY_BUCKETS_S,
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "delivery_retries",
+            "Send API calls tried again, by page and reason (throttled, server_error, "
+            "timeout, unknown).",
+            ["page", "reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.page_stopped = Gauge(
+            "delivery_page_stopped",
+            "1 while a Page's access token is refused: nothing is sent for it until its "
+            "token file changes.",
+            ["page"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.uncertain = Counter(
+            "delivery_uncertain",
+            "Calls in flight when the worker last stopped: each may reach the customer twice.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "delivery_pending",
+            "Notifications read and not yet done (queued behind their customer or page, or "
+            "in a call).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )

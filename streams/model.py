@@ -18,6 +18,7 @@ DECISION = "passerelle.Decision"
 ERASURE_RECEIPT = "passerelle.ErasureReceipt"
 INBOUND_MESSAGE = "passerelle.InboundMessage"
 WITHDRAWAL_REQUEST = "passerelle.WithdrawalRequest"
+DELIVERY_REPORT = "passerelle.DeliveryReport"
 
 TransactionStatus = Literal["PENDING", "BOOKED", "REVERSED"]
 Channel = Literal["CARD", "TRANSFER", "DIRECT_DEBIT", "ATM", "FEE", "OTHER"]
@@ -41,6 +42,7 @@ WithheldReason = Literal[
     "DUPLICATE",
     "STALE",
     "MUTED_BY_PSU",
+    "UNREACHABLE",
 ]
 ErasureReason = Literal["REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP", "TOMBSTONE", "REPLACED"]
 
@@ -158,6 +160,34 @@ class WithdrawalRequest(TypedDict):
     bank_id: str
     asked_at: int
     channel: str
+
+
+DeliveryOutcome = Literal[
+    "DELIVERED",
+    "BLOCKED",
+    "INVALID_RECIPIENT",
+    "UNAVAILABLE",
+    "OUTSIDE_WINDOW",
+    "EXPIRED",
+    "CONSENT_ENDED",
+    "PAGE_STOPPED",
+    "FAILED",
+]
+
+
+class DeliveryReport(TypedDict):
+    """What became of one notification at the delivery worker (`messenger.feedback.v1`)."""
+
+    notification_id: str
+    consent_id: str
+    bank_id: str
+    page_id: str
+    kind: str
+    outcome: DeliveryOutcome
+    message_id: str | None
+    error_code: int | None
+    error_subcode: int | None
+    at: int
 
 
 class Decision(TypedDict):

@@ -11,13 +11,15 @@ Least privilege, by principal (Kafka `User:<name>`):
   consent tools read the current version before a revocation); read the
   customers' withdrawal requests (`consents.requests.v1`), in groups named
   `consent-authority-…`.
-- `passerelle`: read every ingest topic, the consents and the inbound
-  messages; write the notifications, the audit trail, the DLQ and the
+- `passerelle`: read every ingest topic, the consents, the inbound
+  messages and the delivery reports; write the notifications, the audit trail, the DLQ and the
   withdrawal requests; read and write its own internal topics (the account
   and psid streams, the changelogs); its consumer groups and transactional
   ids, by the app id's prefix.
 - `messenger-worker`: read the notifications, in groups named `messenger-…`;
-  write what customers send (`messenger.inbound.v1`).
+  write what customers send (`messenger.inbound.v1`), what became of each
+  notification (`messenger.feedback.v1`), and the dead letters of the delivery
+  worker (`passerelle.dlq.v1`, write only: ids and reasons, no message).
 - `sre`: read the DLQ and the audit trail, in groups named `sre-…`.
 
 The broker's own `admin` is a super user and needs no ACL.
@@ -91,7 +93,8 @@ def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
     authority_groups = [CONSENT_AUTHORITY_GROUP_PREFIX]
     acls |= _grant(CONSENT_AUTHORITY, "GROUP", authority_groups, PREFIXED, ["READ"])
     acls |= _grant(PASSERELLE, "TOPIC", [INGEST_PREFIX], PREFIXED, read)
-    acls |= _grant(PASSERELLE, "TOPIC", [catalog.CONSENTS, catalog.INBOUND], LITERAL, read)
+    inputs = [catalog.CONSENTS, catalog.INBOUND, catalog.FEEDBACK]
+    acls |= _grant(PASSERELLE, "TOPIC", inputs, LITERAL, read)
     outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ, catalog.REQUESTS]
     acls |= _grant(PASSERELLE, "TOPIC", outputs, LITERAL, write)
     internal = [t.name for t in cat.internal()]
@@ -99,7 +102,8 @@ def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
     acls |= _grant(PASSERELLE, "GROUP", [f"{app}-"], PREFIXED, ["READ"])
     acls |= _grant(PASSERELLE, "TRANSACTIONAL_ID", [f"{app}-"], PREFIXED, write)
     acls |= _grant(MESSENGER, "TOPIC", [catalog.NOTIFICATIONS], LITERAL, read)
-    acls |= _grant(MESSENGER, "TOPIC", [catalog.INBOUND], LITERAL, write)
+    messenger_outputs = [catalog.INBOUND, catalog.FEEDBACK, catalog.DLQ]
+    acls |= _grant(MESSENGER, "TOPIC", messenger_outputs, LITERAL, write)
     acls |= _grant(MESSENGER, "GROUP", [MESSENGER_GROUP_PREFIX], PREFIXED, ["READ"])
     acls |= _grant(SRE, "TOPIC", [catalog.DLQ, catalog.AUDIT], LITERAL, read)
     acls |= _grant(SRE, "GROUP", [SRE_GROUP_PREFIX], PREFIXED, ["READ"])

@@ -211,6 +211,7 @@ def variables() -> list[str]:
     env = _Asked()
     Settings.from_env(env)
     LocalKafkaSettings.from_env(env)
+    DeliverySettings.from_env(env)
     return [name for name in env.asked if name.startswith(PREFIX)]
 
 
@@ -256,4 +257,42 @@ class LocalKafkaSettings:
             cache_dir=reader.path("CACHE_DIR") or default_cache,
             heap=reader.text("KAFKA_HEAP", cls.heap),
             ready_timeout_s=reader.integer("KAFKA_READY_TIMEOUT", cls.ready_timeout_s, minimum=5),
+        )
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """The reference delivery worker's (`passerelle deliver`); its Kafka connection is
+    `Settings`' (as `messenger-worker` on a secured cluster)."""
+
+    graph_url: str = "http://127.0.0.1:8089"
+    """The Graph API's base URL (Meta's is https://graph.facebook.com)."""
+    page_tokens_dir: Path = Path(".run/page-tokens")
+    """One file per Page, named by its page_id, holding its access token (owner-only)."""
+    state_dir: Path = Path(".run/deliver")
+    """The worker's journal of what it sent (delivered ids, ended consents)."""
+    web_port: int = 6068
+    concurrency: int = 64
+    """Send API calls in flight at once (one customer's messages stay in order)."""
+    page_rate: int = 250
+    """Calls a second per Page at most (Messenger allows about 300)."""
+    timeout_ms: int = 10_000
+    """How long one Send API call may take before it is retried."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeliverySettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        url = reader.text("GRAPH_URL", cls.graph_url).rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}GRAPH_URL must start with http:// or https://")
+        return cls(
+            graph_url=url,
+            page_tokens_dir=reader.path("PAGE_TOKENS_DIR") or cls.page_tokens_dir,
+            state_dir=reader.path("DELIVER_DIR") or cls.state_dir,
+            web_port=reader.integer("DELIVER_PORT", cls.web_port, minimum=1, maximum=65535),
+            concurrency=reader.integer(
+                "DELIVER_CONCURRENCY", cls.concurrency, minimum=1, maximum=1000
+            ),
+            page_rate=reader.integer("PAGE_RATE", cls.page_rate, minimum=1),
+            timeout_ms=reader.integer("SEND_TIMEOUT_MS", cls.timeout_ms, minimum=100),
         )

@@ -4,14 +4,16 @@ The per-account stream: ingest writes every record of an account to one
 partition of `<app_id>.accounts`, keyed `<bank_id>:<account_id>`, with a
 `kind` header and the coordinates of the bank or consent record it came from;
 the ticker writes tick records under the tick key; the conversation stage
-writes a customer's question (`request`, one per account of the psid).
+writes a customer's question (`request`, one per account of the psid), and
+`unreachable` when the delivery worker could not reach the psid.
 `encode_headers` and `read` are the one pair all stages use. The Avro frames
 travel unchanged (the accounts stage decodes them once).
 
 The psid stream (`<app_id>.psids`, keyed by psid): ingest writes each inbound
 message there as what it asks (`Inbound`: its id, page, intent and time; the
 text itself is not copied); the accounts stage writes `link`
-when a consent names the psid and `unlink` when it stops naming it. The
+when a consent names the psid and `unlink` when it stops naming it; ingest
+writes `unreachable` from the delivery worker's reports. The
 conversation stage reads them in one order with `read_psid`.
 """
 
@@ -32,6 +34,7 @@ __all__ = [
     "KIND_REQUEST",
     "KIND_TRANSACTION",
     "KIND_UNLINK",
+    "KIND_UNREACHABLE",
     "KIND_UNREADABLE_CONSENT",
     "TICK_KEY",
     "ConsentFrame",
@@ -42,6 +45,7 @@ __all__ = [
     "Tick",
     "TransactionFrame",
     "Unlink",
+    "Unreachable",
     "UnreadableConsent",
     "bank_of",
     "encode_headers",
@@ -66,6 +70,10 @@ KIND_LINK = b"link"
 """On the psid stream: a consent names this psid for an account (JSON of `Link`)."""
 KIND_UNLINK = b"unlink"
 """On the psid stream: a consent no longer names this psid for an account."""
+KIND_UNREACHABLE = b"unreachable"
+"""On the psid stream (from ingest) then on the per-account stream (from the
+conversation stage): the delivery worker could not reach this psid with a
+notification sent under a consent (the value: that consent's id)."""
 
 SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
 
@@ -147,7 +155,16 @@ class Request:
     asked: Asked
 
 
-StreamRecord = Tick | TransactionFrame | ConsentFrame | UnreadableConsent | Request
+@dataclass(frozen=True)
+class Unreachable:
+    """A notification sent under `consent_id` could not reach its recipient. `key` is
+    the record's key: the psid on the psid stream, the account on the per-account one."""
+
+    key: bytes
+    consent_id: str
+
+
+StreamRecord = Tick | TransactionFrame | ConsentFrame | UnreadableConsent | Request | Unreachable
 
 
 def encode_request(asked: Asked) -> bytes:
@@ -168,6 +185,8 @@ def read(record: ConsumerRecord[bytes, bytes]) -> StreamRecord:
         return UnreadableConsent(key)
     if kind == KIND_REQUEST:
         return Request(key, Asked(**json.loads(record.value or b"{}")))
+    if kind == KIND_UNREACHABLE:
+        return Unreachable(key, (record.value or b"").decode())
     return TransactionFrame(key, record.value or b"", Source.carried(record) or UNKNOWN_SOURCE)
 
 
@@ -200,7 +219,7 @@ class Unlink:
     account: str
 
 
-PsidRecord = Inbound | Link | Unlink
+PsidRecord = Inbound | Link | Unlink | Unreachable
 
 
 def encode_link(link: Link) -> bytes:
@@ -215,4 +234,6 @@ def read_psid(record: ConsumerRecord[bytes, bytes]) -> tuple[bytes, PsidRecord]:
         return psid, Link(**json.loads(record.value or b"{}"))
     if kind == KIND_UNLINK:
         return psid, Unlink((record.value or b"").decode())
+    if kind == KIND_UNREACHABLE:
+        return psid, Unreachable(psid, (record.value or b"").decode())
     return psid, Inbound(**json.loads(record.value or b"{}"))

@@ -51,6 +51,7 @@ from streams.rules.consent import (
     expire,
     gate,
     mark_unreadable,
+    muted_reason,
 )
 from streams.rules.ingest import PROCESSING_ERROR
 from streams.rules.outputs import release
@@ -78,10 +79,7 @@ class Accounts:
         self, codec: Codec, hasher: KeyedHasher, cat: catalog.Catalog, metrics: Metrics
     ) -> None:
         """Metrics count as handled: a batch retried after an abort counts again."""
-        self.metrics = metrics
-        self.codec = codec
-        self.hasher = hasher
-        self.catalog = cat
+        self.metrics, self.codec, self.hasher, self.catalog = metrics, codec, hasher, cat
         self.changelog = cat.changelog("accounts").name
         self.answers = Answers(codec, hasher, self.notification)
 
@@ -118,6 +116,8 @@ class Accounts:
                 return self.transaction(read, store, now)
             case stream.Request(key=key, asked=asked):
                 return self.answers.handle(key, asked, store, now)
+            case stream.Unreachable(key=key, consent_id=consent_id):
+                return self.answers.unreachable(key, consent_id, store)
         raise AssertionError(f"not a per-account stream record: {type(read).__name__}")
 
     # -- consents ------------------------------------------------------------
@@ -181,8 +181,8 @@ class Accounts:
         if effect.duplicate:
             return [self.decision(tx, source, held, "WITHHELD", "DUPLICATE", now)]
         save_state(store, key, state)
-        if effect.stale or held.muted is not None:  # counted; the customer hears nothing
-            reason: model.WithheldReason = "STALE" if effect.stale else "MUTED_BY_PSU"
+        reason: model.WithheldReason | None = "STALE" if effect.stale else muted_reason(held)
+        if reason is not None:  # stale, or muted: counted; the customer hears nothing
             return [self.decision(tx, source, held, "WITHHELD", reason, now)]
         emits = [self.decision(tx, source, held, "FORWARDED", None, now)]
         kinds: list[model.NotificationKind] = []

@@ -12,6 +12,8 @@ never data. Every answer is a RESPONSE released by the one gate
 - a control (STOP, PAUSE, RESUME, DISCREET on/off) needs a consent that names
   the asker; it is kept with that consent (`rules.consent.choose`) and
   confirmed. STOP also asks the bank to end the consent (`consents.requests.v1`);
+- a recipient the delivery worker reported unreachable (`unreachable`) is
+  muted for the consent it was sent under;
 - an answer that would arrive after Messenger's 24-hour window is not written;
 - a question is answered once per account: its `mid` is kept for the window
   (the `asked` table), so a request written twice (the conversation stage's
@@ -38,7 +40,7 @@ from streams.codec import Codec
 from streams.core.spec import Emit
 from streams.core.store import PartitionStore
 from streams.redact import KeyedHasher
-from streams.rules.consent import Change, Held, Mute, choose
+from streams.rules.consent import Change, Held, Mute, choose, unreachable
 from streams.rules.controls import confirmation
 from streams.rules.intents import QUESTIONS
 from streams.rules.notify import TTL_MS
@@ -110,6 +112,15 @@ class Answers:
         still_stopped = stopped and asked.intent in ("PAUSE", "RESUME")
         emits.append(self.notification(confirmation(asked, to, still_stopped, now)))
         return emits
+
+    def unreachable(self, key: bytes, consent_id: str, store: PartitionStore) -> list[Emit]:
+        """The delivery worker could not reach the recipient of a notification sent under
+        `consent_id`: the account's consent, if it is still that one, is muted
+        (`UNREACHABLE`) until RESUME or another consent. Nothing is written to nobody."""
+        change = unreachable(load_held(store, key), consent_id)
+        if change.outcome != "ignored":
+            save_held(store, key, change.held)
+        return []
 
     def withdrawal(self, key: bytes, consent: model.Consent, asked_at: int) -> Emit:
         """The customer's STOP, passed on to the bank that owns the consent."""

@@ -6,6 +6,8 @@ stream (`<app_id>.psids`, keyed by psid): the accounts stage's `link` and
 index), and each customer's message, in order with them, becomes one
 `request` per linked account on the per-account stream. The accounts stage
 answers each from its own state, through the gate (`streams.agents.answers`).
+A delivery report that the psid is unreachable goes to each linked account
+the same way; the accounts stage mutes the one whose consent it names.
 
 What this stage answers itself carries no bank data:
 
@@ -106,6 +108,12 @@ class Conversation:
                 entry["accounts"].pop(account, None)
             case stream.Inbound():
                 emits = self.inbound(store, psid, entry, read, now)
+            case stream.Unreachable(consent_id=consent_id):  # to each account: theirs to judge
+                value, headers = consent_id.encode(), (("kind", stream.KIND_UNREACHABLE),)
+                emits = [
+                    Emit(self.account_stream, account.encode(), value, headers=headers)
+                    for account in sorted(entry["accounts"])
+                ]
         _save(store, psid, entry)  # what changed of the psid (nothing kept once unlinked)
         return emits
 

@@ -9,7 +9,10 @@ stream (when its key names one): an unreadable consent withholds, it never
 lets the previous one go on (fail closed). A customer's message is checked
 and read for its intent once, here: the psid stream gets what it asks (its
 id, page, intent and time), keyed by its psid, never its text, and no log
-line carries it.
+line carries it. A delivery report (`messenger.feedback.v1`) is counted per
+bank and outcome; one that says the recipient cannot be reached (BLOCKED,
+INVALID_RECIPIENT) goes to its psid's stream as `unreachable`, with the
+consent it was sent under.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from streams.errors import CodecError
 from streams.logs import event
 from streams.metrics import Metrics
 from streams.rules import ingest as rules
+from streams.rules.delivery import UNREACHABLE_OUTCOMES
 from streams.rules.ingest import Rejected
 from streams.rules.intents import parse
 from streams.stream import (
     KIND_CONSENT,
     KIND_INBOUND,
     KIND_TRANSACTION,
+    KIND_UNREACHABLE,
     KIND_UNREADABLE_CONSENT,
     Inbound,
     Source,
@@ -58,6 +63,8 @@ def spec(
         bank = catalog.bank_of_topic(record.topic)
         if record.topic == catalog.INBOUND and psid_stream is not None:
             return _inbound(codec, record, psid_stream, metrics)
+        if record.topic == catalog.FEEDBACK and psid_stream is not None:
+            return _feedback(codec, record, psid_stream, metrics)
         if record.topic == consents_topic:
             routed = _consent(codec, record)
             kind = KIND_CONSENT
@@ -88,7 +95,8 @@ def spec(
             return emits
         return [Emit(account_stream, routed, record.value, headers=_source(record, kind))]
 
-    inputs = [consents_topic] + ([catalog.INBOUND] if psid_stream is not None else [])
+    chat = [catalog.INBOUND, catalog.FEEDBACK] if psid_stream is not None else []
+    inputs = [consents_topic, *chat]
     exact = "|".join(f"^{t.replace('.', '[.]')}" for t in inputs)
     pattern = f"({catalog.BANK_TOPIC_PATTERN[:-1]}|{exact})$"
 
@@ -157,6 +165,30 @@ def _inbound(
     asks = Inbound(message["mid"], page, intent, message["sent_at"])
     headers = _source(record, KIND_INBOUND)
     return [Emit(psid_stream, record.key, encode_inbound(asks), headers=headers)]
+
+
+def _feedback(
+    codec: Codec, record: ConsumerRecord[bytes, bytes], psid_stream: str, metrics: Metrics
+) -> list[Emit]:
+    """A delivery report, counted; an unreachable recipient, to its psid's stream."""
+    rejected = rules.check_frame(record.value) or (
+        None if record.key else Rejected("KEY_MISMATCH", "a delivery report is keyed by psid")
+    )
+    if rejected is None:
+        try:
+            report: model.DeliveryReport = codec.decode(model.DELIVERY_REPORT, record.value)  # type: ignore[assignment]  # the codec returns the schema's dict
+        except CodecError as exc:
+            rejected = Rejected(exc.reason, str(exc))
+    if rejected is not None:
+        metrics.child(metrics.dlq, "feedback", rejected.reason).inc()
+        return [dead_letter(record, rejected.reason, rejected.detail)]
+    bank = report["bank_id"] if catalog.is_bank_id(report["bank_id"]) else "unknown"
+    metrics.child(metrics.feedback, bank, report["outcome"]).inc()
+    if report["outcome"] not in UNREACHABLE_OUTCOMES:
+        return []
+    headers = _source(record, KIND_UNREACHABLE)
+    value = report["consent_id"].encode()
+    return [Emit(psid_stream, record.key, value, headers=headers)]
 
 
 def _unreadable_marker(record: ConsumerRecord[bytes, bytes], account_stream: str) -> list[Emit]:

@@ -21,6 +21,9 @@ Pure functions, no I/O. The rules (DESIGN.md, "Consent gate"):
   belongs to the consent held: a newer version of the same consent keeps it,
   and it goes with the consent when that ends or is replaced. STOP lasts until
   another consent (the bank is asked to end this one); PAUSE until RESUME.
+- A recipient the delivery worker could not reach (blocked the Page, or no
+  such psid) is muted likewise (`UNREACHABLE`) for the consent it was sent
+  under, until RESUME or another consent: nothing is pushed to nobody.
 - A transaction is forwarded only if the consent held now is VALID, now is
   before `valid_until`, the transaction was booked before `valid_until` and
   inside `transaction_from`/`transaction_to`, and the permission the output
@@ -34,7 +37,13 @@ from typing import Literal
 
 from streams.model import Consent, ErasureReason, Permission, Transaction, WithheldReason
 
-Mute = Literal["STOP", "PAUSE"]
+Mute = Literal["STOP", "PAUSE", "UNREACHABLE"]
+MUTE_REASONS: dict[Mute, WithheldReason] = {
+    "STOP": "MUTED_BY_PSU",
+    "PAUSE": "MUTED_BY_PSU",
+    "UNREACHABLE": "UNREACHABLE",
+}
+"""Why an output of a muted account is withheld (the Decision's reason)."""
 ENDING_STATUSES: frozenset[str] = frozenset({"REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"})
 
 
@@ -56,7 +65,8 @@ class Held:
     unreadable: bool = False
     """A consent record for the account could not be read since: withhold everything."""
     muted: Mute | None = None
-    """The customer stopped or paused the notifications from the chat."""
+    """The customer stopped or paused the notifications from the chat, or could not be
+    reached there (the delivery worker's report)."""
     discreet: bool = False
     """The customer asked for texts without amounts, merchants or balances."""
     linked: bool = False
@@ -132,6 +142,21 @@ def choose(held: Held, muted: Mute | None, discreet: bool) -> Change:
     if held.consent is None or (held.muted, held.discreet) == (muted, discreet):
         return Change(held, "ignored")
     return Change(replace(held, muted=muted, discreet=discreet), "updated")
+
+
+def muted_reason(held: Held) -> WithheldReason | None:
+    """Why the customer's choice (or an unreachable recipient) withholds, if it does."""
+    return MUTE_REASONS[held.muted] if held.muted is not None else None
+
+
+def unreachable(held: Held, consent_id: str) -> Change:
+    """The delivery worker reported that a notification sent under `consent_id` cannot
+    reach its recipient: mute the consent held if it is that one (a STOP stays a STOP)."""
+    if held.consent is None or held.consent["consent_id"] != consent_id:
+        return Change(held, "ignored")
+    if held.muted == "STOP":
+        return Change(held, "ignored")
+    return choose(held, "UNREACHABLE", held.discreet)
 
 
 def expire(held: Held, now_ms: int) -> Change:

@@ -17,7 +17,8 @@ whatever its status, with the masked account only.
 A RESPONSE answers the customer's question with what that question needs
 (`asks`: BALANCE → BALANCES, …) and goes only to the consent's own psid. What
 the customer chose in the chat applies here too: muted (STOP, PAUSE) withholds
-every pushed kind (`MUTED_BY_PSU`) but not an answer nor CONSENT_ENDED;
+every pushed kind (`MUTED_BY_PSU`; `UNREACHABLE` when the delivery worker
+reported the recipient unreachable) but not an answer nor CONSENT_ENDED;
 discreet unlocks nothing but the masked account, in every kind.
 
 "VALID" means: the consent held has status VALID, `now` is before its
@@ -31,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.model import Consent, NotificationData, NotificationKind, Permission, WithheldReason
-from streams.rules.consent import Held, window_verdict
+from streams.rules.consent import Held, muted_reason, window_verdict
 
 ALWAYS = frozenset({"account_masked"})
 UNLOCKS: dict[Permission, frozenset[str]] = {
@@ -90,8 +91,9 @@ def release(
     assert consent is not None  # window_verdict withholds when nothing is held
     if kind == "RESPONSE" and to != consent["psid"]:  # an answer goes to its consent's psid
         return Release(None, withheld="NO_CONSENT")
-    if held.muted is not None and kind in MUTABLE:
-        return Release(None, withheld="MUTED_BY_PSU")
+    muted = muted_reason(held)
+    if muted is not None and kind in MUTABLE:
+        return Release(None, withheld=muted)
     permissions = frozenset(consent["permissions"])
     needs = NEEDS[kind] | ({asks} if asks is not None else set())
     if not needs <= permissions:

@@ -28,7 +28,8 @@ class Letter:
     """`topic-partition@offset`, or `?` when the headers do not say."""
     bank: str
     """The bank whose topic it came from; `consents` for consents.v1, `inbound` for
-    messenger.inbound.v1; `?` if unknown."""
+    messenger.inbound.v1, `feedback` for messenger.feedback.v1, `delivery` for a
+    notification the delivery worker gave up on; `?` if unknown."""
     size: int
 
 
@@ -37,7 +38,12 @@ def letter(record: Any) -> Letter:
     source = Source.carried(record)
     where = f"{source.topic}-{source.partition}@{source.offset}" if source else "?"
     topic = source.topic if source else ""
-    shared = {catalog.CONSENTS: "consents", catalog.INBOUND: "inbound"}
+    shared = {
+        catalog.CONSENTS: "consents",
+        catalog.INBOUND: "inbound",
+        catalog.FEEDBACK: "feedback",
+        catalog.NOTIFICATIONS: "delivery",
+    }
     bank = catalog.bank_of_topic(topic) or shared.get(topic, "?")
     kept = int(headers["size"]) if headers.get("size", "").isdigit() else len(record.value or b"")
     size = kept + len(record.key or b"")  # a customer's message is kept as its size only

@@ -237,6 +237,8 @@ class TestRegistry:
             9: (model.DECISION, 2),
             10: (model.INBOUND_MESSAGE, 1),
             11: (model.WITHDRAWAL_REQUEST, 1),
+            12: (model.DELIVERY_REPORT, 1),
+            13: (model.DECISION, 3),
         }
 
     def test_latest_is_the_highest_version(self, registry: EmbeddedRegistry) -> None:

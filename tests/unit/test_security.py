@@ -35,9 +35,11 @@ def test_only_passerelle_reads_ingest_and_nobody_else_writes_outputs() -> None:
     readers = {a.principal for a in WANT if a.operation == "READ" and a.resource == "TOPIC"}
     ingest = {a.principal for a in WANT if a.operation == "READ" and a.name.startswith("bank.")}
     consents = {a.principal for a in WANT if a.operation == "READ" and a.name == catalog.CONSENTS}
-    outputs = {catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ}
+    outputs = {catalog.NOTIFICATIONS, catalog.AUDIT}
     writers = {a.principal for a in WANT if a.operation == "WRITE" and a.name in outputs}
+    dead_letters = {a.principal for a in WANT if a.operation == "WRITE" and a.name == catalog.DLQ}
     assert ingest == writers == {"User:passerelle"}
+    assert dead_letters == {"User:passerelle", "User:messenger-worker"}  # the delivery worker's
     assert consents == {"User:passerelle", "User:consent-authority"}
     assert readers == {
         "User:passerelle",
@@ -67,14 +69,24 @@ def test_the_conversation_adds_one_write_for_messenger_and_one_read_for_the_auth
 
 
 def test_messenger_and_sre_read_only_their_topics() -> None:
-    assert {a.name for a in of("messenger-worker") if a.resource == "TOPIC"} == {
-        catalog.NOTIFICATIONS,
-        catalog.INBOUND,
-    }
+    """The messaging workers read the notifications only; they write what customers send,
+    what became of each notification, and the delivery worker's dead letters."""
+    messenger_reads = {a.name for a in of("messenger-worker") if a.operation == "READ"}
+    assert messenger_reads == {catalog.NOTIFICATIONS, "messenger-"}  # the topic, its groups
     assert {a.name for a in of("sre") if a.resource == "TOPIC"} == {catalog.DLQ, catalog.AUDIT}
     assert not {a for a in of("sre") if a.operation == "WRITE"}
     messenger_writes = {a.name for a in of("messenger-worker") if a.operation == "WRITE"}
-    assert messenger_writes == {catalog.INBOUND}
+    assert messenger_writes == {catalog.INBOUND, catalog.FEEDBACK, catalog.DLQ}
+
+
+def test_only_passerelle_reads_the_delivery_reports() -> None:
+    feedback = {(a.principal, a.operation) for a in WANT if a.name == catalog.FEEDBACK}
+    assert feedback == {
+        ("User:messenger-worker", "WRITE"),
+        ("User:messenger-worker", "DESCRIBE"),
+        ("User:passerelle", "READ"),
+        ("User:passerelle", "DESCRIBE"),
+    }
 
 
 def test_passerelle_groups_and_transactional_ids_are_its_app_ids_prefix() -> None:
@@ -93,14 +105,14 @@ def test_a_bank_id_that_is_not_a_topic_part_is_refused() -> None:
 
 def test_kafkas_listing_reads_back_as_the_acls_it_shows() -> None:
     """Golden output of AclCommand --list from Kafka 4.1.1, recorded before the
-    conversation's topics existed: it reads back as exactly what was wanted then."""
+    conversation's and the delivery's topics existed: it reads back as exactly what was wanted then."""
     listed = parse_listing((FIXTURES / "acl-list.txt").read_text())
     assert of("bank-banque-alpine") <= listed
     assert Acl("User:passerelle", "GROUP", "passerelle-", "PREFIXED", "READ") in listed
     assert {a.principal for a in listed} == {"User:bank-banque-alpine", "User:passerelle"}
     cat = Catalog(Settings())
     later = {catalog.INBOUND, catalog.REQUESTS, cat.psid_stream().name}
-    later.add(cat.changelog("conversation").name)
+    later |= {cat.changelog("conversation").name, catalog.FEEDBACK}
     assert listed == {
         a
         for a in WANT

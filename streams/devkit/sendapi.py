@@ -141,7 +141,7 @@ class SendApi:
 
     async def serve(self, port: int = 0) -> tuple[web.AppRunner, int]:
         """Serve on 127.0.0.1 (port 0: any free one); the runner, to clean up, and the port."""
-        runner = web.AppRunner(self.app(), access_log=None)
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()

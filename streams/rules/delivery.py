@@ -20,7 +20,7 @@ The reference worker (`passerelle deliver`, `streams.tools.deliver`) reads
   notification is dead-lettered: the worker never stops on one record.
 - **Backing off** (`backoff`): capped exponential, with jitter.
 - **Pacing a Page** (`PageBudget`): a token bucket under the Page's rate
-  limit; a rate-limit answer pauses that Page only.
+  limit, which halves on a rate-limit answer and pauses that Page only.
 
 A recipient who blocked the Page or does not exist (`UNREACHABLE_OUTCOMES`)
 is reported on `messenger.feedback.v1`; the pipeline then mutes that consent.
@@ -151,23 +151,30 @@ def backoff(attempt: int, jitter: float) -> float:
 
 @dataclass
 class PageBudget:
-    """A Page's pace: `rate` calls a second at most (bursts of `burst`), and a pause
-    after a rate-limit answer. Times are seconds on the caller's monotonic clock."""
+    """A Page's pace: `rate` calls a second at most (bursts of one second's worth), and
+    a pause after a rate-limit answer. The API's limit is not known in advance, so the
+    pace adapts: a rate-limit answer halves the rate and pauses the Page (longer each
+    time in a row), each answer that is not one raises it again by one call a second,
+    up to `ceiling`. Answers to calls made before a pause began do not count again.
+    Times are seconds on the caller's monotonic clock."""
 
-    rate: float
-    burst: float
+    ceiling: float
+    rate: float = 0.0
     tokens: float = 0.0
     at: float = 0.0
     paused_until: float = 0.0
     strikes: int = 0
-    """Rate-limit answers in a row."""
+    """Pauses in a row (rate-limit answers after a pause, with no other answer between)."""
+
+    def __post_init__(self) -> None:
+        self.rate = self.rate or self.ceiling
 
     def take(self, now: float) -> float:
         """Take one call's token: 0 if it may go now, else how long to wait first
         (nothing is taken then: ask again after waiting)."""
         if now < self.paused_until:
             return self.paused_until - now
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.at) * self.rate)
         self.at = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -175,14 +182,18 @@ class PageBudget:
         return (1 - self.tokens) / self.rate
 
     def throttled(self, now: float) -> float:
-        """A rate-limit answer: no call for this Page for a while (returned), longer
-        each time in a row."""
+        """A rate-limit answer: the Page slows down and rests; how long it rests."""
+        if now < self.paused_until:  # a call made before the pause: already counted
+            return self.paused_until - now
         pause = min(BACKOFF_CAP_S, THROTTLE_PAUSE_S * 2.0**self.strikes)
         self.strikes += 1
-        self.paused_until = max(self.paused_until, now + pause)
+        self.rate = max(1.0, self.rate / 2)
+        self.paused_until = now + pause
         self.tokens = 0.0
         return pause
 
     def calm(self) -> None:
-        """An answer that was not a rate limit: the next one starts from the shortest pause."""
+        """An answer that was not a rate limit: a little faster, and the next pause
+        starts from the shortest."""
         self.strikes = 0
+        self.rate = min(self.ceiling, self.rate + 1)

@@ -106,7 +106,8 @@ class Deliverer:
             await self.producer.start()
             try:
                 await consumer.start()
-                await kafka.check_topics(consumer, [self.topic], "run `passerelle topics create`")
+                needed = [self.topic, FEEDBACK, DLQ]
+                await kafka.check_topics(consumer, needed, "run `passerelle topics create`")
                 consumer.subscribe([self.topic], listener=_Revoked(self, consumer))
                 await self._loop(consumer, stop)
             finally:
@@ -190,9 +191,7 @@ class Deliverer:
             if token is None:
                 self._dead(record, "PAGE_STOPPED", "no usable access token for the page", n)
                 return self._report(n, "PAGE_STOPPED")
-            budget = self.budgets.setdefault(
-                page, rules.PageBudget(self.delivery.page_rate, self.delivery.page_rate)
-            )
+            budget = self.budgets.setdefault(page, rules.PageBudget(self.delivery.page_rate))
             wait = budget.take(time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -211,12 +210,12 @@ class Deliverer:
                 self.tokens.refused(page)
                 continue  # dead-lettered above, as every notification of the page will be
             tries += 1
-            reason = "timeout" if answer.timed_out else "server_error"
-            self.metrics.retries.labels(page, reason).inc()
             if tries >= rules.MAX_TRIES:
                 detail = f"not sent after {tries} tries (last: {answer.code}/{answer.subcode})"
                 self._dead(record, "SEND_FAILED", detail, n)
                 return self._report(n, "FAILED", answer)
+            reason = "timeout" if answer.timed_out else "server_error"
+            self.metrics.retries.labels(page, reason).inc()
             await asyncio.sleep(rules.backoff(tries, random.random()))
 
     async def _call(self, page: str, token: str, n: model.Notification) -> rules.Answer:

@@ -105,7 +105,8 @@ def test_a_bank_id_that_is_not_a_topic_part_is_refused() -> None:
 
 def test_kafkas_listing_reads_back_as_the_acls_it_shows() -> None:
     """Golden output of AclCommand --list from Kafka 4.1.1, recorded before the
-    conversation's and the delivery's topics existed: it reads back as exactly what was wanted then."""
+    conversation's and the delivery's topics existed: it reads back as exactly what was
+    wanted then."""
     listed = parse_listing((FIXTURES / "acl-list.txt").read_text())
     assert of("bank-banque-alpine") <= listed
     assert Acl("User:passerelle", "GROUP", "passerelle-", "PREFIXED", "READ") in listed

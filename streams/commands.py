@@ -195,10 +195,11 @@ def run_reconcile(args: argparse.Namespace) -> None:
     from streams.settings import Settings
     from streams.tools import reconcile
 
-    settings = Settings.from_env()
-    counts = asyncio.run(reconcile.wait_balanced(settings, _codec(settings), args.bank, args.wait))
+    settings, codec = Settings.from_env(), _codec(Settings.from_env())
+    counts = asyncio.run(reconcile.wait_balanced(settings, codec, args.bank, args.wait))
+    delivered = asyncio.run(reconcile.deliveries(settings, codec, args.bank))
     for bank, c in sorted(counts.items()):
-        print(c.line(bank))
+        print(c.line(bank) + "\n" + reconcile.delivery_line(bank, delivered[bank]))
     if not all(c.balanced for c in counts.values()):
         raise PasserelleError("not balanced")
 
@@ -216,11 +217,9 @@ def run_tail(args: argparse.Namespace) -> None:
 
 
 def run_deliver(args: argparse.Namespace) -> None:
-    from streams.settings import DeliverySettings, Settings
     from streams.tools import deliverserve
 
-    settings, delivery = Settings.from_env(), DeliverySettings.from_env()
-    asyncio.run(deliverserve.serve(settings, delivery, args.topic, args.group, args.start))
+    asyncio.run(deliverserve.serve(args.topic, args.group, args.start))
 
 
 def run_ask(args: argparse.Namespace) -> None:

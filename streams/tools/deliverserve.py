@@ -47,16 +47,11 @@ def pages(worker: Deliverer, registry: CollectorRegistry) -> web.Application:
     return app
 
 
-async def serve(
-    settings: Settings,
-    delivery: DeliverySettings,
-    topic: str,
-    group: str = GROUP,
-    start: str = "earliest",
-) -> None:
-    """Run one delivery worker until SIGTERM or SIGINT."""
+async def serve(topic: str, group: str = GROUP, start: str = "earliest") -> None:
+    """Run one delivery worker, configured by the environment, until SIGTERM or SIGINT."""
     if not group.startswith(MESSENGER_GROUP_PREFIX):
         raise PasserelleError(f"--group must start with {MESSENGER_GROUP_PREFIX} (the ACLs')")
+    settings, delivery = Settings.from_env(), DeliverySettings.from_env()
     os.umask(0o077)  # the journal names what was sent to whom: ours only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -1,11 +1,15 @@
 """`make run`: the pipeline on a simulated bank feed, notifications streaming to the terminal.
 
-Starts a worker (`passerelle worker pipeline`) as a subprocess, waits until it
-is ready, tails the delivery topic while the simulator sends about a minute
-of bank events, then reconciles every bank (this run's records only); three
-customers then talk to the Page (`DIALOGUE`: a balance, the last
-transactions, this month, a STOP, a question after it), as `passerelle ask`
-does, and the worker stops.
+Starts a worker (`passerelle worker pipeline`) as a subprocess, and the
+delivery side (`streams.tools.demodelivery`: a local Send API on which one
+customer of this run has blocked the Page, and `passerelle deliver`); waits
+until they are ready, tails the delivery topic while the simulator sends
+about a minute of bank events, then reconciles every bank (this run's records
+only) and says what the delivery worker reported: the blocked customer once
+BLOCKED, after which the pipeline withholds their notifications
+(UNREACHABLE). Three customers then talk to the Page (`DIALOGUE`: a balance,
+the last transactions, this month, a STOP, a question after it), as
+`passerelle ask` does, and everything stops.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -25,7 +30,7 @@ from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.errors import PasserelleError
 from streams.settings import Settings
-from streams.tools import ask, consent, reconcile, simulate, tail
+from streams.tools import ask, consent, demodelivery, reconcile, simulate, tail
 
 Say = Callable[[str], None]
 READY_TIMEOUT_S = 120
@@ -46,6 +51,11 @@ async def run(
 ) -> bool:
     """The demo; True when every bank reconciles."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    seed = random.SystemRandom().randrange(10**6)
+    now = int(time.time() * 1000)
+    population = simulate.draw(random.Random(seed), simulate.PER_BANK, simulate.BANKS, now)
+    blocked = next(a.psid for a in population if a.consent is not None)
+    delivery = demodelivery.start(log_path.parent / "demo", blocked, seed, log_path)
     with log_path.open("ab") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker", "pipeline"],
@@ -53,9 +63,10 @@ async def run(
             stderr=log,
             env=dict(os.environ),
         )
-    say(f"worker started (pid {worker.pid}, log {log_path})")
+    say(f"worker, delivery worker and local Send API started (log {log_path})")
     try:
-        await _wait_ready(settings, worker)
+        await _wait_ready(f"http://127.0.0.1:{settings.web_port}/readyz", worker)
+        await _wait_ready(delivery.readyz, delivery.deliverer)
         # Count this run only: a reused broker keeps earlier runs' records.
         since = await reconcile.marks(settings, [bank.bank_id for bank in simulate.BANKS])
         say("worker ready; simulating banks — notifications as the messaging team sees them:")
@@ -69,7 +80,7 @@ async def run(
             await simulate.until_in_stream(settings, stream, keys)
 
         feed = await simulate.run(
-            settings, codec, events, rate, say=say, after_consents=consents_in
+            settings, codec, events, rate, seed=seed, say=say, after_consents=consents_in
         )
         counts = await reconcile.wait_balanced(
             settings, codec, list(feed.sent), RECONCILE_TIMEOUT_S, since
@@ -83,9 +94,17 @@ async def run(
         say(f"notifications delivered to the Messenger topic: {shown}")
         for bank, c in sorted(counts.items()):
             say("reconciliation " + c.line(bank))
+        delivered = await reconcile.deliveries(settings, codec, list(feed.sent), started)
+        for bank, outcomes in sorted(delivered.items()):
+            say(reconcile.delivery_line(bank, outcomes) + " (what the local Send API answered)")
+        say(
+            f"customer …{blocked[-4:]} has blocked the Page: reported BLOCKED, and since then "
+            "withheld as UNREACHABLE (the reconciliation's withheld reasons)"
+        )
         await converse(settings, codec, list(feed.sent), started, say)
         return all(c.balanced for c in counts.values())
     finally:
+        delivery.stop()
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(60)
@@ -93,12 +112,11 @@ async def run(
             worker.kill()
 
 
-async def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
-    url = f"http://127.0.0.1:{settings.web_port}/readyz"
+async def _wait_ready(url: str, worker: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            raise PasserelleError(f"the worker exited with {worker.returncode}; see its log")
+            raise PasserelleError(f"pid {worker.pid} exited with {worker.returncode}; see its log")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # our own loopback port
                 if json.load(response).get("ready"):

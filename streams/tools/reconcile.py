@@ -5,6 +5,9 @@ audit topic's Decisions) + `dlq` (dead letters whose source is that topic).
 Read from the topics themselves, read_committed, so it checks the pipeline
 from outside. `since` (the ingest topics' end offsets taken with `marks`)
 counts only what a bank wrote after that moment: one run on a reused broker.
+
+`deliveries` counts, per bank, what the delivery workers reported of its
+notifications (`messenger.feedback.v1`): delivered, and each way of not.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from streams import kafka, model
-from streams.catalog import AUDIT, DLQ, bank_of_topic, bank_topic_name
+from streams.catalog import AUDIT, DLQ, FEEDBACK, bank_of_topic, bank_topic_name
 from streams.codec import Codec
 from streams.errors import CodecError
 from streams.kafka import read_all
@@ -120,6 +123,26 @@ async def reconcile(
             continue
         counts[sender].dlq[dict(record.headers).get("reason", b"?").decode()] += 1
     return counts
+
+
+async def deliveries(
+    settings: Settings, codec: Codec, banks: list[str], since_ms: int = 0
+) -> dict[str, Counter[str]]:
+    """Per bank, the delivery reports' outcomes (those written at or after `since_ms`)."""
+    counts: dict[str, Counter[str]] = {bank: Counter() for bank in banks}
+    for record in await read_all(settings, FEEDBACK):
+        try:
+            report = codec.decode(model.DELIVERY_REPORT, record.value)
+        except CodecError:
+            continue
+        if report["bank_id"] in counts and report["at"] >= since_ms:
+            counts[report["bank_id"]][report["outcome"]] += 1
+    return counts
+
+
+def delivery_line(bank: str, outcomes: Counter[str]) -> str:
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none reported"
+    return f"delivery {bank}: {shown}"
 
 
 async def wait_balanced(

@@ -53,6 +53,7 @@ MERCHANTS = (
     ("Cinéma Pathé", "7832", 1_200),
 )
 DAY_MS = 86_400_000
+PER_BANK = 40
 
 
 @dataclass
@@ -81,6 +82,15 @@ def accounts(rng: random.Random, per_bank: int, banks: Sequence[Bank]) -> list[A
             psid = f"{rng.randrange(10**16, 10**17)}"
             out.append(Account(bank, account_id, psid, rng.randrange(50_000, 500_000)))
     return out
+
+
+def draw(rng: random.Random, per_bank: int, banks: Sequence[Bank], now: int) -> list[Account]:
+    """The accounts of a run, about 80 % with a consent: the same for the same seed."""
+    population = accounts(rng, per_bank, banks)
+    for account in population:
+        if rng.random() < 0.8:
+            account.consent = consent_for(rng, account, now)
+    return population
 
 
 def consent_for(rng: random.Random, account: Account, now: int) -> dict[str, Any]:
@@ -165,7 +175,7 @@ async def run(
     codec: Codec,
     events: int,
     rate: float,
-    per_bank: int = 40,
+    per_bank: int = PER_BANK,
     seed: int | None = None,
     banks: Sequence[Bank] = BANKS,
     after_consents: Callable[[set[bytes]], Awaitable[None]] | None = None,
@@ -181,18 +191,14 @@ async def run(
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     feed = Feed()
-    population = accounts(rng, per_bank, banks)
+    population = draw(rng, per_bank, banks, now)
     producer = kafka.producer(settings, linger_ms=5)
     try:
         await producer.start()
         for account in population:
-            if rng.random() < 0.8:
-                account.consent = consent_for(rng, account, now)
-                await producer.send(
-                    CONSENTS,
-                    codec.encode(model.CONSENT, account.consent),
-                    f"{account.bank.bank_id}:{account.account_id}".encode(),
-                )
+            if account.consent is not None:
+                value = codec.encode(model.CONSENT, account.consent)
+                await producer.send(CONSENTS, value, _key(account))
         await producer.flush()
         if after_consents is not None:  # e.g. wait until the pipeline has read them
             await after_consents({_key(a) for a in population if a.consent is not None})
@@ -289,11 +295,7 @@ async def _revoke(
     for account in chosen:
         assert account.consent is not None
         account.consent = account.consent | {"status": "REVOKED_BY_PSU", "updated_at": now + 1}
-        await producer.send(
-            CONSENTS,
-            codec.encode(model.CONSENT, account.consent),
-            f"{account.bank.bank_id}:{account.account_id}".encode(),
-        )
+        await producer.send(CONSENTS, codec.encode(model.CONSENT, account.consent), _key(account))
     return len(chosen)
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams.metrics import Metrics
+from streams.metrics import DeliveryMetrics, Metrics
 from tests.deploy import (
     DASHBOARD,
     DEPLOY,
@@ -40,7 +40,10 @@ K8S_VERSION = "1.30.0"
 
 
 def worker_names() -> set[str]:
-    return exposed(generate_latest(Metrics(CollectorRegistry()).registry).decode())
+    """What the pipeline's workers and the delivery worker expose."""
+    pipeline = generate_latest(Metrics(CollectorRegistry()).registry).decode()
+    delivery = generate_latest(DeliveryMetrics(CollectorRegistry()).registry).decode()
+    return exposed(pipeline) | exposed(delivery)
 
 
 def test_prometheus_config_passes_promtool() -> None:

@@ -60,7 +60,7 @@ DEMO_BANKS := banque-alpine credit-breton thames-bank
 # development hash key. A deployment sets PASSERELLE_HASH_KEY(_FILE) instead.
 run bench bench-full test test-unit test-faults: export PASSERELLE_ALLOW_DEV_HASH_KEY ?= on
 
-run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minute, reconciliation, then customers asking in the chat
+run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minute, delivered to a local Send API, reconciliation, then customers asking in the chat
 	$(PASSERELLE) topics create $(foreach b,$(DEMO_BANKS),--bank $(b))
 	$(PASSERELLE) demo --seconds 60 --rate 100
 

@@ -169,10 +169,11 @@ def run_bench(args: argparse.Namespace) -> None:
     sizes: tuple[int, ...] = (10_000, 100_000)
     if args.full:
         sizes += (1_000_000,)
-    rounds = 3
+    rounds, sent = 3, 4_000
     if args.quick:
-        sizes, rounds = (2_000,), 1
-    asyncio.run(bench.run(Settings.from_env(), args.records, sizes=sizes, rounds=rounds))
+        sizes, rounds, sent = (2_000,), 1, 500
+    settings = Settings.from_env()
+    asyncio.run(bench.run(settings, args.records, sizes=sizes, rounds=rounds, deliveries=sent))
 
 
 def run_demo(args: argparse.Namespace) -> None:

@@ -272,7 +272,7 @@ class DeliverySettings:
     state_dir: Path = Path(".run/deliver")
     """The worker's journal of what it sent (delivered ids, ended consents)."""
     web_port: int = 6068
-    concurrency: int = 64
+    concurrency: int = 256
     """Send API calls in flight at once (one customer's messages stay in order)."""
     page_rate: int = 250
     """Calls a second per Page at most (Messenger allows about 300)."""

@@ -23,7 +23,7 @@ Switches make it answer as the real API does when things go wrong:
 | `latency_ms` {page or "*": ms} | answers that much later |
 | `hang` pages | never answers (the caller's timeout) |
 
-`python -m streams.devkit.sendapi --port P --tokens DIR [--blocked PSID …]`
+`python -m streams.devkit.sendapi --port P --tokens DIR [--blocked PSID …] [--latency-ms L]`
 serves it on 127.0.0.1 (what `make run` starts); tests use `SendApi` in process.
 """
 
@@ -156,6 +156,8 @@ def tokens_from(folder: Path) -> dict[str, str]:
 
 async def _main(args: argparse.Namespace) -> None:
     api = SendApi(tokens_from(args.tokens), blocked=set(args.blocked))
+    if args.latency_ms:
+        api.latency_ms["*"] = args.latency_ms
     runner, port = await api.serve(args.port)
     print(f"local Send API on http://127.0.0.1:{port}", flush=True)
     try:
@@ -169,5 +171,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--tokens", type=Path, required=True, help="one file per page_id")
     parser.add_argument("--blocked", nargs="*", default=[], help="psids who blocked the Page")
+    parser.add_argument("--latency-ms", type=int, default=0, help="answer this much later")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(parser.parse_args()))

@@ -15,6 +15,9 @@ Three measures, each against something measured in the same run:
    p50/p95/p99 per rate, and at saturation.
 3. State. A worker's RSS and RocksDB folder after N accounts, and how long a
    worker with an empty folder takes to be ready again (changelog restore).
+4. Delivery. One `passerelle deliver` worker against a local Send API that
+   answers at once, then 50 ms later: deliveries a second, and their ratio
+   (how much of the API's latency its concurrency hides).
 
 Output: a table, `bench/results/latest.json` and `bench/results/latest.png`.
 Speed is reported, never asserted.
@@ -28,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from streams.devkit import localkafka
+from streams.devkit.bench.delivery import measure_delivery
 from streams.devkit.bench.measure import (
     Run,
     Say,
@@ -62,6 +66,7 @@ async def run(
     rates: tuple[float, ...] = (500, 1000, 2000),
     sizes: tuple[int, ...] = (10_000, 100_000),
     rounds: int = 3,
+    deliveries: int = 4_000,
     out: Path = RESULTS,
     say: Say = print,
 ) -> Report:
@@ -72,14 +77,16 @@ async def run(
     report = Report(settings.bootstrap_servers, settings.partitions, records, rounds)
     say(f"bench on {settings.bootstrap_servers}, {settings.partitions} partitions, {bench.prefix}")
     try:
-        say("1/3 throughput")
+        say("1/4 throughput")
         report.throughput = await measure_throughput(bench, records, 2_000, rounds)
-        say("2/3 latency")
+        say("2/4 latency")
         for guarantee in ("at_least_once", "exactly_once"):
             report.latency += await measure_latency(bench, guarantee, rates, 20_000, 2_000)
-        say("3/3 state")
+        say("3/4 state")
         for size in sizes:
             report.state.append(await measure_state(bench, size))
+        say("4/4 delivery")
+        report.delivery = await measure_delivery(bench, deliveries)
     finally:
         bench.close()
         await asyncio.to_thread(localkafka.down, cluster, say)

@@ -51,6 +51,7 @@ class Report:
     throughput: list[Throughput] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
     state: list[State] = field(default_factory=list)
+    delivery: list[Throughput] = field(default_factory=list)
 
     def ratio(self, name: str) -> float:
         base = self.throughput[0].rate
@@ -81,6 +82,15 @@ class Report:
                 f"{f'{s.accounts:,} accounts':34} {s.rss_mib:>8.0f} {s.disk_mib:>9.1f} "
                 f"{s.changelog_records:>10,} {s.restore_s:>9.1f}"
             )
+        if self.delivery:
+            lines.append(f"\n{'delivery (one worker, 256 calls)':34} {'sent':>9} {'seconds':>8} "
+                         f"{'sent/s':>9} {'ratio':>6}")  # fmt: skip
+            first = self.delivery[0].rate
+            for t in self.delivery:
+                lines.append(
+                    f"{t.name:34} {t.records:>9} {t.seconds:>8.2f} {t.rate:>9,.0f} "
+                    f"{t.rate / first:>6.3f}"
+                )
         return "\n".join(lines)
 
 

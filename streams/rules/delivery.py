@@ -32,7 +32,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streams.model import DeliveryOutcome, Notification
+from streams.model import DeliveryOutcome, DeliveryReport, Notification
 
 SEND_API_VERSION = "v21.0"
 """The Graph API version whose Send API the worker and its tests speak."""
@@ -135,6 +135,25 @@ def classify(status: int, body: Any) -> Answer:
     if refused is not None:
         return Answer("done", refused, code=code, subcode=subcode)
     return Answer("retry", code=code, subcode=subcode)  # 5xx, temporary, or unknown
+
+
+def report(
+    notification: Notification, outcome: DeliveryOutcome, answer: Answer | None, at_ms: int
+) -> DeliveryReport:
+    """What becomes of a notification, for `messenger.feedback.v1`: ids, the outcome,
+    the API's message id or error codes; never its text."""
+    return {
+        "notification_id": notification["notification_id"],
+        "consent_id": notification["consent_id"],
+        "bank_id": notification["bank_id"],
+        "page_id": notification["page_id"],
+        "kind": notification["kind"],
+        "outcome": outcome,
+        "message_id": answer.message_id if answer is not None else None,
+        "error_code": answer.code if answer is not None else None,
+        "error_subcode": answer.subcode if answer is not None else None,
+        "at": at_ms,
+    }
 
 
 def _int(value: Any) -> int | None:

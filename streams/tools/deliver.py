@@ -16,14 +16,12 @@ the envelope, the API's answers). The plumbing, here:
   `COMMIT_EVERY_S`, up to the oldest record not yet done, after the journal is
   synced and the reports are written: a kill -9 repeats at most the calls in
   flight, and the next start counts them (`passerelle_delivery_uncertain_total`).
-  Partitions revoked in a rebalance are finished and committed first.
-- **Reports.** Every outcome but a duplicate goes to `messenger.feedback.v1`
-  (`DeliveryReport`); a notification that cannot be decoded, or is not sent
-  after `MAX_TRIES` tries or because its Page's token was refused, also goes to
-  the DLQ with a reason (its coordinates and id; no bytes: the topic keeps it).
-- **Tokens.** One file per Page in `PASSERELLE_PAGE_TOKENS_DIR`, read when
-  needed; a refused token stops that Page (gauge `..._page_stopped`) until its
-  file changes. A token is sent in the Authorization header, never logged.
+  A rebalance finishes and commits what was read first, and starts nothing meanwhile.
+- **Reports.** Every outcome goes to `messenger.feedback.v1` (at least once);
+  what cannot be decoded, or is not sent after `MAX_TRIES` tries or for a
+  refused token, also to the DLQ (coordinates and id; no bytes).
+- **Tokens.** One file per Page (`streams.tools.delivered.PageTokens`), sent in
+  the Authorization header, never logged.
 """
 
 from __future__ import annotations
@@ -54,8 +52,11 @@ log = logging.getLogger(__name__)
 
 GROUP = "messenger-deliver"
 COMMIT_EVERY_S = 0.5
-PENDING_BOUND = 10_000
-"""Notifications read and not yet done, at most (reading waits beyond)."""
+READ_AHEAD = 8
+"""Notifications read and not yet done, at most this many per call in flight (at least
+`MIN_PENDING`): enough to keep every call busy across customers and Pages, few enough
+that a rebalance's drain (everything read must be done first) takes seconds."""
+MIN_PENDING = 256
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -84,10 +85,12 @@ class Deliverer:
         self.budgets: dict[str, rules.PageBudget] = {}
         self.offsets = Offsets()
         self.chains: dict[bytes, asyncio.Task[None]] = {}
-        self.room = asyncio.Semaphore(PENDING_BOUND)
+        self.room = asyncio.Semaphore(max(MIN_PENDING, READ_AHEAD * delivery.concurrency))
         self.calls = asyncio.Semaphore(delivery.concurrency)
         self.sent: list[Awaitable[Any]] = []
         self.ready = asyncio.Event()
+        self.revoking = False
+        """Partitions are being revoked: nothing more is scheduled until they are assigned."""
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.journal.uncertain:
@@ -103,16 +106,17 @@ class Deliverer:
         timeout = aiohttp.ClientTimeout(total=self.delivery.timeout_ms / 1000)
         connector = aiohttp.TCPConnector(limit=self.delivery.concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as self.http:
-            await self.producer.start()
             try:
+                await self.producer.start()
                 await consumer.start()
                 needed = [self.topic, FEEDBACK, DLQ]
                 await kafka.check_topics(consumer, needed, "run `passerelle topics create`")
                 consumer.subscribe([self.topic], listener=_Revoked(self, consumer))
+                log.info("delivering %s (group %s)", self.topic, self.group)
                 await self._loop(consumer, stop)
-            finally:
-                await self._drain()
+                await self._drain()  # a clean stop: what was read is finished and committed
                 await self._commit(consumer)
+            finally:
                 await consumer.stop()
                 await self.producer.stop()
                 self.journal.close()
@@ -125,8 +129,11 @@ class Deliverer:
             for tp, records in batches.items():
                 for record in records:
                     await self.room.acquire()
+                    if self.revoking:  # dropped unread: its offset is not committed, so
+                        self.room.release()  # its partition's next owner reads it again
+                        break
                     self._schedule(tp, record)
-            if time.monotonic() - committed >= COMMIT_EVERY_S:
+            if time.monotonic() - committed >= COMMIT_EVERY_S and not self.revoking:
                 await self._commit(consumer)
                 committed = time.monotonic()
 
@@ -182,8 +189,12 @@ class Deliverer:
         page, tries = n["page_id"], 0
         while True:
             skip = rules.before_send(n, now_ms(), self.journal.ended, self.journal.delivered)
-            if skip == "DUPLICATE":
+            if skip == "DUPLICATE":  # not sent again; its report may have died with a kill
                 self.metrics.deliveries.labels(page, "DUPLICATE").inc()
+                at, outcome, message_id = self.journal.delivered[n["notification_id"]]
+                answer = rules.Answer("done", message_id=None if message_id == "-" else message_id)
+                if outcome:  # an outcome the journal wrote
+                    self._tell(rules.report(n, outcome, answer, at), n["psid"])  # type: ignore[arg-type]
                 return
             if skip is not None:
                 return self._report(n, skip)
@@ -234,25 +245,15 @@ class Deliverer:
     def _report(
         self, n: model.Notification, outcome: model.DeliveryOutcome, answer: Any = None
     ) -> None:
-        at = now_ms()
-        self.journal.done(n["notification_id"], at)
+        at, message_id = now_ms(), answer.message_id if answer is not None else None
+        self.journal.done(n["notification_id"], at, outcome, message_id)
         self.metrics.deliveries.labels(n["page_id"], outcome).inc()
         if outcome == "DELIVERED":
             self.metrics.latency.observe(max(0.0, (at - n["created_at"]) / 1000))
-        report: model.DeliveryReport = {
-            "notification_id": n["notification_id"],
-            "consent_id": n["consent_id"],
-            "bank_id": n["bank_id"],
-            "page_id": n["page_id"],
-            "kind": n["kind"],
-            "outcome": outcome,
-            "message_id": answer.message_id if answer is not None else None,
-            "error_code": answer.code if answer is not None else None,
-            "error_subcode": answer.subcode if answer is not None else None,
-            "at": at,
-        }
-        value = self.codec.encode(model.DELIVERY_REPORT, report)
-        self._write(FEEDBACK, value, n["psid"].encode())
+        self._tell(rules.report(n, outcome, answer, at), n["psid"])
+
+    def _tell(self, report: model.DeliveryReport, psid: str) -> None:
+        self._write(FEEDBACK, self.codec.encode(model.DELIVERY_REPORT, report), psid.encode())
 
     def _dead(
         self,
@@ -306,9 +307,14 @@ class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is 
         self.worker, self.consumer = worker, consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        started = time.monotonic()
+        self.worker.revoking = True
         await self.worker._drain()
         await self.worker._commit(self.consumer)
         self.worker.offsets.forget(set(revoked))
+        seconds = time.monotonic() - started
+        log.info("%d partitions revoked; drained and committed in %.1f s", len(revoked), seconds)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        self.worker.revoking = False  # each one is read from its committed offset
+        log.info("%d partitions assigned", len(assigned))

@@ -4,7 +4,10 @@ The Send API has no idempotency key, so the worker keeps its own record of what
 it sent, in an append-only journal under its state folder (owner-only):
 
 - `S <id>`: a call for this notification is about to be made (in flight);
-- `D <id> <ms>`: its outcome is known and reported (delivered or not);
+- `D <id> <ms> <outcome> <message_id or ->`: its outcome is known (delivered or
+  not), and its report written; a notification read again (a restart before
+  the commit) is not sent again, but its report is (the first one may have
+  been lost with the process: reports are at least once);
 - `E <consent_id> <ms>`: a CONSENT_ENDED for that consent was read (the barrier).
 
 Each line is written and flushed to the OS before the call it announces, so a
@@ -43,6 +46,8 @@ PAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 KEEP_MS = 8 * 86_400_000
 MAX_ENTRIES = 500_000
 JOURNAL = "journal"
+Done = tuple[int, str, str]
+"""When a notification was done, its outcome, and the API's message id (or "-")."""
 
 
 class Journal:
@@ -51,17 +56,16 @@ class Journal:
     def __init__(self, folder: Path, now_ms: int) -> None:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = folder / JOURNAL
-        self.delivered: dict[str, int] = {}
+        self.delivered: dict[str, Done] = {}
         self.ended: dict[str, int] = {}
         in_flight: set[str] = set()
         if self.path.exists():
             for line in self.path.read_text().splitlines():
-                mark, _, rest = line.partition(" ")
-                name, _, at = rest.partition(" ")
+                mark, name, at, *outcome = [*line.split(" "), "", ""][:5]
                 if mark == "S":
                     in_flight.add(name)
                 elif mark == "D" and at.isdigit():
-                    self.delivered[name] = int(at)
+                    self.delivered[name] = (int(at), outcome[0], outcome[1])
                     in_flight.discard(name)
                 elif mark == "E" and at.isdigit():
                     self.ended[name] = int(at)
@@ -72,12 +76,14 @@ class Journal:
     def _rewrite(self, now_ms: int) -> None:
         """Keep what still matters (recent, bounded), in a new file swapped in whole."""
         cutoff = now_ms - KEEP_MS
-        newest = sorted(self.delivered.items(), key=lambda item: item[1])[-MAX_ENTRIES:]
-        self.delivered = {name: at for name, at in newest if at >= cutoff}
+        newest = sorted(self.delivered.items(), key=lambda item: item[1][0])[-MAX_ENTRIES:]
+        self.delivered = {name: done for name, done in newest if done[0] >= cutoff}
         self.ended = {name: at for name, at in self.ended.items() if at >= cutoff}
         fresh = self.path.with_suffix(".new")
         with open(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-            out.writelines(f"D {name} {at}\n" for name, at in self.delivered.items())
+            out.writelines(
+                f"D {name} {' '.join(map(str, d))}\n" for name, d in self.delivered.items()
+            )
             out.writelines(f"E {name} {at}\n" for name, at in self.ended.items())
             out.flush()
             os.fsync(out.fileno())
@@ -93,9 +99,9 @@ class Journal:
     def sending(self, notification_id: str) -> None:
         self._write(f"S {notification_id}\n")
 
-    def done(self, notification_id: str, at_ms: int) -> None:
-        self.delivered[notification_id] = at_ms
-        self._write(f"D {notification_id} {at_ms}\n")
+    def done(self, notification_id: str, at_ms: int, outcome: str, message_id: str | None) -> None:
+        self.delivered[notification_id] = (at_ms, outcome, message_id or "-")
+        self._write(f"D {notification_id} {at_ms} {outcome} {message_id or '-'}\n")
 
     def end(self, consent_id: str, at_ms: int) -> None:
         if consent_id not in self.ended:

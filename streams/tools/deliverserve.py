@@ -54,24 +54,23 @@ async def serve(topic: str, group: str = GROUP, start: str = "earliest") -> None
     settings, delivery = Settings.from_env(), DeliverySettings.from_env()
     os.umask(0o077)  # the journal names what was sent to whom: ours only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     registry = CollectorRegistry()
     codec = Codec(EmbeddedRegistry.load(settings.schemas_dir))
     worker = Deliverer(settings, delivery, codec, DeliveryMetrics(registry), topic, group, start)
     runner = web.AppRunner(pages(worker, registry), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", delivery.web_port).start()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", delivery.web_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PasserelleError(
+            f"cannot listen on 127.0.0.1:{delivery.web_port} ({exc.strerror}): "
+            "set PASSERELLE_DELIVER_PORT"
+        ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    logging.getLogger(__name__).info(
-        "delivering %s (group %s) to %s; web port %d",
-        topic,
-        group,
-        delivery.graph_url,
-        delivery.web_port,
-    )
     try:
         await worker.run(stop)
     finally:

@@ -128,15 +128,19 @@ async def reconcile(
 async def deliveries(
     settings: Settings, codec: Codec, banks: list[str], since_ms: int = 0
 ) -> dict[str, Counter[str]]:
-    """Per bank, the delivery reports' outcomes (those written at or after `since_ms`)."""
-    counts: dict[str, Counter[str]] = {bank: Counter() for bank in banks}
+    """Per bank, the outcome of each notification reported at or after `since_ms` (a
+    notification reported twice, after a delivery worker's restart, counts once)."""
+    last: dict[str, tuple[str, str]] = {}  # reports are at least once: one per notification
     for record in await read_all(settings, FEEDBACK):
         try:
             report = codec.decode(model.DELIVERY_REPORT, record.value)
         except CodecError:
             continue
-        if report["bank_id"] in counts and report["at"] >= since_ms:
-            counts[report["bank_id"]][report["outcome"]] += 1
+        if report["bank_id"] in banks and report["at"] >= since_ms:
+            last[report["notification_id"]] = (report["bank_id"], report["outcome"])
+    counts: dict[str, Counter[str]] = {bank: Counter() for bank in banks}
+    for bank, outcome in last.values():
+        counts[bank][outcome] += 1
     return counts
 
 

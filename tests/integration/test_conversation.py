@@ -178,21 +178,25 @@ async def test_customers_ask_pause_resume_and_stop_from_the_chat(
 async def _order_on_stream(
     settings: Settings, codec: Codec, cat: Catalog, key: bytes, mid: str
 ) -> str:
-    """Which came first on the account's stream: the request for `mid` or the revocation."""
-    for record in await kafka.read_all(settings, cat.account_stream().name):
+    """Which came first on the account's stream: the request for `mid` or the revocation;
+    "not routed" when the request never reached it (the unlink reached the psid's index
+    first), whether or not the revocation did."""
+    request, revocation = None, None
+    records = await kafka.read_all(settings, cat.account_stream().name)
+    for position, record in enumerate(r for r in records if r.key == key):
         kind = dict(record.headers).get("kind")
-        if record.key != key:
-            continue
         if kind == b"request" and json.loads(record.value)["mid"] == mid:
-            return "request first"
+            request = position
         consent = (
             codec.decode(model.CONSENT, record.value)
             if kind == b"consent" and record.value
             else None
         )
-        if consent is not None and consent["status"] == "REVOKED_BY_PSU":
-            return "revocation first"
-    return "not routed"
+        if consent is not None and consent["status"] == "REVOKED_BY_PSU" and revocation is None:
+            revocation = position
+    if request is None:
+        return "not routed"
+    return "request first" if revocation is None or request < revocation else "revocation first"
 
 
 async def _dead_lettered(worker: Worker) -> bool:

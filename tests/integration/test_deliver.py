@@ -29,7 +29,7 @@ from streams.codec import Codec
 from streams.devkit.sendapi import SendApi
 from streams.metrics import DeliveryMetrics
 from streams.settings import DeliverySettings, Settings
-from streams.tools import topics
+from streams.tools import reconcile, topics
 from streams.tools.deliver import Deliverer
 from tests import samples
 from tests.conftest import NewTopicFactory
@@ -75,13 +75,18 @@ async def write(settings: Settings, codec: Codec, topic: str, notes: list[Any]) 
 
 @contextlib.asynccontextmanager
 async def delivering(
-    settings: Settings, config: DeliverySettings, codec: Codec, topic: str, start: str = "earliest"
+    settings: Settings,
+    config: DeliverySettings,
+    codec: Codec,
+    topic: str,
+    start: str = "earliest",
+    group: str | None = None,
 ) -> AsyncIterator[Deliverer]:
-    """A delivery worker in this process, stopped (and committed) at the end."""
+    """A delivery worker in this process (in a new group unless given one), stopped (and
+    committed) at the end."""
     metrics = DeliveryMetrics(CollectorRegistry())
-    worker = Deliverer(
-        settings, config, codec, metrics, topic, f"messenger-t-{uuid.uuid4().hex[:8]}", start
-    )
+    group = group or f"messenger-t-{uuid.uuid4().hex[:8]}"
+    worker = Deliverer(settings, config, codec, metrics, topic, group, start)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -210,12 +215,12 @@ async def test_nothing_of_an_ended_consent_is_delivered_after_its_consent_ended(
     late = note(psid, "page-a", f"{run}-late", consent_id="c-old", created_at=older)
     topic = await new_topic("barrier")
     await write(settings, codec, topic, first)
-    config = delivery(tmp_path, port)
+    config, group = delivery(tmp_path, port), f"messenger-barrier-{run}"
     try:
-        async with delivering(settings, config, codec, topic):
+        async with delivering(settings, config, codec, topic, group=group):
             await reported(settings, codec, {n["notification_id"] for n in first})
         await write(settings, codec, topic, [late])
-        async with delivering(settings, config, codec, topic):
+        async with delivering(settings, config, codec, topic, group=group):
             found = await reported(settings, codec, {n["notification_id"] for n in [*first, late]})
     finally:
         await runner.cleanup()
@@ -417,6 +422,8 @@ async def test_an_unreachable_recipient_is_muted_for_that_consent(
     assert reasons[-1] == "UNREACHABLE" and set(reasons[:-1]) <= {None}
     assert (await decision(after) or {}).get("reason") == "UNREACHABLE"  # and it stays
     assert api.sent == []
+    counted = (await reconcile.deliveries(settings, codec, [bank]))[bank]
+    assert counted["BLOCKED"] >= 1 and counted["DELIVERED"] == 0  # the bank can count it
 
 
 async def _decided(decision: Any, tx_id: str) -> bool:
@@ -425,3 +432,47 @@ async def _decided(decision: Any, tx_id: str) -> bool:
 
 async def _metric(worker: Deliverer, page: str, outcome: str) -> bool:
     return value(worker, "passerelle_deliveries_total", page=page, outcome=outcome) > 0
+
+
+async def test_a_rebalance_hands_partitions_over_without_a_second_send(
+    settings: Settings, codec: Codec, new_topic: NewTopicFactory, tmp_path: Path
+) -> None:
+    """A second worker joins the group mid-stream (each with its own journal): the first
+    finishes and commits what it read before its partitions move, so every notification
+    reaches the API exactly once."""
+    api = SendApi({"page-r": "r"}, latency_ms={"page-r": 150})  # 16 calls: ~100 a second
+    runner, port = await api.serve()
+    tokens(tmp_path / "tokens", {"page-r": "r"})
+    run = uuid.uuid4().hex[:6]
+    notes = [note(f"r-{i % 200}", "page-r", f"{run}-{i}", text=f"n°{i}") for i in range(800)]
+    topic = await new_topic("rebalance", partitions=4)
+    await write(settings, codec, topic, notes)
+    group = f"messenger-rebalance-{run}"
+
+    def worker(name: str) -> Deliverer:
+        config = delivery(tmp_path, port)
+        config = DeliverySettings(**{**config.__dict__, "state_dir": tmp_path / name})
+        metrics = DeliveryMetrics(CollectorRegistry())
+        return Deliverer(settings, config, codec, metrics, topic, group, "earliest")
+
+    first, second = worker("first"), worker("second")
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(first.run(stop))]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(api.sent) < 80:
+            assert time.monotonic() < deadline and not tasks[0].done()
+            await asyncio.sleep(0.02)
+        tasks.append(asyncio.create_task(second.run(stop)))
+        found = await reported(settings, codec, {n["notification_id"] for n in notes})
+        both = [value(w, "passerelle_deliveries_total", page="page-r", outcome="DELIVERED")
+                for w in (first, second)]  # fmt: skip
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT_S)
+        await runner.cleanup()
+    received = Counter(s["body"]["message"]["text"] for s in api.sent)
+    print(f"delivered by the first worker {both[0]:.0f}, by the second {both[1]:.0f}")
+    assert set(found) == {n["notification_id"] for n in notes}
+    assert received == Counter({n["text"]: 1 for n in notes})
+    assert both[1] > 0  # the second worker did take partitions over

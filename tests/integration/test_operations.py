@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CollectorRegistry, generate_latest
 
 from streams import kafka, model
 from streams.catalog import CONSENTS, Catalog, bank_topic_name
@@ -23,6 +24,7 @@ from streams.core.ticks import TICK_KEY, encode_tick
 from streams.devkit import standin
 from streams.devkit.standin_stage import COUNTS
 from streams.kafka import read_all
+from streams.metrics import DeliveryMetrics
 from streams.settings import Settings
 from streams.tools import reconcile, simulate
 from tests.conftest import fresh_app, unique_bank
@@ -46,7 +48,8 @@ def prometheus_config(tmp_path: Path, worker: Worker) -> Path:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE}
     config["rule_files"] = [str(RULES)]
-    (job,) = config["scrape_configs"]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "passerelle"]
+    config["scrape_configs"] = [job]  # the delivery worker's job is not run here
     job["static_configs"] = [{"targets": [f"127.0.0.1:{worker.env['PASSERELLE_WEB_PORT']}"]}]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
@@ -153,7 +156,10 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
         assert prometheus.query('ALERTS{alertstate="firing"}') == {}
 
         scraped = metrics_text(worker)
-        known = exposed(scraped) | recorded()
+        # The delivery alerts name the delivery worker's metrics (its own process, scraped
+        # in tests/integration/test_deliver.py); the rest must be this worker's.
+        delivery = generate_latest(DeliveryMetrics(CollectorRegistry()).registry).decode()
+        known = exposed(scraped) | recorded() | exposed(delivery)
         for query in dashboard_queries() + rule_queries():
             assert names_in(query) <= known, (query, names_in(query) - known)
         assert bank.bank_id in scraped

@@ -118,6 +118,7 @@ class TestWrongArguments:
             ("consent", "show", "--bank", "a", "--account", "b"),
             ("reconcile", "--bank", "a"),
             ("simulate", "--events", "5", "--rate", "0"),
+            ("deliver",),
         ],
     )
     def test_no_broker_is_one_sentence_not_a_traceback(self, args: tuple[str, ...]) -> None:
@@ -130,6 +131,23 @@ class TestWrongArguments:
                 f"passerelle {args[0]}: cannot reach Kafka at 127.0.0.1:1: start it "
                 "(make kafka-up), or point --bootstrap or PASSERELLE_BOOTSTRAP at it"
             ]
+
+    @pytest.mark.parametrize(
+        ("args", "env", "line"),
+        [
+            (("deliver", "--group", "deliver-1"), {}, "--group must start with messenger-"),
+            (("deliver",), {"PASSERELLE_GRAPH_URL": "ftp://x"}, "GRAPH_URL must start with http"),
+            (("deliver", "--start", "middle"), {}, "invalid choice: 'middle'"),
+        ],
+    )
+    def test_a_wrong_delivery_setting_is_one_line(
+        self, args: tuple[str, ...], env: dict[str, str], line: str
+    ) -> None:
+        """The delivery worker refuses a group its ACLs would refuse, a Graph URL that is
+        not HTTP(S) and an unknown start, in one line, before any Kafka call."""
+        result = run(*args, PASSERELLE_BOOTSTRAP="127.0.0.1:1", **env)
+        assert result.returncode in (1, 2), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and line in result.stderr
 
     def test_the_bootstrap_option_wins_over_the_environment(self) -> None:
         """--bootstrap names the brokers whatever PASSERELLE_BOOTSTRAP says."""

@@ -43,7 +43,7 @@ from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules.replies import Asked
 from streams.settings import Settings
-from streams.stream import KIND_LINK, KIND_REQUEST, encode_request
+from streams.stream import KIND_LINK, KIND_REQUEST, KIND_UNREACHABLE, encode_request
 
 BANK, ACCOUNT = "banque-alpine", "FR7630006000011234567890189"
 KEY = f"{BANK}:{ACCOUNT}".encode()
@@ -129,10 +129,15 @@ PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
     "consent": consents,
     "tombstone": st.none(),
     "unreadable": st.none(),
+    "unreachable": st.sampled_from(["cns-a", "cns-b"]),  # a delivery report's consent
 }
 # Weighted by repetition: mostly transactions and ticks, now and then a consent change.
 happenings = st.sampled_from(
-    ["tx"] * 6 + ["tick"] * 4 + ["consent"] * 2 + ["ask"] * 2 + ["tombstone", "unreadable"]
+    ["tx"] * 6
+    + ["tick"] * 4
+    + ["consent"] * 2
+    + ["ask"] * 2
+    + ["tombstone", "unreadable", "unreachable"]
 ).flatmap(lambda what: st.tuples(st.just(what), PAYLOADS[what]))
 # Most runs start from a consent, so that much of each run is under one.
 events = st.tuples(
@@ -157,7 +162,7 @@ class Model:
     activity: dict[str, int] = field(default_factory=dict)  # local date -> transactions
     spent: int = 0  # every debit folded under the consent held, as an upper bound
     ends: list[tuple[str, str, str]] = field(default_factory=list)  # this event's
-    muted: str | None = None  # STOP or PAUSE
+    muted: str | None = None  # STOP, PAUSE, or UNREACHABLE (a delivery report)
     discreet: bool = False
 
     def end(self, reason: str) -> None:
@@ -176,6 +181,12 @@ class Model:
             self.muted = "PAUSE" if intent == "PAUSE" else None
         elif intent in ("DISCREET_ON", "DISCREET_OFF"):
             self.discreet = intent == "DISCREET_ON"
+
+    def unreachable(self, consent_id: str) -> None:
+        """The delivery worker could not reach the recipient of `consent_id`: the consent
+        held, if it is that one, pushes nothing more (a STOP stays a STOP)."""
+        if self.consent is not None and self.consent["consent_id"] == consent_id:
+            self.muted = self.muted if self.muted == "STOP" else "UNREACHABLE"
 
     def record(self, update: dict[str, Any]) -> None:
         if self.version is not None and update["updated_at"] <= self.version:
@@ -370,6 +381,10 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
             elif what == "tombstone":
                 emits = handler.handle(record(offset, now, KEY, None, b"consent"), store)
                 model.tombstone()
+            elif what == "unreachable":
+                report = record(offset, now, KEY, payload.encode(), KIND_UNREACHABLE)
+                emits = handler.handle(report, store)
+                model.unreachable(payload)
             elif what == "unreadable":
                 marker = record(offset, now, KEY, None, b"consent-unreadable")
                 emits = handler.handle(marker, store)
@@ -548,6 +563,14 @@ def _discreet_shows_amounts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(answers, "choose", lambda held, muted, _: real(held, muted, False))
 
 
+def _unreachable_does_not_mute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery report that the recipient blocked the Page is read and ignored."""
+    from streams.agents import answers
+    from streams.rules.consent import Change
+
+    monkeypatch.setattr(answers, "unreachable", lambda held, _: Change(held, "ignored"))
+
+
 MUTANTS = [
     _digest_without_status,
     _inherited_state,
@@ -557,6 +580,7 @@ MUTANTS = [
     _answer_without_permission,
     _stop_does_not_mute,
     _discreet_shows_amounts,
+    _unreachable_does_not_mute,
 ]
 
 

@@ -244,17 +244,18 @@ class TestJournal:
     def test_what_was_done_and_ended_is_remembered_across_a_restart(self, tmp_path: Path) -> None:
         journal = Journal(tmp_path, NOW)
         journal.sending("n-1")
-        journal.done("n-1", NOW)
+        journal.done("n-1", NOW, "DELIVERED", "m_1")
+        journal.done("n-3", NOW, "BLOCKED", None)
         journal.end("c-1", NOW)
         journal.sending("n-2")  # in flight when the worker is killed: no close
         again = Journal(tmp_path, NOW + 1)
-        assert set(again.delivered) == {"n-1"}
+        assert again.delivered == {"n-1": (NOW, "DELIVERED", "m_1"), "n-3": (NOW, "BLOCKED", "-")}
         assert set(again.ended) == {"c-1"}
         assert again.uncertain == 1
 
     def test_old_entries_are_forgotten_when_it_is_rewritten(self, tmp_path: Path) -> None:
         journal = Journal(tmp_path, NOW)
-        journal.done("old", NOW)
+        journal.done("old", NOW, "DELIVERED", "m_2")
         journal.close()
         later = Journal(tmp_path, NOW + 9 * 86_400_000)
         assert later.delivered == {} and later.uncertain == 0

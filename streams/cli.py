@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES_PER_S",
         help="each bank's produce quota (default 1 MiB/s)",
     )
-    acl.add_argument("--prune", action="store_true", help="remove our principals' other ACLs")
+    acl.add_argument(
+        "--prune",
+        action="store_true",
+        help="apply: remove every ACL beyond the design on what it manages (any principal)",
+    )
+    acl.add_argument("--check", action="store_true", help="show: exit 1 on any drift")
     acl.set_defaults(run=actions.run_acls)
 
     work = command("worker", help="run a stage until SIGTERM")

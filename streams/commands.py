@@ -101,7 +101,7 @@ def run_acls(args: argparse.Namespace) -> None:
     if args.action == "apply":
         acls.apply(settings, args.bank, quota=args.quota, prune=args.prune)
     else:
-        acls.show(settings)
+        acls.show(settings, args.bank, check=args.check)
 
 
 def run_schemas(args: argparse.Namespace) -> None:

@@ -1,8 +1,10 @@
 """Who may do what on the brokers: the design's principals and their ACLs.
 
 Pure data and rules: `desired` says which ACLs a deployment needs, `parse_listing`
-reads what Kafka's AclCommand lists, and `add_commands` groups the missing ones
-into as few AclCommand calls as possible. `streams.tools.acls` runs them.
+reads what Kafka's AclCommand lists (every binding: wildcard principals, hosts,
+prefixes, DENY), `drift` compares the two over every resource the project
+manages, and `add_commands` / `remove_command` say which AclCommand calls
+converge them. `streams.tools.acls` runs them.
 
 Least privilege, by principal (Kafka `User:<name>`):
 
@@ -60,17 +62,23 @@ def bank_principal(bank_id: str) -> str:
 
 @dataclass(frozen=True, order=True)
 class Acl:
-    """One ALLOW binding: principal may do operation on the resource pattern (any host)."""
+    """One binding: principal may (ALLOW) or may not (DENY) do operation on the resource
+    pattern, from host. The design's are all ALLOW from any host."""
 
     principal: str
-    resource: str  # TOPIC, GROUP, TRANSACTIONAL_ID
+    resource: str  # TOPIC, GROUP, TRANSACTIONAL_ID, CLUSTER
     name: str
     pattern: str  # LITERAL or PREFIXED
-    operation: str  # READ, WRITE, DESCRIBE
+    operation: str  # READ, WRITE, DESCRIBE, ALL, ...
+    host: str = "*"
+    permission: str = "ALLOW"
 
     def __str__(self) -> str:
         star = "*" if self.pattern == PREFIXED else ""
-        return f"{self.principal}: {self.operation} {self.resource.lower()} {self.name}{star}"
+        where = f" from {self.host}" if self.host != "*" else ""
+        deny = " DENY" if self.permission != "ALLOW" else ""
+        what = f"{self.operation} {self.resource.lower()} {self.name}{star}"
+        return f"{self.principal}:{deny} {what}{where}"
 
 
 def _grant(
@@ -114,7 +122,8 @@ _RESOURCE_LINE = "Current ACLs for resource `ResourcePattern(resourceType="
 
 
 def parse_listing(text: str) -> set[Acl]:
-    """The ALLOW bindings in `AclCommand --list` output (DENY bindings are not ours)."""
+    """Every binding in `AclCommand --list` output: any principal (wildcards too), host,
+    pattern and permission (DENY too)."""
     import re
 
     found: set[Acl] = set()
@@ -125,14 +134,67 @@ def parse_listing(text: str) -> set[Acl]:
             resource = (head.group(1), head.group(2), head.group(3))
             continue
         entry = re.search(
-            r"\(principal=([^,]+), host=\*, operation=(\w+), permissionType=ALLOW\)", line
+            r"\(principal=([^,]+), host=([^,]+), operation=(\w+), permissionType=(\w+)\)", line
         )
         if entry and resource is not None:
-            found.add(Acl(entry.group(1), resource[0], resource[1], resource[2], entry.group(2)))
+            principal, host, operation, permission = entry.groups()
+            found.add(Acl(principal, *resource, operation, host, permission))
     return found
 
 
-_RESOURCE_OPTION = {
+def banks_in(held: Iterable[Acl]) -> set[str]:
+    """The banks whose principals (`User:bank-<id>`) hold an ACL."""
+    prefix = "User:bank-"
+    ids = {a.principal[len(prefix) :] for a in held if a.principal.startswith(prefix)}
+    return {b for b in ids if catalog.is_bank_id(b)}
+
+
+def governed(acl: Acl, cat: catalog.Catalog, banks: Iterable[str]) -> bool:
+    """Whether an ACL's resource pattern reaches a resource the project manages: its
+    topics (every ingest topic included), its consumer groups' and transactional ids'
+    prefixes, or the cluster. A wildcard or a prefix that covers one of them does."""
+    if acl.resource == "CLUSTER":
+        return True
+    app = f"{cat.settings.app_id}-"
+    names = {t.name for t in cat.all(list(banks))}
+    prefixes = {
+        "TOPIC": [INGEST_PREFIX],
+        "GROUP": [app, MESSENGER_GROUP_PREFIX, CONSENT_AUTHORITY_GROUP_PREFIX, SRE_GROUP_PREFIX],
+        "TRANSACTIONAL_ID": [app],
+    }.get(acl.resource, [])
+    literal = names if acl.resource == "TOPIC" else set()
+    if acl.name == "*":
+        return bool(prefixes)
+    if acl.pattern == LITERAL:
+        return acl.name in literal or any(acl.name.startswith(p) for p in prefixes)
+    return any(n.startswith(acl.name) for n in literal) or any(
+        p.startswith(acl.name) or acl.name.startswith(p) for p in prefixes
+    )
+
+
+def drift(
+    want: set[Acl], have: set[Acl], cat: catalog.Catalog, banks: Iterable[str]
+) -> tuple[list[Acl], list[Acl]]:
+    """What the brokers lack of the design, and what they hold beyond it: every binding
+    of our principals, and every binding on a resource we manage, that the design does
+    not want, whatever its principal, host, pattern or permission."""
+    ours = {f"User:{p}" for p in SERVICE_PRINCIPALS} | {a.principal for a in want}
+    banks = list(banks)
+    extra = [a for a in have - want if a.principal in ours or governed(a, cat, banks)]
+    return sorted(want - have), sorted(extra)
+
+
+def remove_command(acl: Acl) -> list[str]:
+    """AclCommand arguments removing exactly this binding."""
+    who = "allow" if acl.permission == "ALLOW" else "deny"
+    args = ["--remove", "--force", f"--{who}-principal", acl.principal, f"--{who}-host", acl.host]
+    args += ["--operation", acl.operation, "--resource-pattern-type", acl.pattern]
+    if acl.resource == "CLUSTER":
+        return [*args, "--cluster"]
+    return [*args, _RESOURCE_OPTION[acl.resource], acl.name]
+
+
+_RESOURCE_OPTION = {  # AclCommand's option naming each resource type
     "TOPIC": "--topic",
     "GROUP": "--group",
     "TRANSACTIONAL_ID": "--transactional-id",

@@ -2,9 +2,15 @@
 idempotently with Kafka's own AclCommand and ConfigCommand.
 
 `apply` lists what the brokers hold, adds only what is missing, sets each bank's
-produce quota, and says what it changed; a second run changes nothing. ACLs of
-our principals that the design does not want are reported, and removed only
-with `--prune`.
+produce quota, and says what it changed; a second run changes nothing. What the
+brokers hold beyond the design (`security.drift`: any binding of our principals,
+and any binding on a resource we manage, whatever its principal, host, pattern
+or permission) is reported, and removed only with `--prune`. `show` lists every
+binding and marks the drift; `show --check` exits non-zero on any (for CI and a
+cron job).
+
+The banks are those named plus those whose principal already holds an ACL: a
+run for one bank never takes another bank's access away.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 
 from streams import security
 from streams.catalog import Catalog
+from streams.errors import PasserelleError
 from streams.security import Acl
 from streams.settings import Settings
 from streams.tools import kafkacli
@@ -60,20 +67,15 @@ def apply(
     say: Say = print,
 ) -> Changes:
     banks = sorted(set(banks))
-    want = security.desired(Catalog(settings), banks)
     have = listing(settings)
-    ours = {f"User:{p}" for p in security.SERVICE_PRINCIPALS} | {
-        f"User:{security.bank_principal(b)}" for b in banks
-    }
-    changes = Changes(
-        added=sorted(want - have),
-        unwanted=sorted(a for a in have - want if a.principal in ours),
-    )
+    everyone = sorted(set(banks) | security.banks_in(have))
+    cat = Catalog(settings)
+    want = security.desired(cat, everyone)
+    missing, extra = security.drift(want, have, cat, everyone)
+    changes = Changes(added=missing, unwanted=extra)
     commands = security.add_commands(changes.added)
     if prune and changes.unwanted:
-        commands += [
-            ["--remove", "--force", *args[1:]] for args in security.add_commands(changes.unwanted)
-        ]
+        commands += [security.remove_command(acl) for acl in changes.unwanted]
         changes.removed, changes.unwanted = changes.unwanted, []
     with ThreadPoolExecutor(PARALLEL_CALLS) as pool:
         list(pool.map(lambda args: kafkacli.run(settings, kafkacli.ACL_COMMAND, *args), commands))
@@ -101,17 +103,42 @@ def apply(
         say(f"? {acl} (not in the design; --prune removes it)")
     for user, rate in changes.quotas.items():
         say(f"~ {user}: producer_byte_rate={rate}")
-    if changes.none:
+    if changes.none and changes.unwanted:
+        say(f"no change made: {len(changes.unwanted)} ACLs beyond the design (?) remain")
+    elif changes.none:
         say(f"no change: {len(want)} ACLs and {len(banks)} bank quotas already in place")
     return changes
 
 
-def show(settings: Settings, say: Say = print) -> None:
+def show(
+    settings: Settings, banks: Iterable[str] = (), check: bool = False, say: Say = print
+) -> tuple[list[Acl], list[Acl]]:
+    """Every binding the brokers hold, by principal, the drift marked (`!` beyond the
+    design, `+` missing); with `check`, drift is a refusal (exit 1). Returns the drift."""
     held = listing(settings)
-    for principal in sorted({a.principal for a in held}):
+    everyone = sorted(set(banks) | security.banks_in(held))
+    cat = Catalog(settings)
+    missing, extra = security.drift(security.desired(cat, everyone), held, cat, everyone)
+    for principal in sorted({a.principal for a in held} | {a.principal for a in missing}):
         say(principal)
         for acl in sorted(a for a in held if a.principal == principal):
-            star = "*" if acl.pattern == security.PREFIXED else ""
-            say(f"  {acl.operation:<9} {acl.resource.lower():<16} {acl.name}{star}")
+            say(f"{'!' if acl in extra else ' '} {_entry(acl)}")
+        for acl in (a for a in missing if a.principal == principal):
+            say(f"+ {_entry(acl)}  (missing)")
     for user, rate in sorted(quotas(settings).items()):
         say(f"quota {user}: producer_byte_rate={rate}")
+    drifted = f"{len(extra)} not in the design (!), {len(missing)} missing (+)"
+    if not (extra or missing):
+        say("no drift: the brokers hold exactly the design's ACLs on what it manages")
+    elif check:
+        raise PasserelleError(f"ACL drift: {drifted}; `passerelle acls apply --prune` converges")
+    else:
+        say(f"drift: {drifted}; `passerelle acls apply --prune` converges")
+    return missing, extra
+
+
+def _entry(acl: Acl) -> str:
+    star = "*" if acl.pattern == security.PREFIXED else ""
+    deny = "DENY " if acl.permission != "ALLOW" else ""
+    host = f" from {acl.host}" if acl.host != "*" else ""
+    return f"{deny}{acl.operation:<9} {acl.resource.lower():<16} {acl.name}{star}{host}"

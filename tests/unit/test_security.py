@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import catalog
+from streams import catalog, security
 from streams.catalog import Catalog
 from streams.security import Acl, add_commands, bank_principal, desired, parse_listing
 from streams.settings import Settings
@@ -141,3 +141,57 @@ def test_the_tools_client_config_carries_the_credentials_quoted() -> None:
     assert "security.protocol=SASL_PLAINTEXT" in text
     assert "sasl.mechanism=SCRAM-SHA-512" in text
     assert 'ScramLoginModule required username="admin" password="p\\"w\\\\x";' in text
+
+
+# AclCommand --list's shape (as in acl-list.txt), with one binding of each drift shape.
+DRIFT_LISTING = (FIXTURES / "acl-drift.txt").read_text()
+DRIFT_SHAPES = {
+    "wildcard principal": Acl("User:*", "TOPIC", "consents.v1", "LITERAL", "READ"),
+    "host-bound": Acl(
+        "User:bank-banque-alpine", "TOPIC", "consents.v1", "LITERAL", "READ", "127.0.0.1"
+    ),
+    "DENY": Acl("User:passerelle", "TOPIC", "consents.v1", "LITERAL", "READ", "*", "DENY"),
+    "prefixed pattern": Acl("User:bank-banque-alpine", "TOPIC", "consents", "PREFIXED", "READ"),
+    "an extra operation": Acl(
+        "User:bank-banque-alpine", "TOPIC", "bank.banque-alpine.transactions.v1", "LITERAL", "READ"
+    ),
+    "a wildcard group of another principal": Acl("User:analytics", "GROUP", "*", "LITERAL", "READ"),
+}
+
+
+def test_every_drift_shape_is_read_and_marked_and_the_rest_is_not() -> None:
+    """Each binding beyond the design on what it manages is drift, whatever its principal,
+    host, pattern or permission; another team's binding on its own topic is not."""
+    held = parse_listing(DRIFT_LISTING)
+    assert set(DRIFT_SHAPES.values()) <= held
+    cat = Catalog(Settings())
+    banks = sorted(security.banks_in(held))
+    assert banks == ["banque-alpine"]
+    missing, extra = security.drift(WANT, held, cat, banks)
+    assert set(extra) == set(DRIFT_SHAPES.values())
+    assert Acl("User:analytics", "TOPIC", "someone.elses.topic", "LITERAL", "READ") not in extra
+    assert Acl("User:passerelle", "TOPIC", "consents.v1", "LITERAL", "READ") not in missing
+
+
+@pytest.mark.parametrize("shape", sorted(DRIFT_SHAPES))
+def test_each_drift_is_removed_by_exactly_its_own_binding(shape: str) -> None:
+    """The removal names the binding's principal, host, permission, operation and pattern
+    (AclCommand removes nothing else)."""
+    acl = DRIFT_SHAPES[shape]
+    args = security.remove_command(acl)
+    who = "allow" if acl.permission == "ALLOW" else "deny"
+    assert args[:6] == ["--remove", "--force", f"--{who}-principal", acl.principal,
+                        f"--{who}-host", acl.host]  # fmt: skip
+    assert ["--operation", acl.operation, "--resource-pattern-type", acl.pattern] == args[6:10]
+    assert args[-1] == acl.name
+
+
+def test_a_mutant_that_skips_other_principals_misses_the_wildcard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drift check can fail: judged by principal alone (the old rule), the wildcard
+    grant that let a bank read every consent is not found."""
+    monkeypatch.setattr(security, "governed", lambda acl, cat, banks: False)
+    held = parse_listing(DRIFT_LISTING)
+    _, extra = security.drift(WANT, held, Catalog(Settings()), ["banque-alpine"])
+    assert DRIFT_SHAPES["wildcard principal"] not in extra

@@ -78,6 +78,7 @@ def test_each_drift_shape_is_shown_checked_and_pruned(
     _, extra = acls.show(admin, say=shown.append)
     assert set(extra) == drifted
     marked = [line for line in shown if line.startswith("!")]
+    print("\n".join(["acls show, the drift marked:", *marked]))
     assert len(marked) == len(drifted), shown
     with pytest.raises(PasserelleError, match="ACL drift: 5 not in the design"):
         acls.show(admin, check=True, say=lambda _: None)
@@ -97,6 +98,7 @@ def test_each_drift_shape_is_shown_checked_and_pruned(
 
     said = []
     pruned = acls.apply(admin, SECURE_BANKS, prune=True, say=said.append)
+    print("\n".join(["acls apply --prune:", *said]))
     assert set(pruned.removed) == drifted
     assert sorted(line for line in said if line.startswith("- ")) == sorted(
         f"- {acl}" for acl in drifted

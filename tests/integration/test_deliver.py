@@ -438,16 +438,25 @@ async def test_a_rebalance_hands_partitions_over_without_a_second_send(
     settings: Settings, codec: Codec, new_topic: NewTopicFactory, tmp_path: Path
 ) -> None:
     """A second worker joins the group mid-stream (each with its own journal): the first
-    finishes and commits what it read before its partitions move, so every notification
-    reaches the API exactly once."""
-    api = SendApi({"page-r": "r"}, latency_ms={"page-r": 150})  # 16 calls: ~100 a second
+    finishes and commits what it read before its partitions move, and starts nothing
+    read meanwhile, so every notification reaches the API exactly once. Notifications
+    keep coming until the second worker has delivered some (however long the rebalance
+    takes on a loaded machine)."""
+    api = SendApi({"page-r": "r"}, latency_ms={"page-r": 50})
     runner, port = await api.serve()
     tokens(tmp_path / "tokens", {"page-r": "r"})
     run = uuid.uuid4().hex[:6]
-    notes = [note(f"r-{i % 200}", "page-r", f"{run}-{i}", text=f"n°{i}") for i in range(800)]
     topic = await new_topic("rebalance", partitions=4)
-    await write(settings, codec, topic, notes)
     group = f"messenger-rebalance-{run}"
+    notes: list[model.Notification] = []
+
+    async def more(count: int = 100) -> None:
+        made = [
+            note(f"r-{i % 200}", "page-r", f"{run}-{i}", text=f"n°{i}")
+            for i in range(len(notes), len(notes) + count)
+        ]
+        notes.extend(made)
+        await write(settings, codec, topic, made)
 
     def worker(name: str) -> Deliverer:
         config = delivery(tmp_path, port)
@@ -455,24 +464,31 @@ async def test_a_rebalance_hands_partitions_over_without_a_second_send(
         metrics = DeliveryMetrics(CollectorRegistry())
         return Deliverer(settings, config, codec, metrics, topic, group, "earliest")
 
+    def delivered(w: Deliverer) -> float:
+        return value(w, "passerelle_deliveries_total", page="page-r", outcome="DELIVERED")
+
     first, second = worker("first"), worker("second")
     stop = asyncio.Event()
+    await more()
     tasks = [asyncio.create_task(first.run(stop))]
     try:
         deadline = time.monotonic() + TIMEOUT_S
-        while len(api.sent) < 80:
+        while len(api.sent) < 50:
             assert time.monotonic() < deadline and not tasks[0].done()
             await asyncio.sleep(0.02)
         tasks.append(asyncio.create_task(second.run(stop)))
+        while delivered(second) == 0 and time.monotonic() < deadline:
+            await more()
+            await asyncio.sleep(0.5)
+        await more()
         found = await reported(settings, codec, {n["notification_id"] for n in notes})
-        both = [value(w, "passerelle_deliveries_total", page="page-r", outcome="DELIVERED")
-                for w in (first, second)]  # fmt: skip
+        both = [delivered(w) for w in (first, second)]
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT_S)
         await runner.cleanup()
     received = Counter(s["body"]["message"]["text"] for s in api.sent)
-    print(f"delivered by the first worker {both[0]:.0f}, by the second {both[1]:.0f}")
+    print(f"{len(notes)} notifications: the first worker {both[0]:.0f}, the second {both[1]:.0f}")
     assert set(found) == {n["notification_id"] for n in notes}
     assert received == Counter({n["text"]: 1 for n in notes})
     assert both[1] > 0  # the second worker did take partitions over

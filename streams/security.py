@@ -149,27 +149,35 @@ def banks_in(held: Iterable[Acl]) -> set[str]:
     return {b for b in ids if catalog.is_bank_id(b)}
 
 
-def governed(acl: Acl, cat: catalog.Catalog, banks: Iterable[str]) -> bool:
-    """Whether an ACL's resource pattern reaches a resource the project manages: its
-    topics (every ingest topic included), its consumer groups' and transactional ids'
-    prefixes, or the cluster. A wildcard or a prefix that covers one of them does."""
-    if acl.resource == "CLUSTER":
-        return True
-    app = f"{cat.settings.app_id}-"
-    names = {t.name for t in cat.all(list(banks))}
-    prefixes = {
-        "TOPIC": [INGEST_PREFIX],
-        "GROUP": [app, MESSENGER_GROUP_PREFIX, CONSENT_AUTHORITY_GROUP_PREFIX, SRE_GROUP_PREFIX],
-        "TRANSACTIONAL_ID": [app],
-    }.get(acl.resource, [])
-    literal = names if acl.resource == "TOPIC" else set()
-    if acl.name == "*":
-        return bool(prefixes)
-    if acl.pattern == LITERAL:
-        return acl.name in literal or any(acl.name.startswith(p) for p in prefixes)
-    return any(n.startswith(acl.name) for n in literal) or any(
-        p.startswith(acl.name) or acl.name.startswith(p) for p in prefixes
-    )
+@dataclass(frozen=True)
+class Managed:
+    """What the project manages on the brokers: its topics (every ingest topic included),
+    its consumer groups' and transactional ids' prefixes, and the cluster."""
+
+    topics: frozenset[str]
+    prefixes: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, cat: catalog.Catalog, banks: Iterable[str]) -> Managed:
+        app = f"{cat.settings.app_id}-"
+        groups = (app, MESSENGER_GROUP_PREFIX, CONSENT_AUTHORITY_GROUP_PREFIX, SRE_GROUP_PREFIX)
+        prefixes = {"TOPIC": (INGEST_PREFIX,), "GROUP": groups, "TRANSACTIONAL_ID": (app,)}
+        return cls(frozenset(t.name for t in cat.all(list(banks))), prefixes)
+
+    def reaches(self, acl: Acl) -> bool:
+        """Whether the ACL's resource pattern reaches something managed: a wildcard or a
+        prefix that covers one of them does."""
+        if acl.resource == "CLUSTER":
+            return True
+        prefixes = self.prefixes.get(acl.resource, ())
+        literal = self.topics if acl.resource == "TOPIC" else frozenset()
+        if acl.name == "*":
+            return bool(prefixes)
+        if acl.pattern == LITERAL:
+            return acl.name in literal or any(acl.name.startswith(p) for p in prefixes)
+        return any(n.startswith(acl.name) for n in literal) or any(
+            p.startswith(acl.name) or acl.name.startswith(p) for p in prefixes
+        )
 
 
 def drift(
@@ -179,8 +187,8 @@ def drift(
     of our principals, and every binding on a resource we manage, that the design does
     not want, whatever its principal, host, pattern or permission."""
     ours = {f"User:{p}" for p in SERVICE_PRINCIPALS} | {a.principal for a in want}
-    banks = list(banks)
-    extra = [a for a in have - want if a.principal in ours or governed(a, cat, banks)]
+    managed = Managed.of(cat, banks)
+    extra = [a for a in have - want if a.principal in ours or managed.reaches(a)]
     return sorted(want - have), sorted(extra)
 
 

@@ -191,7 +191,7 @@ def test_a_mutant_that_skips_other_principals_misses_the_wildcard(
 ) -> None:
     """The drift check can fail: judged by principal alone (the old rule), the wildcard
     grant that let a bank read every consent is not found."""
-    monkeypatch.setattr(security, "governed", lambda acl, cat, banks: False)
+    monkeypatch.setattr(security.Managed, "reaches", lambda self, acl: False)
     held = parse_listing(DRIFT_LISTING)
     _, extra = security.drift(WANT, held, Catalog(Settings()), ["banque-alpine"])
     assert DRIFT_SHAPES["wildcard principal"] not in extra

@@ -171,9 +171,9 @@ def _feedback(
     codec: Codec, record: ConsumerRecord[bytes, bytes], psid_stream: str, metrics: Metrics
 ) -> list[Emit]:
     """A delivery report, counted; an unreachable recipient, to its psid's stream."""
-    rejected = rules.check_frame(record.value) or (
-        None if record.key else Rejected("KEY_MISMATCH", "a delivery report is keyed by psid")
-    )
+    rejected = rules.check_frame(record.value)
+    if rejected is None and not record.key:
+        rejected = Rejected(rules.KEY_MISMATCH, "a delivery report is keyed by psid")
     if rejected is None:
         try:
             report: model.DeliveryReport = codec.decode(model.DELIVERY_REPORT, record.value)  # type: ignore[assignment]  # the codec returns the schema's dict

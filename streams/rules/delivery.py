@@ -56,8 +56,7 @@ TEMPORARY_CODES = frozenset({1, 2, 1200})  # unknown, unexpected, temporary send
 REFUSALS: dict[tuple[int, int | None], DeliveryOutcome] = {
     (100, 2018001): "INVALID_RECIPIENT",  # no matching user found
     (10, 2018108): "BLOCKED",  # this person isn't receiving messages from you right now
-    (551, 1545041): "UNAVAILABLE",  # this person isn't available right now
-    (551, None): "UNAVAILABLE",
+    (551, None): "UNAVAILABLE",  # this person isn't available right now (any subcode)
     (10, 2018065): "OUTSIDE_WINDOW",  # sent outside of the allowed window
     (10, 2018278): "OUTSIDE_WINDOW",  # outside of the allowed window (message tags)
 }

@@ -39,12 +39,29 @@ ALLOWED_LABELS = frozenset(
 )
 
 
-class Metrics:
-    """Every metric of one worker, registered on `registry`."""
+class _Registered:
+    """Metrics on one registry, with their labelled children made once each."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """`metric.labels(*values)` (in label-name order), made once per label values:
+        `labels()` costs microseconds per call and the hot path calls it per record.
+        Label values are bank ids, Page ids and enums, so there are few children."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+
+class Metrics(_Registered):
+    """Every metric of one worker, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
         self.events_in = Counter(
             "events_in",
             "Records read from the ingest topics.",
@@ -174,28 +191,18 @@ class Metrics:
             registry=registry,
         )
 
-    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
-        """`metric.labels(*values)` (in label-name order), made once per label values:
-        `labels()` costs microseconds per call and the hot path calls it per record.
-        Label values are bank ids and enums, so there are few children."""
-        key = (id(metric), values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
-
 
 # From a notification's creation to the Send API's answer: the topic's wait, the
 # Page's pacing and the API's own latency (tens of ms to seconds; retries, minutes).
 DELIVERY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
 
 
-class DeliveryMetrics:
+class DeliveryMetrics(_Registered):
     """The delivery worker's metrics (`passerelle deliver`), on its own registry.
     Labels are Page ids and enums: never a psid."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self.deliveries = Counter(
             "deliveries",
             "Notifications done, by page and outcome: DELIVERED, the API's refusals (BLOCKED, "
@@ -215,8 +222,8 @@ class DeliveryMetrics:
         )
         self.retries = Counter(
             "delivery_retries",
-            "Send API calls tried again, by page and reason (throttled, server_error, "
-            "timeout, unknown).",
+            "Send API calls tried again, by page and reason: throttled (a rate limit), "
+            "server_error (5xx, a temporary or an unknown error), timeout.",
             ["page", "reason"],
             namespace=NAMESPACE,
             registry=registry,

@@ -48,6 +48,7 @@ __all__ = [
     "Unreachable",
     "UnreadableConsent",
     "bank_of",
+    "dead_letter_headers",
     "encode_headers",
     "encode_inbound",
     "read",
@@ -112,6 +113,16 @@ class Source:
 
 
 UNKNOWN_SOURCE = Source("", -1, -1)
+
+
+def dead_letter_headers(
+    reason: str, detail: str, source: Source, size: int | None = None
+) -> tuple[tuple[str, bytes], ...]:
+    """The headers of a dead letter (`passerelle.dlq.v1`): why (`reason`, a code; `error`,
+    a message quoting no payload), where it came from, and, when its bytes are not kept,
+    how long it was (`size`). Every writer of dead letters uses these."""
+    headers = (("reason", reason.encode()), ("error", detail.encode()), *source.headers())
+    return headers if size is None else (*headers, ("size", str(size).encode()))
 
 
 def bank_of(key: bytes | None) -> str:

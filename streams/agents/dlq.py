@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import catalog
 from streams.core.spec import Emit
-from streams.stream import Source
+from streams.stream import Source, dead_letter_headers
 
 
 def dead_letter(
@@ -31,8 +31,9 @@ def dead_letter(
     bank record's coordinates it carries; never trust a bank's own headers to say where
     it came from: they could name another bank's topic."""
     source = (Source.carried(record) if carried else None) or Source.of(record)
-    headers = (("reason", reason.encode()), ("error", detail.encode()), *source.headers())
     if not kept:
-        size = str(len(record.value or b"")).encode()
-        return Emit(catalog.DLQ, record.key, None, headers=(*headers, ("size", size)))
-    return Emit(catalog.DLQ, record.key, record.value, headers=headers)
+        headers = dead_letter_headers(reason, detail, source, len(record.value or b""))
+        return Emit(catalog.DLQ, record.key, None, headers=headers)
+    return Emit(
+        catalog.DLQ, record.key, record.value, headers=dead_letter_headers(reason, detail, source)
+    )

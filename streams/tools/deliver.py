@@ -45,7 +45,7 @@ from streams.errors import CodecError
 from streams.metrics import DeliveryMetrics
 from streams.rules import delivery as rules
 from streams.settings import DeliverySettings, Settings
-from streams.stream import Source
+from streams.stream import Source, dead_letter_headers
 from streams.tools.delivered import Journal, Offsets, PageTokens
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class Deliverer:
             n: model.Notification = self.codec.decode(model.NOTIFICATION, record.value)  # type: ignore[assignment]  # decoded Notification
         except CodecError as exc:
             self._dead(record, exc.reason, str(exc), None)
-            self.metrics.deliveries.labels("unknown", "UNREADABLE").inc()
+            self.metrics.child(self.metrics.deliveries, "unknown", "UNREADABLE").inc()
             self._finished(slot)
             return
         if n["kind"] == "CONSENT_ENDED":  # the barrier holds from the moment it is read
@@ -174,7 +174,7 @@ class Deliverer:
         except Exception:  # never stop on one record
             where = (record.topic, record.partition, record.offset)
             log.exception("delivery failed on %s-%d@%d", *where)
-            self.metrics.deliveries.labels(n["page_id"], "FAILED").inc()
+            self.metrics.child(self.metrics.deliveries, n["page_id"], "FAILED").inc()
             self._dead(record, "PROCESSING_ERROR", "an error in the delivery worker", n)
         finally:
             self._finished(slot)
@@ -190,7 +190,7 @@ class Deliverer:
         while True:
             skip = rules.before_send(n, now_ms(), self.journal.ended, self.journal.delivered)
             if skip == "DUPLICATE":  # not sent again; its report may have died with a kill
-                self.metrics.deliveries.labels(page, "DUPLICATE").inc()
+                self.metrics.child(self.metrics.deliveries, page, "DUPLICATE").inc()
                 at, outcome, message_id = self.journal.delivered[n["notification_id"]]
                 answer = rules.Answer("done", message_id=None if message_id == "-" else message_id)
                 if outcome:  # an outcome the journal wrote
@@ -198,7 +198,7 @@ class Deliverer:
                 return
             if skip is not None:
                 return self._report(n, skip)
-            token = self.tokens.get(page)
+            token = self.tokens.get(page, time.monotonic())
             if token is None:
                 self._dead(record, "PAGE_STOPPED", "no usable access token for the page", n)
                 return self._report(n, "PAGE_STOPPED")
@@ -214,19 +214,19 @@ class Deliverer:
                 budget.calm()
                 return self._report(n, answer.outcome or "DELIVERED", answer)
             if answer.action == "throttle":
-                self.metrics.retries.labels(page, "throttled").inc()
+                self.metrics.child(self.metrics.retries, page, "throttled").inc()
                 budget.throttled(time.monotonic())
                 continue
             if answer.action == "stop_page":
                 self.tokens.refused(page)
-                continue  # dead-lettered above, as every notification of the page will be
+                continue  # the next turn finds no token: dead-lettered, as the Page's next ones
             tries += 1
             if tries >= rules.MAX_TRIES:
                 detail = f"not sent after {tries} tries (last: {answer.code}/{answer.subcode})"
                 self._dead(record, "SEND_FAILED", detail, n)
                 return self._report(n, "FAILED", answer)
             reason = "timeout" if answer.timed_out else "server_error"
-            self.metrics.retries.labels(page, reason).inc()
+            self.metrics.child(self.metrics.retries, page, reason).inc()
             await asyncio.sleep(rules.backoff(tries, random.random()))
 
     async def _call(self, page: str, token: str, n: model.Notification) -> rules.Answer:
@@ -247,7 +247,7 @@ class Deliverer:
     ) -> None:
         at, message_id = now_ms(), answer.message_id if answer is not None else None
         self.journal.done(n["notification_id"], at, outcome, message_id)
-        self.metrics.deliveries.labels(n["page_id"], outcome).inc()
+        self.metrics.child(self.metrics.deliveries, n["page_id"], outcome).inc()
         if outcome == "DELIVERED":
             self.metrics.latency.observe(max(0.0, (at - n["created_at"]) / 1000))
         self._tell(rules.report(n, outcome, answer, at), n["psid"])
@@ -263,14 +263,9 @@ class Deliverer:
         n: model.Notification | None,
     ) -> None:
         """A dead letter: why, where, which notification, how long; not the message."""
-        headers = [
-            ("reason", reason.encode()),
-            ("error", detail.encode()),
-            *Source.of(record).headers(),
-            ("size", str(len(record.value or b"")).encode()),
-        ]
+        headers = dead_letter_headers(reason, detail, Source.of(record), len(record.value or b""))
         if n is not None:
-            headers.append(("notification-id", n["notification_id"].encode()))
+            headers += (("notification-id", n["notification_id"].encode()),)
         self._write(DLQ, None, record.key, headers)
 
     def _write(self, topic: str, value: bytes | None, key: bytes | None, headers: Any = ()) -> None:
@@ -287,9 +282,8 @@ class Deliverer:
         sent, self.sent = self.sent, []
         await asyncio.gather(*sent)  # each a future of the record's write: awaited once
         self.journal.sync(now_ms())
-        offsets = {tp: offset for tp, offset in self.offsets.committable().items()}
         assigned = consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+        offsets = {tp: o for tp, o in self.offsets.committable().items() if tp in assigned}
         if offsets:
             await consumer.commit(offsets)
 

@@ -157,33 +157,41 @@ class Offsets:
                 del self._pending[partition]
                 self._next.pop(partition, None)
 
-    def in_flight(self) -> int:
-        return sum(1 for pending in self._pending.values() for slot in pending if not slot[1])
-
 
 class PageTokens:
-    """Each Page's access token, from its own file; a refused one stops the Page until
-    the file changes."""
+    """Each Page's access token, from its own file, looked at again at most once every
+    `RECHECK_S` (not on every notification); a refused one stops the Page until the file
+    changes."""
+
+    RECHECK_S = 1.0
 
     def __init__(self, folder: Path, metrics: DeliveryMetrics) -> None:
         self.folder = folder
         self.metrics = metrics
         self.stopped: dict[str, float] = {}  # page → the file's mtime when refused
+        self._known: dict[str, tuple[float, float, str | None]] = {}  # checked, mtime, token
 
-    def get(self, page: str) -> str | None:
-        path = self.folder / page
-        if not PAGE_ID.match(page) or not path.is_file():
-            return None
-        mtime = path.stat().st_mtime
-        if self.stopped.get(page, -1.0) == mtime:
+    def get(self, page: str, now: float) -> str | None:
+        """The Page's usable token at `now` (monotonic seconds), or None."""
+        checked, mtime, token = self._known.get(page, (-self.RECHECK_S, -1.0, None))
+        if now - checked >= self.RECHECK_S:
+            mtime, token = self._read(page)
+            self._known[page] = (now, mtime, token)
+        if self.stopped.get(page, -2.0) == mtime:
             return None
         if page in self.stopped:  # a new token: try again
             del self.stopped[page]
-            self.metrics.page_stopped.labels(page).set(0)
-        return path.read_text().strip() or None
+            self.metrics.child(self.metrics.page_stopped, page).set(0)
+        return token
+
+    def _read(self, page: str) -> tuple[float, str | None]:
+        path = self.folder / page
+        if not PAGE_ID.match(page) or not path.is_file():
+            return -1.0, None
+        return path.stat().st_mtime, path.read_text().strip() or None
 
     def refused(self, page: str) -> None:
-        path = self.folder / page
-        self.stopped[page] = path.stat().st_mtime if path.is_file() else 0.0
-        self.metrics.page_stopped.labels(page).set(1)
+        self.stopped[page] = self._read(page)[0]
+        self._known.pop(page, None)
+        self.metrics.child(self.metrics.page_stopped, page).set(1)
         log.error("page %s: access token refused; its notifications are dead-lettered", page)

@@ -94,6 +94,11 @@ def bank_topic_name(bank_id: str) -> str:
     return f"bank.{bank_id}.transactions.v1"
 
 
+def outcomes_topic_name(bank_id: str) -> str:
+    """The feed telling one bank, and only it, what became of each record it wrote."""
+    return f"bank.{bank_topic_name(bank_id).split('.')[1]}.outcomes.v1"
+
+
 def is_bank_id(text: str) -> bool:
     """Whether `text` could be a bank id (a bounded metric label when read from a record)."""
     return len(text) <= MAX_BANK_ID and bool(_BANK_ID.match(text))
@@ -142,6 +147,17 @@ class Catalog:
             {**deleting(7 * DAY_MS), "max.message.bytes": str(MAX_INPUT_BYTES)},
             writers=f"bank-{bank_id}",
             readers="passerelle",
+        )
+
+    def outcomes(self, bank_id: str) -> Topic:
+        """What became of each record of the bank's ingest topic; read by that bank only."""
+        return self._topic(
+            outcomes_topic_name(bank_id),
+            "source partition",
+            (model.BANK_OUTCOME,),
+            deleting(7 * DAY_MS),
+            writers="passerelle (outcomes)",
+            readers=f"bank-{bank_id}",
         )
 
     def consents(self) -> Topic:
@@ -271,4 +287,5 @@ class Catalog:
         ]
 
     def all(self, bank_ids: list[str]) -> list[Topic]:
-        return [self.bank(b) for b in bank_ids] + self.shared() + self.internal()
+        per_bank = [t for b in bank_ids for t in (self.bank(b), self.outcomes(b))]
+        return per_bank + self.shared() + self.internal()

@@ -259,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec = command("reconcile", help="in = forwarded + withheld + dlq, per bank")
     _banks(rec, "a bank to reconcile", required=True)
     rec.add_argument("--wait", type=float, default=0.0, help="seconds to wait for balance")
+    rec.add_argument(
+        "--feed",
+        action="store_true",
+        help="count from the bank's own outcome feed (a bank's credentials suffice)",
+    )
     rec.set_defaults(run=actions.run_reconcile)
 
     dead = command("dlq", help="the dead-letter topic: each record's reason and source, or counts")

@@ -197,11 +197,11 @@ def run_reconcile(args: argparse.Namespace) -> None:
     from streams.tools import reconcile
 
     settings, codec = Settings.from_env(), _codec(Settings.from_env())
-    counts = asyncio.run(reconcile.wait_balanced(settings, codec, args.bank, args.wait))
-    delivered = asyncio.run(reconcile.deliveries(settings, codec, args.bank))
-    for bank, c in sorted(counts.items()):
-        print(c.line(bank) + "\n" + reconcile.delivery_line(bank, delivered[bank]))
-    if not all(c.balanced for c in counts.values()):
+    lines, balanced = asyncio.run(
+        reconcile.report(settings, codec, args.bank, args.wait, args.feed)
+    )
+    print("\n".join(lines))
+    if not balanced:
         raise PasserelleError("not balanced")
 
 

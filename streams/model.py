@@ -19,6 +19,7 @@ ERASURE_RECEIPT = "passerelle.ErasureReceipt"
 INBOUND_MESSAGE = "passerelle.InboundMessage"
 WITHDRAWAL_REQUEST = "passerelle.WithdrawalRequest"
 DELIVERY_REPORT = "passerelle.DeliveryReport"
+BANK_OUTCOME = "passerelle.BankOutcome"
 
 TransactionStatus = Literal["PENDING", "BOOKED", "REVERSED"]
 Channel = Literal["CARD", "TRANSFER", "DIRECT_DEBIT", "ATM", "FEE", "OTHER"]
@@ -188,6 +189,20 @@ class DeliveryReport(TypedDict):
     error_code: int | None
     error_subcode: int | None
     at: int
+
+
+RecordOutcome = Literal["FORWARDED", "WITHHELD", "DEAD_LETTERED"]
+
+
+class BankOutcome(TypedDict):
+    """What became of one record a bank wrote, on that bank's own outcome feed."""
+
+    transaction_id: str | None
+    source_partition: int
+    source_offset: int
+    outcome: RecordOutcome
+    reason: str | None
+    decided_at: int
 
 
 class Decision(TypedDict):

@@ -8,14 +8,16 @@ converge them. `streams.tools.acls` runs them.
 
 Least privilege, by principal (Kafka `User:<name>`):
 
-- `bank-<id>`: write (and describe) its own ingest topic; nothing else.
+- `bank-<id>`: write (and describe) its own ingest topic; read its own outcome
+  feed (`bank.<id>.outcomes.v1`), in groups named `bank-<id>.…`; nothing else.
 - `consent-authority`: write and read `consents.v1` (its own records: the
   consent tools read the current version before a revocation); read the
   customers' withdrawal requests (`consents.requests.v1`), in groups named
   `consent-authority-…`.
 - `passerelle`: read every ingest topic, the consents, the inbound
-  messages and the delivery reports; write the notifications, the audit trail, the DLQ and the
-  withdrawal requests; read and write its own internal topics (the account
+  messages and the delivery reports; write the notifications, the audit trail, the DLQ,
+  the withdrawal requests and each bank's outcome feed; read the audit trail and
+  the DLQ (what the feeds are made from); read and write its own internal topics (the account
   and psid streams, the changelogs); its consumer groups and transactional
   ids, by the app id's prefix.
 - `messenger-worker`: read the notifications, in groups named `messenger-…`;
@@ -60,6 +62,12 @@ def bank_principal(bank_id: str) -> str:
     return f"bank-{bank_id}"
 
 
+def bank_group_prefix(bank_id: str) -> str:
+    """The consumer groups a bank may read its outcome feed in: `bank-<id>.…`. A dot,
+    which no bank id holds: bank `credit`'s prefix must not cover `credit-breton`'s."""
+    return f"{bank_principal(bank_id)}."
+
+
 @dataclass(frozen=True, order=True)
 class Acl:
     """One binding: principal may (ALLOW) or may not (DENY) do operation on the resource
@@ -92,10 +100,13 @@ def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
     app = cat.settings.app_id
     write, read = ("WRITE", "DESCRIBE"), ("READ", "DESCRIBE")
     acls: set[Acl] = set()
+    feeds = []
     for bank in banks:
-        acls |= _grant(
-            bank_principal(bank), "TOPIC", [catalog.bank_topic_name(bank)], LITERAL, write
-        )
+        who, feed = bank_principal(bank), catalog.outcomes_topic_name(bank)
+        acls |= _grant(who, "TOPIC", [catalog.bank_topic_name(bank)], LITERAL, write)
+        acls |= _grant(who, "TOPIC", [feed], LITERAL, read)
+        acls |= _grant(who, "GROUP", [bank_group_prefix(bank)], PREFIXED, ["READ"])
+        feeds.append(feed)
     acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.CONSENTS], LITERAL, write)
     acls |= _grant(CONSENT_AUTHORITY, "TOPIC", [catalog.CONSENTS, catalog.REQUESTS], LITERAL, read)
     authority_groups = [CONSENT_AUTHORITY_GROUP_PREFIX]
@@ -103,8 +114,9 @@ def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
     acls |= _grant(PASSERELLE, "TOPIC", [INGEST_PREFIX], PREFIXED, read)
     inputs = [catalog.CONSENTS, catalog.INBOUND, catalog.FEEDBACK]
     acls |= _grant(PASSERELLE, "TOPIC", inputs, LITERAL, read)
-    outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ, catalog.REQUESTS]
+    outputs = [catalog.NOTIFICATIONS, catalog.AUDIT, catalog.DLQ, catalog.REQUESTS, *feeds]
     acls |= _grant(PASSERELLE, "TOPIC", outputs, LITERAL, write)
+    acls |= _grant(PASSERELLE, "TOPIC", [catalog.AUDIT, catalog.DLQ], LITERAL, read)  # the feeds'
     internal = [t.name for t in cat.internal()]
     acls |= _grant(PASSERELLE, "TOPIC", internal, LITERAL, ("READ", "WRITE", "DESCRIBE"))
     acls |= _grant(PASSERELLE, "GROUP", [f"{app}-"], PREFIXED, ["READ"])
@@ -159,10 +171,11 @@ class Managed:
 
     @classmethod
     def of(cls, cat: catalog.Catalog, banks: Iterable[str]) -> Managed:
-        app = f"{cat.settings.app_id}-"
-        groups = (app, MESSENGER_GROUP_PREFIX, CONSENT_AUTHORITY_GROUP_PREFIX, SRE_GROUP_PREFIX)
+        app, banks = f"{cat.settings.app_id}-", list(banks)
+        groups: tuple[str, ...] = (app, MESSENGER_GROUP_PREFIX, CONSENT_AUTHORITY_GROUP_PREFIX)
+        groups += (SRE_GROUP_PREFIX, *(bank_group_prefix(b) for b in banks))
         prefixes = {"TOPIC": (INGEST_PREFIX,), "GROUP": groups, "TRANSACTIONAL_ID": (app,)}
-        return cls(frozenset(t.name for t in cat.all(list(banks))), prefixes)
+        return cls(frozenset(t.name for t in cat.all(banks)), prefixes)
 
     def reaches(self, acl: Acl) -> bool:
         """Whether the ACL's resource pattern reaches something managed: a wildcard or a

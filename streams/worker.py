@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from mode import ServiceT
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from streams.agents import ingest
+from streams.agents import ingest, outcomes
 from streams.agents.accounts import Accounts
 from streams.agents.conversation import Conversation
 from streams.app import PasserelleApp, create_app
@@ -39,11 +39,12 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
 
 @dataclass(frozen=True)
 class Pipeline:
-    """The pipeline's three stages and the accounts stage's ticker, not yet running."""
+    """The pipeline's stages and the accounts stage's ticker, not yet running."""
 
     ingest: Stage
     accounts: Stage
     conversation: Stage
+    outcomes: Stage
     ticker: Ticker | None
 
 
@@ -56,7 +57,8 @@ def pipeline(
     """Ingest re-keys every bank's records into the account stream (and customers'
     messages into the psid stream); accounts gates them on consent and writes
     notifications and the audit trail; the conversation turns messages into
-    requests to the accounts."""
+    requests to the accounts; outcomes tells each bank, on its own feed, what
+    became of its records (from the audit trail and the DLQ)."""
     codec = Codec(registry or EmbeddedRegistry.load(settings.schemas_dir))
     cat = Catalog(settings)
     stream = cat.account_stream().name
@@ -70,6 +72,7 @@ def pipeline(
         ),
         accounts=Stage(accounts.spec(), settings, metrics=metrics),
         conversation=Stage(talk.spec(), settings, metrics=metrics),
+        outcomes=Stage(outcomes.spec(codec), settings, metrics=metrics),
         ticker=(
             Ticker(settings, stream, settings.partitions, tick_interval_s)
             if tick_interval_s > 0
@@ -90,7 +93,7 @@ def worker_registry() -> CollectorRegistry:
 
 
 def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> PasserelleApp:
-    """The pipeline's worker: its two stages as services of the faust App. It refuses
+    """The pipeline's worker: its stages as services of the faust App. It refuses
     the public development hash key unless the settings allow it."""
     settings.require_hash_key()
     metrics = Metrics(worker_registry())
@@ -100,5 +103,6 @@ def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> Passerelle
         StageService(built.ingest),
         StageService(built.accounts, built.ticker),
         StageService(built.conversation),
+        StageService(built.outcomes),
     ]
     return create_app(settings, services, metrics, registry)

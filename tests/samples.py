@@ -123,6 +123,15 @@ DECISION: model.Decision = {
     "decided_at": BOOKED_AT + 120,
 }
 
+BANK_OUTCOME: model.BankOutcome = {
+    "transaction_id": "tx-000001",
+    "source_partition": 3,
+    "source_offset": 1_234_567,
+    "outcome": "WITHHELD",
+    "reason": "REVOKED",
+    "decided_at": BOOKED_AT + 120,
+}
+
 ERASURE_RECEIPT: model.ErasureReceipt = {
     "bank_id": "banque-alpine",
     "account_hash": "k0:1f2e3d4c5b6a7988",
@@ -148,4 +157,5 @@ ALL: list[tuple[str, Any]] = [
     (model.NOTIFICATION, DIGEST),
     (model.DECISION, DECISION),
     (model.ERASURE_RECEIPT, ERASURE_RECEIPT),
+    (model.BANK_OUTCOME, BANK_OUTCOME),
 ]

@@ -6,6 +6,10 @@ Read from the topics themselves, read_committed, so it checks the pipeline
 from outside. `since` (the ingest topics' end offsets taken with `marks`)
 counts only what a bank wrote after that moment: one run on a reused broker.
 
+With `feed`, the counts come from each bank's own outcome feed
+(`bank.<id>.outcomes.v1`) instead of the audit trail and the DLQ: what a bank
+runs with its own credentials, which may read nothing else.
+
 `deliveries` counts, per bank, what the delivery workers reported of its
 notifications (`messenger.feedback.v1`): delivered, and each way of not.
 """
@@ -15,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from streams import kafka, model
-from streams.catalog import AUDIT, DLQ, FEEDBACK, bank_of_topic, bank_topic_name
+from streams import feeds, kafka, model
+from streams.catalog import AUDIT, DLQ, FEEDBACK, bank_topic_name, outcomes_topic_name
 from streams.codec import Codec
 from streams.errors import CodecError
 from streams.kafka import read_all
 from streams.settings import Settings
-from streams.stream import Source
 
 
 @dataclass
@@ -85,8 +89,15 @@ async def ingested(settings: Settings, topic: str, since: dict[int, int] | None 
 
 
 async def reconcile(
-    settings: Settings, codec: Codec, banks: list[str], since: Marks | None = None
+    settings: Settings,
+    codec: Codec,
+    banks: list[str],
+    since: Marks | None = None,
+    feed: bool = False,
 ) -> dict[str, BankCounts]:
+    """Each bank's counts, from the audit trail and the DLQ (every bank's: an operator's
+    view), or with `feed` from each bank's own outcome feed (what a bank's own
+    credentials may read)."""
     counts = {bank: BankCounts() for bank in banks}
     since = since or {}
 
@@ -96,33 +107,46 @@ async def reconcile(
 
     for bank in banks:
         counts[bank].ingested = await ingested(settings, bank_topic_name(bank), since.get(bank))
-    for record in await read_all(settings, AUDIT):
-        try:
-            subject, decision = codec.decode_any(record.value)
-        except CodecError:
+    outcomes = _from_feeds(settings, codec, banks) if feed else _from_audit(settings, codec)
+    seen: set[tuple[str, int, int]] = set()  # at_least_once may write an outcome twice
+    async for bank, outcome in outcomes:
+        where = (bank, outcome["source_partition"], outcome["source_offset"])
+        if bank not in counts or where in seen or not counted(*where):
             continue
-        bank = decision["bank_id"]
-        if subject != model.DECISION or bank not in counts:
-            continue
-        if bank_of_topic(decision["source_topic"]) != bank:
-            continue
-        if not counted(bank, decision["source_partition"], decision["source_offset"]):
-            continue
-        if decision["outcome"] == "FORWARDED":
+        seen.add(where)
+        if outcome["outcome"] == "FORWARDED":
             counts[bank].forwarded += 1
+        elif outcome["outcome"] == "WITHHELD":
+            counts[bank].withheld[outcome["reason"] or "?"] += 1
         else:
-            counts[bank].withheld[decision["reason"]] += 1
-    for record in await read_all(settings, DLQ):
-        source = Source.carried(record)  # where the bank's record was, as dead_letter wrote
-        sender = bank_of_topic(source.topic) if source else None
-        if (
-            source is None
-            or sender not in counts
-            or not counted(sender, source.partition, source.offset)
-        ):
-            continue
-        counts[sender].dlq[dict(record.headers).get("reason", b"?").decode()] += 1
+            counts[bank].dlq[outcome["reason"] or "?"] += 1
     return counts
+
+
+async def _from_audit(settings: Settings, codec: Codec) -> AsyncIterator[feeds.Told]:
+    """Every bank's outcomes, as the outcomes stage reads them: the audit trail's
+    Decisions and the DLQ's dead letters of banks' records."""
+    for record in await read_all(settings, AUDIT):
+        told = feeds.decided(codec, record)
+        if told is not None:
+            yield told
+    for record in await read_all(settings, DLQ):
+        told = feeds.dead_lettered(record)
+        if told is not None:
+            yield told
+
+
+async def _from_feeds(
+    settings: Settings, codec: Codec, banks: list[str]
+) -> AsyncIterator[feeds.Told]:
+    """Each bank's outcomes, from its own feed (a record there that is not one is skipped)."""
+    for bank in banks:
+        hint = f"`topics create --bank {bank}` makes it, or these credentials may not read it"
+        for record in await read_all(settings, outcomes_topic_name(bank), missing=hint):
+            try:
+                yield bank, codec.decode(model.BANK_OUTCOME, record.value)  # type: ignore[misc]  # the codec returns the schema's dict
+            except CodecError:
+                continue
 
 
 async def deliveries(
@@ -155,15 +179,29 @@ async def wait_balanced(
     banks: list[str],
     timeout_s: float,
     since: Marks | None = None,
+    feed: bool = False,
 ) -> dict[str, BankCounts]:
     """Reconcile until every bank balances or `timeout_s` passes; the last counts either way.
 
     A bank with more outcomes than records will never balance: that returns at once."""
     deadline = time.monotonic() + timeout_s
     while True:
-        counts = await reconcile(settings, codec, banks, since)
+        counts = await reconcile(settings, codec, banks, since, feed)
         done = all(c.balanced for c in counts.values())
         over = any(c.accounted > c.ingested for c in counts.values())
         if done or over or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(1.0)
+
+
+async def report(
+    settings: Settings, codec: Codec, banks: list[str], wait_s: float, feed: bool
+) -> tuple[list[str], bool]:
+    """`passerelle reconcile`'s lines, and whether every bank balanced. From a bank's
+    feed, no delivery line: a bank's credentials may not read the delivery reports."""
+    counts = await wait_balanced(settings, codec, banks, wait_s, feed=feed)
+    lines = [c.line(bank) for bank, c in sorted(counts.items())]
+    if not feed:
+        delivered = await deliveries(settings, codec, banks)
+        lines += [delivery_line(bank, delivered[bank]) for bank in sorted(delivered)]
+    return lines, all(c.balanced for c in counts.values())

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from streams import kafka, model
+from streams import catalog, kafka, model
 from streams.catalog import AUDIT, CONSENTS, NOTIFICATIONS, Catalog
 from streams.codec import Codec
 from streams.devkit import pipelinecheck
@@ -174,8 +174,14 @@ async def test_a_simulated_run_of_ten_thousand_events_reconciles(
         after_consents=consents_in,
     )
     assert sum(feed.sent.values()) >= 10_000
-    counts = await reconcile.wait_balanced(settings, codec, [b.bank_id for b in banks], 180)
+    ids = [b.bank_id for b in banks]
+    counts = await reconcile.wait_balanced(settings, codec, ids, 180)
+    fed = await reconcile.wait_balanced(settings, codec, ids, 120, feed=True)
     assert worker.stop() == 0
+    for bank in ids:  # each bank's own feed tells it exactly what the audit and DLQ say
+        assert fed[bank] == counts[bank], fed[bank].line(bank) + "\n" + counts[bank].line(bank)
+        told = await kafka.read_all(settings, catalog.outcomes_topic_name(bank))
+        assert len(told) == feed.sent[bank]  # exactly_once: one outcome per record, no copy
     for bank, c in counts.items():
         assert c.balanced, c.line(bank)
         assert c.ingested == feed.sent[bank]

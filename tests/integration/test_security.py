@@ -19,9 +19,10 @@ from streams import catalog, kafka, model, security
 from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.devkit import localkafka
+from streams.errors import MissingTopicError
 from streams.kafka import read_all
 from streams.settings import Settings
-from streams.tools import acls, consent, topics
+from streams.tools import acls, consent, reconcile, topics
 from tests import samples
 from tests.conftest import SECURE_BANKS
 from tests.integration.harness import Worker, send, until
@@ -146,7 +147,21 @@ def matrix() -> list[Cell]:
     )
     authority, messenger, sre = security.CONSENT_AUTHORITY, security.MESSENGER, security.SRE
     app = security.PASSERELLE
+    feed_a, feed_b = catalog.outcomes_topic_name(ALPHA), catalog.outcomes_topic_name(BETA)
+    group_a = security.bank_group_prefix(ALPHA) + "reconcile"
     return [
+        Cell(alpha, "read", feed_a, OK),  # its own outcome feed, as reconcile --feed reads it
+        Cell(alpha, "read", feed_a, OK, group_a),  # and in its own groups
+        Cell(alpha, "read", feed_a, DENIED_GROUP, "another-group"),
+        Cell(alpha, "read", feed_b, DENIED_TOPIC),  # never another bank's
+        Cell(alpha, "write", feed_a, DENIED_TOPIC),
+        Cell(beta, "read", feed_b, OK),
+        Cell(beta, "read", feed_a, DENIED_TOPIC),
+        Cell(beta, "read", feed_b, DENIED_GROUP, group_a),  # nor in another bank's groups
+        Cell(messenger, "read", feed_a, DENIED_TOPIC),
+        Cell(sre, "read", feed_a, DENIED_TOPIC),
+        Cell(app, "write", feed_a, OK),
+        Cell(app, "read", feed_a, OK),  # its READ on `bank.` covers what it wrote
         Cell(alpha, "write", bank_a, OK),
         Cell(alpha, "write", bank_b, DENIED_TOPIC),
         Cell(beta, "write", bank_b, OK),
@@ -185,7 +200,8 @@ def matrix() -> list[Cell]:
         Cell(app, "write", bank_a, DENIED_TOPIC),
         Cell(app, "write", consents, DENIED_TOPIC),
         Cell(app, "read", notes, DENIED_TOPIC),
-        Cell(app, "read", audit, DENIED_TOPIC),
+        Cell(app, "read", audit, OK),  # what the banks' feeds are made from, with the DLQ
+        Cell(app, "read", dlq, OK),
     ]
 
 
@@ -335,7 +351,15 @@ async def test_the_pipeline_runs_as_passerelle_with_only_its_acls(
     notes = await _read_all(messenger, NOTES, codec, model.NOTIFICATION, consent["psid"])
     assert [n["kind"] for n in notes] == ["TRANSACTION"], notes
     assert sorted(await _dlq_reasons(sre, account)) == ["BANK_MISMATCH", "KEY_MISMATCH"]
+    # The bank hears what became of every record of its topic from its own feed, with
+    # its own credentials (the matrix's probes were dead-lettered too), and of no other.
+    counts = await reconcile.wait_balanced(bank, codec, [ALPHA], 120, feed=True)
     assert worker.stop() == 0
+    assert counts[ALPHA].balanced, counts[ALPHA].line(ALPHA)
+    assert counts[ALPHA].forwarded == 1
+    assert {"BANK_MISMATCH", "KEY_MISMATCH"} <= set(counts[ALPHA].dlq)
+    with pytest.raises(MissingTopicError, match="may not read it"):
+        await reconcile.reconcile(bank, codec, [BETA], feed=True)
 
 
 async def _read_all(

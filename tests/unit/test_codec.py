@@ -110,6 +110,13 @@ GOLDEN: list[tuple[str, str, int, Any, str]] = [
         "31068eda9601020206020c636e732d34320280a698c6c468f0e1cfc9c468",
     ),
     (
+        "bank outcome",
+        model.BANK_OUTCOME,
+        14,
+        samples.BANK_OUTCOME,
+        "000000000e021274782d303030303031068eda960102020e5245564f4b4544f0e1cfc9c468",
+    ),
+    (
         "erasure receipt",
         model.ERASURE_RECEIPT,
         5,
@@ -239,6 +246,7 @@ class TestRegistry:
             11: (model.WITHDRAWAL_REQUEST, 1),
             12: (model.DELIVERY_REPORT, 1),
             13: (model.DECISION, 3),
+            14: (model.BANK_OUTCOME, 1),
         }
 
     def test_latest_is_the_highest_version(self, registry: EmbeddedRegistry) -> None:

@@ -22,18 +22,43 @@ def of(principal: str) -> set[Acl]:
     return {a for a in WANT if a.principal == f"User:{principal}"}
 
 
-def test_a_bank_may_only_write_and_describe_its_own_topic() -> None:
+def test_a_bank_may_write_its_own_topic_and_read_its_own_feed_only() -> None:
     assert {(a.resource, a.name, a.pattern, a.operation) for a in of("bank-banque-alpine")} == {
         ("TOPIC", "bank.banque-alpine.transactions.v1", "LITERAL", "WRITE"),
         ("TOPIC", "bank.banque-alpine.transactions.v1", "LITERAL", "DESCRIBE"),
+        ("TOPIC", "bank.banque-alpine.outcomes.v1", "LITERAL", "READ"),
+        ("TOPIC", "bank.banque-alpine.outcomes.v1", "LITERAL", "DESCRIBE"),
+        ("GROUP", "bank-banque-alpine.", "PREFIXED", "READ"),
     }
+
+
+def test_each_feed_is_read_by_its_bank_alone_and_written_by_passerelle_alone() -> None:
+    for bank in ("banque-alpine", "thames-bank"):
+        feed = {(a.principal, a.operation) for a in WANT if a.name == f"bank.{bank}.outcomes.v1"}
+        assert feed == {
+            (f"User:bank-{bank}", "READ"),
+            (f"User:bank-{bank}", "DESCRIBE"),
+            ("User:passerelle", "WRITE"),
+            ("User:passerelle", "DESCRIBE"),
+        }
+
+
+def test_a_banks_group_prefix_does_not_cover_a_bank_whose_id_extends_it() -> None:
+    """Bank `credit` may not join the consumer groups of bank `credit-breton`."""
+    assert not security.bank_group_prefix("credit-breton").startswith(
+        security.bank_group_prefix("credit")
+    )
 
 
 def test_only_passerelle_reads_ingest_and_nobody_else_writes_outputs() -> None:
     """Only passerelle reads the banks' topics and writes the outputs; the consents
     are read by passerelle and by their own writer, the consent authority."""
     readers = {a.principal for a in WANT if a.operation == "READ" and a.resource == "TOPIC"}
-    ingest = {a.principal for a in WANT if a.operation == "READ" and a.name.startswith("bank.")}
+    ingest = {
+        a.principal
+        for a in WANT
+        if a.operation == "READ" and a.name.startswith("bank.") and "outcomes" not in a.name
+    }
     consents = {a.principal for a in WANT if a.operation == "READ" and a.name == catalog.CONSENTS}
     outputs = {catalog.NOTIFICATIONS, catalog.AUDIT}
     writers = {a.principal for a in WANT if a.operation == "WRITE" and a.name in outputs}
@@ -46,6 +71,8 @@ def test_only_passerelle_reads_ingest_and_nobody_else_writes_outputs() -> None:
         "User:messenger-worker",
         "User:sre",
         "User:consent-authority",
+        "User:bank-banque-alpine",  # its own outcome feed
+        "User:bank-thames-bank",
     }
 
 
@@ -105,19 +132,23 @@ def test_a_bank_id_that_is_not_a_topic_part_is_refused() -> None:
 
 def test_kafkas_listing_reads_back_as_the_acls_it_shows() -> None:
     """Golden output of AclCommand --list from Kafka 4.1.1, recorded before the
-    conversation's and the delivery's topics existed: it reads back as exactly what was
-    wanted then."""
+    conversation's and the delivery's topics and the banks' outcome feeds existed: it
+    reads back as exactly what was wanted then."""
     listed = parse_listing((FIXTURES / "acl-list.txt").read_text())
-    assert of("bank-banque-alpine") <= listed
     assert Acl("User:passerelle", "GROUP", "passerelle-", "PREFIXED", "READ") in listed
     assert {a.principal for a in listed} == {"User:bank-banque-alpine", "User:passerelle"}
     cat = Catalog(Settings())
     later = {catalog.INBOUND, catalog.REQUESTS, cat.psid_stream().name}
     later |= {cat.changelog("conversation").name, catalog.FEEDBACK}
+    later |= {catalog.outcomes_topic_name(b) for b in ("banque-alpine", "thames-bank")}
+    later |= {security.bank_group_prefix("banque-alpine")}
+    read_before = {catalog.AUDIT, catalog.DLQ}  # passerelle's READ of them: the feeds' inputs
     assert listed == {
         a
         for a in WANT
-        if a.principal in {"User:bank-banque-alpine", "User:passerelle"} and a.name not in later
+        if a.principal in {"User:bank-banque-alpine", "User:passerelle"}
+        and a.name not in later
+        and not (a.name in read_before and a.operation == "READ")
     }
 
 

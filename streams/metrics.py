@@ -190,6 +190,21 @@ class Metrics(_Registered):
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.outputs_left_out = Counter(
+            "outputs_left_out",
+            "Optional outputs (a bank's outcome feed) left out: their topic is missing or "
+            "not ours to write.",
+            ["stage", "topic"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.authorization_failures = Counter(
+            "authorization_failures",
+            "Requests of a stage the broker refused for want of an ACL, by the error.",
+            ["stage", "error"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
 
 
 # From a notification's creation to the Send API's answer: the topic's wait, the

@@ -26,7 +26,9 @@ Least privilege, by principal (Kafka `User:<name>`):
   worker (`passerelle.dlq.v1`, write only: ids and reasons, no message).
 - `sre`: read the DLQ and the audit trail, in groups named `sre-…`.
 
-The broker's own `admin` is a super user and needs no ACL.
+Two super users need no ACL: `kafka-broker`, the brokers' and controllers'
+identity between themselves, and `admin`, the operator's, whose every
+operation the authorizer writes to its trail.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ from dataclasses import dataclass
 from streams import catalog
 
 ADMIN = "admin"
+"""The operator account: a super user, for provisioning (topics, ACLs, quotas) only.
+Every operation it makes is in the authorizer's trail (docs/runbook.md)."""
+BROKER = "kafka-broker"
+"""The brokers' and controllers' own identity, between themselves: never an operator's."""
 PASSERELLE = "passerelle"
 CONSENT_AUTHORITY = "consent-authority"
 MESSENGER = "messenger-worker"

@@ -13,10 +13,13 @@ Who a record belongs to is the ingest topic it came from (the Decision's
 claims: a record on bank A's topic that names bank B is told to A.
 
 The feed is derived from the audit of record in a stage of its own, so it costs
-the pipeline's hot path nothing, and a bank whose feed topic does not exist yet
-(`passerelle topics create --bank B` makes both) holds back only this stage:
-its batches retry until the topic exists, nothing is lost, and no customer's
-notification waits for it.
+the pipeline's hot path nothing. Its records are optional outputs: a bank whose
+feed topic does not exist (`passerelle topics create --bank B` makes both), or
+that the worker may not write (`acls apply --bank B` grants it), has its
+outcomes left out and counted (`passerelle_outputs_left_out_total`), and holds
+back no other bank's feed. Its feed begins when the topic can be written
+(within ten seconds); what it missed meanwhile is still in the audit trail and
+the DLQ, where `passerelle reconcile --bank B` counts it.
 """
 
 from __future__ import annotations
@@ -70,4 +73,5 @@ def feed_record(codec: Codec, bank: str, outcome: model.BankOutcome) -> Emit:
         catalog.outcomes_topic_name(bank),
         str(outcome["source_partition"]).encode(),
         codec.encode(model.BANK_OUTCOME, outcome),
+        optional=True,  # a bank without its feed topic must not hold back the others'
     )

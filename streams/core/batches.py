@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -42,12 +44,28 @@ class Record(Protocol):
     def headers(self) -> tuple[tuple[str, bytes], ...]: ...
     @property
     def partition(self) -> int | None: ...
+    @property
+    def optional(self) -> bool: ...
+
+
+LeftOut = Callable[[str, int], None]
+"""Told the topic and count of optional records left out of a send."""
+
+# The first time optional records go to a topic the producer has no metadata for,
+# the brokers' answer is waited for this long (a round trip, on a healthy cluster).
+FIRST_ASK_S = 1.0
+# After that, they are asked again in the background at most this often.
+ASK_AGAIN_S = 10.0
 
 
 class SendFailed(PasserelleError):
-    """Some record batches were not acknowledged."""
+    """Some record batches were not acknowledged; `causes` says why, one per batch."""
 
     retriable = True
+
+    def __init__(self, message: str, causes: Sequence[BaseException] = ()) -> None:
+        super().__init__(message)
+        self.causes = tuple(causes)
 
 
 class TooLarge(PasserelleError):
@@ -68,10 +86,18 @@ def partition_of(key: bytes, partitions: int) -> int:
 class BatchWriter:
     """Sends records through one producer, one record batch per topic-partition."""
 
-    def __init__(self, producer: AIOKafkaProducer, transactional: bool = False) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        transactional: bool = False,
+        left_out: LeftOut | None = None,
+    ) -> None:
         self.producer = producer
         self.transactional = transactional
+        self.left_out = left_out
         self._partitions: dict[str, int] = {}
+        self._asked: dict[str, float] = {}
+        """Topics optional records were left out for, and when the brokers were asked."""
 
     def whole(self, records: Sequence[Record], max_bytes: int) -> Built:
         """Records with their partition set, as one record batch per topic-partition
@@ -92,9 +118,9 @@ class BatchWriter:
     async def send(self, records: Sequence[Record], whole: Built = ()) -> dict[TopicPartition, int]:
         """Send every record (and the record batches built by `whole`) and wait for every
         acknowledgement; the offset of the last record written to each topic-partition.
-        SendFailed if any failed."""
-        for topic in {r.topic for r in records if r.partition is None} - self._partitions.keys():
-            self._partitions[topic] = len(await self.producer.partitions_for(topic))
+        SendFailed if any failed. Optional records of a topic the brokers do not show
+        (missing, or not ours to write) are left out and told to `left_out`."""
+        records = await self._placeable(records)
         grouped: dict[TopicPartition, list[Record]] = defaultdict(list)
         for record in records:
             grouped[self._place(record)].append(record)
@@ -117,8 +143,44 @@ class BatchWriter:
             else:
                 last[tp] = ack.offset + count - 1
         if failed:
-            raise SendFailed(f"{len(failed)} of {len(acks)} record batches failed: {failed[0]!r}")
+            summary = f"{len(failed)} of {len(acks)} record batches failed: {failed[0]!r}"
+            raise SendFailed(summary, failed)
         return last
+
+    async def _placeable(self, records: Sequence[Record]) -> Sequence[Record]:
+        """The records whose topic's partitions are known, learning them as needed. For a
+        topic only optional records go to, the brokers' answer is waited for once, at
+        most FIRST_ASK_S; after that the producer's metadata is read as it is, and the
+        brokers asked again in the background at most every ASK_AGAIN_S."""
+        unknown = {r.topic for r in records if r.partition is None} - self._partitions.keys()
+        required = {r.topic for r in records if not r.optional}
+        missing: set[str] = set()
+        for topic in unknown:
+            if topic in required:
+                self._partitions[topic] = len(await self.producer.partitions_for(topic))
+                continue
+            found = self.producer.client.cluster.partitions_for_topic(topic)
+            if not found and topic not in self._asked:  # first seen: ask, briefly
+                self._asked[topic] = time.monotonic()
+                try:
+                    found = await asyncio.wait_for(self.producer.partitions_for(topic), FIRST_ASK_S)
+                except (TimeoutError, KafkaError):
+                    found = None
+            if found:
+                self._partitions[topic] = len(found)
+                continue
+            missing.add(topic)
+            if time.monotonic() - self._asked[topic] >= ASK_AGAIN_S:
+                self._asked[topic] = time.monotonic()
+                self.producer.client.add_topic(topic)
+                self.producer.client.force_metadata_update()  # answered in the background
+        if not missing:
+            return records
+        for topic in missing:
+            count = sum(1 for r in records if r.topic == topic)
+            if self.left_out is not None:
+                self.left_out(topic, count)
+        return [r for r in records if r.topic not in missing]
 
     def _place(self, record: Record) -> TopicPartition:
         """Where a record goes (its topic's partition count is known by now)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import kafka
-from streams.core.batches import BatchWriter
+from streams.core.batches import BatchWriter, LeftOut
 from streams.core.guarantees import Guarantee
 from streams.core.recovery import Recovery
 from streams.core.spec import StageSpec
@@ -91,8 +91,11 @@ class Ownership:
         recovery: Recovery | None,
         standby: Standby | None,
         new_producer: NewProducer | None = None,
+        left_out: LeftOut | None = None,
     ) -> None:
         self.spec = spec
+        self.left_out = left_out
+        """Told of optional outputs left out of a send (`BatchWriter`)."""
         self.new_producer = new_producer or kafka_producers(settings)
         self.settings = settings
         self.group_id = group_id
@@ -212,8 +215,12 @@ class Ownership:
             else:
                 start = await self._seek_start(tp, store)
             roles = self.guarantee.producers(self.stateful)
-            outputs = BatchWriter(producers[tp][0], roles[0])
-            state = BatchWriter(producers[tp][-1], roles[-1]) if len(roles) > 1 else outputs
+            outputs = BatchWriter(producers[tp][0], roles[0], self.left_out)
+            state = (
+                BatchWriter(producers[tp][-1], roles[-1], self.left_out)
+                if len(roles) > 1
+                else outputs
+            )
             self.partitions[tp] = Partition(
                 tp, store, producers[tp], outputs, state, start, opened_at=self.polls
             )

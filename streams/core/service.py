@@ -7,6 +7,7 @@ from typing import Any
 
 from mode import Service
 
+from streams.core import denials
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
 
@@ -36,6 +37,7 @@ class StageService(Service):
         try:
             await self.stage.run()
         except Exception as exc:
+            denials.report(self.stage.metrics, self.stage.spec.name, exc)
             await self.crash(exc)
         finally:
             self._done.set()

@@ -28,6 +28,10 @@ class Emit:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None
+    optional: bool = False
+    """Left out (and counted) when its topic does not exist, or may not be written,
+    instead of failing the batch: for a derived copy (a bank's outcome feed) that
+    must not hold back what else the stage writes."""
 
 
 Handler = Callable[[ConsumerRecord[bytes, bytes], PartitionStore], Sequence[Emit]]

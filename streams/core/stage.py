@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streams import kafka
-from streams.core import guarantees, handling
+from streams.core import denials, guarantees, handling
 from streams.core.batches import Built, TooLarge
 from streams.core.guarantees import Records
 from streams.core.handling import StageFailed
@@ -84,8 +84,9 @@ class Stage:
                 spec.name, spec.topics[0], spec.changelog, settings, metrics, path
             )
         self.ownership = Ownership(
-            spec, settings, self.group_id, self.guarantee, self.recovery, self.standby
-        )
+            spec, settings, self.group_id, self.guarantee, self.recovery, self.standby,
+            left_out=denials.Omissions(metrics, spec.name),
+        )  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -193,7 +194,9 @@ class Stage:
                 # aiokafka would only log it and leave the partitions assigned to a
                 # member that never reads them: the worker stops instead, loudly
                 # (`run` closes what it holds, the kept partitions not yet owned too).
-                self.fail(StageFailed(f"opening the assigned partitions failed: {exc!r}"))
+                failure = StageFailed(f"opening the assigned partitions failed: {exc!r}")
+                failure.__cause__ = exc  # what it was (an ACL missing: `denials`)
+                self.fail(failure)
                 return
             assert self._consumer is not None
             await self.readiness.hold_back(self._consumer, assigned)
@@ -281,6 +284,7 @@ class Stage:
             ),
         )
         self.metrics.transactions.labels(result="abort").inc()
+        denials.report(self.metrics, self.spec.name, exc)
 
     async def commit_offsets(self, offsets: Mapping[TopicPartition, int]) -> None:
         assert self._consumer is not None

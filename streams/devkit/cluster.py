@@ -117,6 +117,7 @@ class Cluster:
         run = settings.secure_run_dir.resolve()
         node = Node(1, settings.secure_port, settings.secure_port + 1, run / "node-1")
         users = (
+            security.BROKER,
             security.ADMIN,
             *security.SERVICE_PRINCIPALS,
             *(security.bank_principal(b) for b in settings.secure_banks),
@@ -213,31 +214,33 @@ class Cluster:
 
     def _security_properties(self) -> dict[str, str]:
         """SCRAM for clients and brokers, PLAIN on the controller listener (SCRAM's
-        credentials live in the metadata log the controller serves), ACLs enforced."""
-        admin = security.ADMIN
-        password = self.password(admin)
+        credentials live in the metadata log the controller serves), ACLs enforced.
+        Brokers and controllers talk as `kafka-broker`; the operator's `admin` is
+        another identity, whose every operation the authorizer's trail records."""
+        broker = security.BROKER
+        password = self.password(broker)
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
         plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
         return {
             "sasl.enabled.mechanisms": "SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
             "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
-                f'{scram} required username="{admin}" password="{password}";'
+                f'{scram} required username="{broker}" password="{password}";'
             ),
             # The same users over TLS, with a certificate from the node's own local CA.
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
-                f'{scram} required username="{admin}" password="{password}";'
+                f'{scram} required username="{broker}" password="{password}";'
             ),
             "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
             "listener.name.sasl_ssl.ssl.keystore.location": str(self.tls_dir / "broker.pem"),
             "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
             "sasl.mechanism.controller.protocol": "PLAIN",
             "listener.name.controller.plain.sasl.jaas.config": (
-                f'{plain} required username="{admin}" password="{password}" '
-                f'user_{admin}="{password}";'
+                f'{plain} required username="{broker}" password="{password}" '
+                f'user_{broker}="{password}";'
             ),
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users": f"User:{admin}",
+            "super.users": f"User:{broker};User:{security.ADMIN}",
             "allow.everyone.if.no.acl.found": "false",
         }
 

@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+from streams import security
 from streams.devkit.cluster import HOST, Cluster, Node, ensure_certificate, ensure_passwords
 from streams.errors import LocalKafkaError
 from streams.settings import LocalKafkaSettings
@@ -59,13 +60,9 @@ def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None
         ensure_certificate(cluster)
     for node in stopped:
         _write_config(cluster, node)
-    _format(
-        [n for n in stopped if not (n.dir / "data" / "meta.properties").exists()],
-        java,
-        libs,
-        cluster_id,
-        cluster,
-    )
+    fresh = [n for n in stopped if not (n.dir / "data" / "meta.properties").exists()]
+    _check_users(cluster, [n for n in stopped if n not in fresh])
+    _format(fresh, java, libs, cluster_id, cluster)
     for node in stopped:
         _start(node, cluster, java, libs)
     say(f"starting {cluster.describe()}")
@@ -210,6 +207,26 @@ def _format(nodes: list[Node], java: str, libs: Path, cluster_id: str, cluster: 
             argfile.unlink(missing_ok=True)
         if process.returncode != 0:
             raise LocalKafkaError(f"formatting node {node.node_id} failed: {out.strip()[-300:]}")
+        _users_path(node).write_text("".join(f"{user}\n" for user in cluster.users))
+
+
+def _users_path(node: Node) -> Path:
+    """The SCRAM users a node's metadata log was formatted with, one per line."""
+    return node.dir / "users.formatted"
+
+
+def _check_users(cluster: Cluster, formatted: list[Node]) -> None:
+    """Refuse, in one line, a secure node formatted without the brokers' own identity
+    (by a version that let the operator's account be the brokers'): it cannot start."""
+    for node in formatted if cluster.secure else []:
+        path = _users_path(node)
+        users = path.read_text().split() if path.exists() else []
+        if security.BROKER not in users:
+            raise LocalKafkaError(
+                f"the secure node in {node.dir} was formatted without the `{security.BROKER}` "
+                f"identity: stop it, remove {cluster.dir} and start it again (its topics and "
+                "ACLs are made again by `topics create` and `acls apply`)"
+            )
 
 
 def _argfile_quoted(argument: str) -> str:

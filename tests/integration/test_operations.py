@@ -130,7 +130,7 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
         )
         await eventually(prometheus, f"sum(passerelle_dlq_total{{{b}}})", sum(counts.dlq.values()))
         await eventually(prometheus, 'up{job="passerelle"}', 1)
-        await eventually(prometheus, "sum(passerelle_stage_ready)", 3)
+        await eventually(prometheus, "sum(passerelle_stage_ready)", 4)
 
         queries = {
             "notifications": 'passerelle_notifications_total{kind="TRANSACTION"}',

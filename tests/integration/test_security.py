@@ -264,6 +264,29 @@ async def test_an_unauthenticated_client_and_a_wrong_password_are_refused(
     assert await connect(as_user(provisioned, security.SRE)) == OK  # the right password
 
 
+async def test_the_operators_every_operation_is_in_the_authorizers_trail(
+    provisioned: localkafka.Cluster,
+) -> None:
+    """The brokers talk as `kafka-broker`, not as the operator: the node's config names
+    that identity and holds no operator password. The operator's ACL and topic changes,
+    and every refusal, are in `authorizer.log`; other principals' allowed reads are not."""
+    (node,) = provisioned.nodes
+    config = node.config_path.read_text()
+    assert f'username="{security.BROKER}"' in config
+    assert provisioned.password(security.ADMIN) not in config
+    admin = as_user(provisioned, security.ADMIN)
+    acls.apply(admin, SECURE_BANKS, say=lambda _: None)  # as the operator: in the trail
+    topic = f"trail-{uuid.uuid4().hex[:6]}"
+    assert await write(as_user(provisioned, security.bank_principal(ALPHA)), topic) != OK
+    assert await read(as_user(provisioned, security.SRE), catalog.DLQ) == OK
+    trail = (node.log_path.parent / "authorizer.log").read_text().splitlines()
+    operator = [line for line in trail if "Principal = User:admin is Allowed" in line]
+    assert any("DescribeAcls" in line for line in operator), trail[-20:]
+    refused = [line for line in trail if f"User:bank-{ALPHA} is Denied" in line]
+    assert any(topic in line for line in refused), trail[-20:]
+    assert not [line for line in trail if "Principal = User:sre is Allowed" in line]
+
+
 async def connect(settings: Settings) -> str:
     """Open an admin connection: "ok" or the error's class name."""
     client = kafka.admin(settings)
@@ -360,6 +383,33 @@ async def test_the_pipeline_runs_as_passerelle_with_only_its_acls(
     assert {"BANK_MISMATCH", "KEY_MISMATCH"} <= set(counts[ALPHA].dlq)
     with pytest.raises(MissingTopicError, match="may not read it"):
         await reconcile.reconcile(bank, codec, [BETA], feed=True)
+
+
+async def test_a_worker_refused_by_the_acls_says_so_in_its_log_and_stops(
+    provisioned: localkafka.Cluster, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Run as `passerelle` under an app id its ACLs do not cover (its groups and
+    transactional ids are `secure-app-…`), the worker does not loop on retries: it logs
+    `authorization_denied` naming the stage and the error, and stops non-zero."""
+    passerelle = as_user(provisioned, security.PASSERELLE)
+    worker = Worker(passerelle, "rogue-app", tmp_path / "data", "exactly_once", ["pipeline"])
+    worker.env.update(
+        {
+            "PASSERELLE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "PASSERELLE_SASL_USERNAME": security.PASSERELLE,
+            "PASSERELLE_SASL_PASSWORD_FILE": str(provisioned.password_file(security.PASSERELLE)),
+        }
+    )
+    workers.append(worker)
+    worker.start()
+    deadline = time.monotonic() + 90
+    while worker.alive() and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert not worker.alive(), "the refused worker should stop, not retry for ever"
+    assert worker.stop() != 0
+    denied = [line for line in worker.log.read_text().splitlines() if "the broker refused" in line]
+    assert denied, worker.log.read_text()[-2000:]
+    assert any("GroupAuthorizationFailedError" in line for line in denied), denied
 
 
 async def _read_all(

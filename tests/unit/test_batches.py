@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
+from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.memory_records import MemoryRecords
 
@@ -57,3 +58,83 @@ def test_whole_refuses_records_that_do_not_fit_one_record_batch() -> None:
     records = [Emit("cl", b"k%d" % n, bytes(1000), partition=0) for n in range(20)]
     with pytest.raises(TooLarge):
         writer.whole(records, max_bytes=8 * 1024)
+
+
+class _Metadata:
+    """A producer client's metadata: what the brokers hold, and what it has learnt."""
+
+    def __init__(self, brokers: dict[str, int]) -> None:
+        self.brokers = brokers
+        self.learnt: set[str] = set()
+        self.asked: list[str] = []
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(range(self.brokers[topic])) if topic in self.learnt else None
+
+    def add_topic(self, topic: str) -> None:
+        self.asked.append(topic)
+
+    def force_metadata_update(self) -> None:
+        pass
+
+
+class _Producer:
+    """Sends every record batch at once, remembering where each went."""
+
+    def __init__(self, brokers: dict[str, int]) -> None:
+        self.client = _Metadata(brokers)
+        self.client.cluster = self.client  # type: ignore[attr-defined]  # one stub for both
+        self.sent: list[tuple[str, int]] = []
+        self.waited: list[str] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The brokers' answer, waited for: a missing topic is refused."""
+        self.waited.append(topic)
+        if topic not in self.client.brokers:
+            raise UnknownTopicOrPartitionError(topic)
+        self.client.learnt.add(topic)
+        return set(range(self.client.brokers[topic]))
+
+    def create_batch(self) -> Any:
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        return BatchBuilder(16384, 0, is_transactional=False)
+
+    async def send_batch(self, builder: Any, topic: str, partition: int) -> Any:
+        import asyncio
+
+        self.sent += [(topic, partition)] * builder.record_count()
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(type("Ack", (), {"offset": 0})())
+        return future
+
+
+async def test_optional_records_of_a_topic_the_brokers_do_not_show_are_left_out_and_told() -> None:
+    """The outputs and the present feed are sent (the feed's topic learnt from the brokers
+    on first sight: nothing of it is left out); the absent feed's two records are left
+    out (not failing the batch) and told with their count, the brokers asked once; a
+    second send leaves them out again without waiting."""
+    producer = _Producer({"out": 2, "feed-a": 1})
+    told: list[tuple[str, int]] = []
+    writer = BatchWriter(cast(Any, producer), left_out=lambda t, n: told.append((t, n)))
+    records = [
+        Emit("out", b"k1", b"v"),
+        Emit("feed-a", b"0", b"v", optional=True),
+        Emit("feed-b", b"0", b"v", optional=True),
+        Emit("feed-b", b"1", b"v", optional=True),
+    ]
+    await writer.send(records)
+    assert sorted(t for t, _ in producer.sent) == ["feed-a", "out"]
+    assert told == [("feed-b", 2)]
+    assert sorted(producer.waited) == ["feed-a", "feed-b", "out"]
+    await writer.send(records)
+    assert told == [("feed-b", 2), ("feed-b", 2)]
+    assert sorted(producer.waited) == ["feed-a", "feed-b", "out"]  # later: in the background
+
+
+async def test_a_required_record_of_a_missing_topic_is_waited_for_not_left_out() -> None:
+    """Only optional records are ever left out: a required one waits for its topic and
+    fails the batch when the brokers refuse it, as every output did before."""
+    writer = BatchWriter(cast(Any, _Producer({})), left_out=lambda t, n: None)
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await writer.send([Emit("feed-b", b"0", b"v", optional=True), Emit("feed-b", b"1", b"v")])

@@ -57,6 +57,8 @@ class Settings:
     log_format: LogFormat = "text"
     standby: bool = True
     """Keep warm copies of the stateful partitions this worker does not own."""
+    outcome_feeds: bool = True
+    """Run the outcomes stage: each bank's feed of what became of its records."""
     max_batch: int = 2000
     """Input records per partition per batch (and transaction): large enough to
     amortise a commit (two round trips), small enough that a batch ends well
@@ -112,6 +114,7 @@ class Settings:
             ),
             log_format=reader.choice("LOG_FORMAT", _LOG_FORMATS, "text"),
             standby=reader.choice("STANDBY", ("on", "off"), "on") == "on",
+            outcome_feeds=reader.choice("OUTCOME_FEEDS", ("on", "off"), "on") == "on",
             max_batch=reader.integer("MAX_BATCH", cls.max_batch, minimum=1, maximum=100_000),
         )
         if settings.uses_sasl and not (settings.sasl_username and settings.sasl_password):

@@ -103,6 +103,6 @@ def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> Passerelle
         StageService(built.ingest),
         StageService(built.accounts, built.ticker),
         StageService(built.conversation),
-        StageService(built.outcomes),
+        *([StageService(built.outcomes)] if settings.outcome_feeds else []),
     ]
     return create_app(settings, services, metrics, registry)

@@ -57,6 +57,9 @@ class Topic:
     config: dict[str, str] = field(default_factory=dict)
     writers: str = ""
     readers: str = ""
+    holds: str = ""
+    """What of a customer's account it may hold, in clear: what an erasure receipt says
+    remains there until `removal_bound_ms` after the erasure."""
 
     @property
     def compacted(self) -> bool:
@@ -127,6 +130,7 @@ class Catalog:
         config: dict[str, str],
         writers: str,
         readers: str,
+        holds: str,
     ) -> Topic:
         return Topic(
             name=name,
@@ -137,6 +141,7 @@ class Catalog:
             config=config,
             writers=writers,
             readers=readers,
+            holds=holds,
         )
 
     def bank(self, bank_id: str) -> Topic:
@@ -147,6 +152,7 @@ class Catalog:
             {**deleting(7 * DAY_MS), "max.message.bytes": str(MAX_INPUT_BYTES)},
             writers=f"bank-{bank_id}",
             readers="passerelle",
+            holds="the bank's transactions: account number, amounts, merchants, balances",
         )
 
     def outcomes(self, bank_id: str) -> Topic:
@@ -158,6 +164,7 @@ class Catalog:
             deleting(7 * DAY_MS),
             writers="passerelle (outcomes)",
             readers=f"bank-{bank_id}",
+            holds="the bank's transaction ids, offsets and outcomes; no account",
         )
 
     def consents(self) -> Topic:
@@ -168,6 +175,7 @@ class Catalog:
             {**compacting(), "max.message.bytes": str(MAX_INPUT_BYTES)},
             writers="consent-authority",
             readers="passerelle",
+            holds="the consent: account number, psid, Page, locale, thresholds (to its tombstone)",
         )
 
     def notifications(self) -> Topic:
@@ -178,6 +186,7 @@ class Catalog:
             deleting(3 * DAY_MS),
             writers="passerelle",
             readers="messenger-worker",
+            holds="notifications: psid, masked account, amounts and merchants if allowed",
         )
 
     def dlq(self) -> Topic:
@@ -188,6 +197,7 @@ class Catalog:
             {**deleting(14 * DAY_MS), "max.message.bytes": str(MAX_DLQ_BYTES)},
             writers="passerelle",
             readers="sre",
+            holds="dead letters: records as sent (account, amounts, psid) or ids and reasons",
         )
 
     def audit(self) -> Topic:
@@ -198,6 +208,7 @@ class Catalog:
             deleting(AUDIT_RETENTION_MS),
             writers="passerelle",
             readers="compliance (sre)",
+            holds="decisions and receipts: the account's keyed hash, transaction ids, consent ids",
         )
 
     def inbound(self) -> Topic:
@@ -209,6 +220,7 @@ class Catalog:
             {**deleting(DAY_MS), "max.message.bytes": str(MAX_INPUT_BYTES)},
             writers="messenger-worker",
             readers="passerelle",
+            holds="what the customer wrote: psid and text",
         )
 
     def feedback(self) -> Topic:
@@ -220,6 +232,7 @@ class Catalog:
             deleting(7 * DAY_MS),
             writers="messenger-worker",
             readers="passerelle",
+            holds="delivery reports: psid, consent id, notification ids",
         )
 
     def requests(self) -> Topic:
@@ -231,6 +244,7 @@ class Catalog:
             deleting(30 * DAY_MS),
             writers="passerelle",
             readers="consent-authority",
+            holds="a customer's STOP: account number (key), consent id",
         )
 
     def psid_stream(self) -> Topic:
@@ -242,6 +256,7 @@ class Catalog:
             deleting(DAY_MS),
             writers="passerelle (ingest, accounts)",
             readers="passerelle (conversation)",
+            holds="the psid, what it asked (never its text), its links to accounts",
         )
 
     def account_stream(self) -> Topic:
@@ -253,6 +268,7 @@ class Catalog:
             deleting(7 * DAY_MS),
             writers="passerelle (ingest)",
             readers="passerelle (accounts)",
+            holds="the bank's transactions and the consents, as on their topics",
         )
 
     def changelog(self, stage: str) -> Topic:
@@ -264,6 +280,7 @@ class Catalog:
             {**compacting(), "max.message.bytes": str(MAX_CHANGELOG_BATCH_BYTES)},
             writers="passerelle",
             readers="passerelle (restore)",
+            holds="the stage's state: summary, consent, psid index (erased keys: tombstones)",
         )
 
     def internal(self) -> list[Topic]:

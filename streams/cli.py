@@ -239,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--days", type=_positive, default=90, help="valid for this many days (grant; default 90)"
     )
     cns.add_argument("--digest", action="store_true", help="a daily digest")
+    cns.add_argument(
+        "--discreet",
+        action="store_true",
+        help="notifications say the kind, the masked account and the day only (grant)",
+    )
     cns.add_argument("--large", type=int, help="large-transaction threshold, minor units")
     cns.add_argument("--low", type=int, help="low-balance threshold, minor units")
     cns.set_defaults(run=actions.run_consent)

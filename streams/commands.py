@@ -264,9 +264,6 @@ def run_consent(args: argparse.Namespace) -> None:
         if not args.psid:
             raise PasserelleError("grant needs --psid")
         perms = [p.strip().upper() for p in args.permissions.split(",") if p.strip()]
-        unknown = set(perms) - {"TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"}
-        if unknown:
-            raise PasserelleError(f"unknown permission(s): {', '.join(sorted(unknown))}")
         record = consent.grant(
             args.bank,
             args.account,
@@ -279,6 +276,7 @@ def run_consent(args: argparse.Namespace) -> None:
             args.digest,
             args.large,
             args.low,
+            "DISCREET" if args.discreet else "FULL",
         )
         asyncio.run(consent.write(settings, codec, record))
         print(f"granted {record['consent_id']}: {consent.shown(record)}")

@@ -8,7 +8,7 @@ the codec reads the wire's logical types as their underlying numbers.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 # Subjects of the embedded registry, one per record type.
 TRANSACTION = "passerelle.Transaction"
@@ -33,6 +33,7 @@ NotificationKind = Literal[
 MessagingType = Literal["RESPONSE", "UPDATE", "MESSAGE_TAG"]
 MessageTag = Literal["ACCOUNT_UPDATE", "POST_PURCHASE_UPDATE"]
 Outcome = Literal["FORWARDED", "WITHHELD"]
+Display = Literal["FULL", "DISCREET"]
 WithheldReason = Literal[
     "NO_CONSENT",
     "NOT_YET_VALID",
@@ -87,6 +88,9 @@ class Consent(TypedDict):
     large_amount_minor: int | None
     low_balance_minor: int | None
     daily_digest: bool
+    display: NotRequired[Display]
+    """v2: FULL (what the permissions unlock) or DISCREET (kind, masked account, day);
+    a v1 record reads as FULL."""
     updated_at: int
 
 
@@ -228,6 +232,8 @@ class Remaining(TypedDict):
     topic: str
     policy: str
     until: int
+    holds: NotRequired[str]
+    """What of the account the topic may hold until then (v3; "" in older receipts)."""
 
 
 class ErasureReceipt(TypedDict):

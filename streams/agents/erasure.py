@@ -1,6 +1,9 @@
 """The receipt an erasure leaves on the audit topic: what was erased, and what remains
-where, until when (the retention or compaction bound of each topic that held the
-account's data)."""
+where, until when (the retention or compaction bound of each topic), and what of the
+account each may hold in clear until then: every topic of the catalog, the DLQ and
+the audit trail included (a compacted topic's bound is `max.compaction.lag.ms` plus
+`delete.retention.ms`; the others', their retention: 14 days for the DLQ, 365 for the
+audit trail)."""
 
 from __future__ import annotations
 
@@ -15,17 +18,7 @@ def receipt(
 ) -> model.ErasureReceipt:
     """The receipt of erasing `consent`'s account at `now`, for the reason `marker` says."""
     account = hasher.account(consent["bank_id"], consent["account_id"])
-    topics = [
-        cat.bank(consent["bank_id"]),
-        cat.account_stream(),
-        cat.consents(),
-        cat.changelog("accounts"),
-        cat.notifications(),
-        cat.psid_stream(),  # the account's links to its psid, and what the psid asked
-        cat.changelog("conversation"),  # the psid's index entry (unlinked on this end)
-        cat.inbound(),
-        cat.requests(),  # a STOP's withdrawal request, if the customer sent one
-    ]
+    topics = cat.all([consent["bank_id"]])  # every copy: each says what it may hold
     return {
         "bank_id": consent["bank_id"],
         "account_hash": account,
@@ -35,7 +28,12 @@ def receipt(
         "erased_at": now,
         "erased": [{"table": t, "keys": [account]} for t in (ACCOUNTS_TABLE, ASKED_TABLE)],
         "remains": [
-            {"topic": t.name, "policy": _policy(t), "until": now + t.removal_bound_ms}
+            {
+                "topic": t.name,
+                "policy": _policy(t),
+                "until": now + t.removal_bound_ms,
+                "holds": t.holds,
+            }
             for t in topics
         ],
     }

@@ -42,8 +42,8 @@ def encode_held(held: Held) -> bytes:
         record["unreadable"] = True
     if held.muted is not None:  # likewise the customer's choices from the chat
         record["muted"] = held.muted
-    if held.discreet:
-        record["discreet"] = True
+    if held.discreet is not None:  # chosen in the chat: on, or off against the consent's
+        record["discreet"] = held.discreet
     if held.linked:
         record["linked"] = True
     return json.dumps(record).encode()
@@ -54,7 +54,7 @@ def decode_held(raw: bytes) -> Held:
     ended = Ended(**data["ended"]) if data["ended"] else None
     consent = cast(Consent | None, data["consent"])
     muted = cast(Mute | None, data.get("muted"))
-    flags = (data.get("unreadable", False), muted, data.get("discreet", False))
+    flags = (data.get("unreadable", False), muted, data.get("discreet"))
     return Held(consent, ended, *flags, linked=data.get("linked", False))
 
 

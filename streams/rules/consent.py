@@ -67,10 +67,19 @@ class Held:
     muted: Mute | None = None
     """The customer stopped or paused the notifications from the chat, or could not be
     reached there (the delivery worker's report)."""
-    discreet: bool = False
-    """The customer asked for texts without amounts, merchants or balances."""
+    discreet: bool | None = None
+    """The customer's DISCREET on (True) or off (False) from the chat; None: not chosen,
+    the consent's `display` decides (`shows_discreetly`)."""
     linked: bool = False
     """The conversation knows this consent's psid (a link was written for it)."""
+
+    @property
+    def shows_discreetly(self) -> bool:
+        """Whether outputs carry the kind, the masked account and the day only: the
+        customer's choice from the chat if any, else the consent's `display` (v2)."""
+        if self.discreet is not None:
+            return self.discreet
+        return self.consent is not None and self.consent.get("display") == "DISCREET"
 
     @property
     def consent_id(self) -> str | None:
@@ -137,7 +146,7 @@ def mark_unreadable(held: Held) -> Change:
     return Change(replace(held, unreadable=True), "updated")
 
 
-def choose(held: Held, muted: Mute | None, discreet: bool) -> Change:
+def choose(held: Held, muted: Mute | None, discreet: bool | None) -> Change:
     """The customer's choice from the chat, kept with the consent held (none: ignored)."""
     if held.consent is None or (held.muted, held.discreet) == (muted, discreet):
         return Change(held, "ignored")

@@ -19,7 +19,9 @@ A RESPONSE answers the customer's question with what that question needs
 the customer chose in the chat applies here too: muted (STOP, PAUSE) withholds
 every pushed kind (`MUTED_BY_PSU`; `UNREACHABLE` when the delivery worker
 reported the recipient unreachable) but not an answer nor CONSENT_ENDED;
-discreet unlocks nothing but the masked account, in every kind.
+discreet unlocks nothing but the masked account, in every kind: discreet is the
+customer's DISCREET on or off from the chat if they chose, else the consent's
+`display` (Consent v2: FULL or DISCREET; FULL for a v1 record).
 
 "VALID" means: the consent held has status VALID, `now` is before its
 `valid_until`, and no unreadable consent record for the account arrived since
@@ -100,7 +102,7 @@ def release(
         return Release(None, withheld="PERMISSION")
     if kind == "DAILY_DIGEST" and not consent["daily_digest"]:
         return Release(None, withheld="PERMISSION")
-    if held.discreet:
+    if held.shows_discreetly:
         return Release(consent, ALWAYS)
     if kind == "DAILY_DIGEST" or asks == "SUMMARIES":
         return Release(consent, ALWAYS | DIGEST_FIELDS)

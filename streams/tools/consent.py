@@ -84,6 +84,7 @@ def grant(
     digest: bool,
     large: int | None,
     low: int | None,
+    display: model.Display = "FULL",
 ) -> model.Consent:
     """A VALID consent for `days` days, checked as ingest will check it: a consent the
     worker would dead-letter (and so withhold the account for) is refused here, in one
@@ -92,6 +93,9 @@ def grant(
         bank_topic_name(bank_id)
     except ValueError as exc:
         raise PasserelleError(str(exc)) from None
+    unknown = set(permissions) - {"TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"}
+    if unknown:
+        raise PasserelleError(f"unknown permission(s): {', '.join(sorted(unknown))}")
     if days < 1:
         raise PasserelleError(f"--days must be at least 1 (a consent valid for {days} days)")
     now = int(time.time() * 1000)
@@ -112,6 +116,7 @@ def grant(
         "large_amount_minor": large,
         "low_balance_minor": low,
         "daily_digest": digest,
+        "display": display,
         "updated_at": now,
     }
     refused = check_consent(bank_id, account_id, consent)  # type: ignore[arg-type]  # built above

@@ -256,3 +256,66 @@ async def _until_in(settings: Settings, topic: str, key: bytes) -> None:
 
 def _headers(record: Any) -> list[tuple[str, bytes]]:
     return list(record.headers)
+
+
+async def test_consent_v1_and_v2_producers_work_against_the_same_worker(
+    settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A consent authority still on Consent v1 (schema id 2, no display) and one on v2
+    (id 16) writing DISCREET, through librdkafka, to one worker: the v1 account's
+    notification carries its amount and merchant (FULL by default), the v2 DISCREET
+    account's carries the masked account only, in data and text."""
+    settings, bank, worker = await pipeline_worker(settings, "display", tmp_path / "data", workers)
+    now = int(time.time() * 1000)
+    psids = {"V1": f"psid-{uuid.uuid4().hex[:10]}", "V2": f"psid-{uuid.uuid4().hex[:10]}"}
+    stream = Catalog(settings).account_stream().name
+
+    def consent(account: str) -> dict[str, Any]:
+        return {
+            **samples.CONSENT,
+            "bank_id": bank,
+            "account_id": account,
+            "psid": psids[account],
+            "consent_id": f"{account}-{bank}",
+            "valid_until": now + 86_400_000,
+            "updated_at": now,
+            "permissions": ["TRANSACTIONS"],
+            "quiet_hours": None,
+        }
+
+    v1 = codec.encode(model.CONSENT, consent("V1"), schema_id=2)
+    v2 = codec.encode(model.CONSENT, {**consent("V2"), "display": "DISCREET"}, schema_id=16)
+    assert v1[1:5] == (2).to_bytes(4, "big") and v2[1:5] == (16).to_bytes(4, "big")
+    librdkafka_send(settings, CONSENTS, f"{bank}:V1".encode(), v1)
+    librdkafka_send(settings, CONSENTS, f"{bank}:V2".encode(), v2)
+
+    async def consents_in() -> bool:
+        keys = {r.key for r in await kafka.read_all(settings, stream)}
+        return {f"{bank}:V1".encode(), f"{bank}:V2".encode()} <= keys
+
+    await until(consents_in, worker)
+    for account in psids:
+        tx = {
+            **samples.TRANSACTION,
+            "bank_id": bank,
+            "account_id": account,
+            "transaction_id": f"{bank}-{account}",
+            "pending_transaction_id": None,
+            "booked_at": now,
+        }
+        librdkafka_send(
+            settings,
+            Catalog(settings).bank(bank).name,
+            account.encode(),
+            codec.encode(model.TRANSACTION, tx),
+        )
+    keys = {p.encode() for p in psids.values()}
+    seen = librdkafka_read(settings, NOTIFICATIONS, keys, 2)
+    assert worker.stop() == 0
+    notes = {n["psid"]: n for n in (codec.decode(model.NOTIFICATION, m.value()) for m in seen)}
+    full, discreet = notes[psids["V1"]], notes[psids["V2"]]
+    merchant = samples.TRANSACTION["merchant_name"]
+    assert full["data"]["amount_minor"] is not None and merchant in full["text"]
+    shown = {k for k, v in discreet["data"].items() if v is not None}
+    assert shown == {"account_masked"}, shown
+    assert merchant not in discreet["text"]

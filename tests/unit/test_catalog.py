@@ -61,3 +61,27 @@ class TestCatalog:
         """Partition counts are configuration, the same for every topic (co-partitioning)."""
         topics = Catalog(Settings(partitions=6, replication_factor=3)).all(["a", "b"])
         assert {(t.partitions, t.replication_factor) for t in topics} == {(6, 3)}
+
+    def test_every_topic_says_what_of_an_account_it_may_hold(self) -> None:
+        """A receipt lists every copy and what it holds: a topic added to the catalog
+        without saying so fails here, before a receipt could leave it out."""
+        assert [t.name for t in Catalog(Settings()).all(["a"]) if not t.holds] == []
+
+
+def test_a_receipt_names_every_copy_with_its_bound_and_what_it_holds() -> None:
+    """The DLQ (14 days, whole records) and the audit trail (365 days) included: nothing
+    of the account outlives the receipt unnamed, and each copy's `until` is its bound."""
+    from streams.agents import erasure
+    from streams.redact import KeyedHasher
+    from streams.rules.consent import Ended
+    from tests import samples
+
+    cat = Catalog(Settings())
+    now = samples.BOOKED_AT
+    ended = Ended(samples.CONSENT["consent_id"], samples.CONSENT["updated_at"], "REVOKED_BY_PSU")
+    receipt = erasure.receipt(cat, KeyedHasher("k" * 32, "k0"), samples.CONSENT, ended, now)
+    remains = {r["topic"]: r for r in receipt["remains"]}
+    assert set(remains) == {t.name for t in cat.all([samples.CONSENT["bank_id"]])}
+    assert remains[catalog.DLQ]["until"] == now + 14 * catalog.DAY_MS
+    assert remains[catalog.AUDIT]["until"] == now + catalog.AUDIT_RETENTION_MS
+    assert "account" in remains[catalog.DLQ]["holds"]

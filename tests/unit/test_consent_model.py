@@ -91,6 +91,7 @@ consents = st.fixed_dictionaries(
         "large_amount_minor": st.sampled_from([None, 5_000, 100_000]),
         "low_balance_minor": st.sampled_from([None, 1_000, 20_000]),
         "daily_digest": st.booleans(),
+        "display": st.sampled_from(["FULL", "FULL", "FULL", "DISCREET"]),
         "updated_at": st.integers(1, 40),  # small: versions collide, older ones arrive late
     }
 )
@@ -163,13 +164,19 @@ class Model:
     spent: int = 0  # every debit folded under the consent held, as an upper bound
     ends: list[tuple[str, str, str]] = field(default_factory=list)  # this event's
     muted: str | None = None  # STOP, PAUSE, or UNREACHABLE (a delivery report)
-    discreet: bool = False
+    discreet: bool | None = None  # the customer's DISCREET on or off; None: not chosen
 
     def end(self, reason: str) -> None:
         assert self.consent is not None
         self.ends.append((self.consent["consent_id"], self.consent["psid"], reason))
         self.consent, self.activity, self.spent = None, {}, 0
-        self.muted, self.discreet = None, False
+        self.muted, self.discreet = None, None
+
+    def shows_discreetly(self) -> bool:
+        """The customer's choice in the chat, if any; else the consent's display."""
+        if self.discreet is not None:
+            return self.discreet
+        return self.consent is not None and self.consent["display"] == "DISCREET"
 
     def control(self, intent: str, psid: str) -> None:
         """A control from `psid`: it counts only from the psid of the consent held."""
@@ -256,7 +263,7 @@ def check_response(model: Model, n: dict[str, Any], now: int, ask: tuple[str, st
         assert MERCHANT not in n["text"], "a merchant in a refusal or a confirmation"
         return
     assert n["consent_id"] == c["consent_id"]
-    if model.discreet:
+    if model.shows_discreetly():
         assert shown == [], f"a discreet account's answer carries {shown}"
         assert MERCHANT not in n["text"]
     allowed = {
@@ -274,7 +281,7 @@ def check_notification(model: Model, n: dict[str, Any], now: int, booked: int | 
     c = model.live(now)
     assert c is not None, f"{n['kind']} without a valid, readable consent"
     assert model.muted is None, f"{n['kind']} pushed after the customer's {model.muted}"
-    if model.discreet:
+    if model.shows_discreetly():
         shown = [f for f in DATA_FIELDS if n["data"][f] is not None]
         assert shown == [], f"a discreet {n['kind']} carries {shown}"
         assert MERCHANT not in n["text"]
@@ -563,6 +570,14 @@ def _discreet_shows_amounts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(answers, "choose", lambda held, muted, _: real(held, muted, False))
 
 
+def _consent_display_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consent's DISCREET display is read and kept, but only the chat's choice counts."""
+    from streams.rules import consent
+
+    chat_only = property(lambda held: bool(held.discreet))
+    monkeypatch.setattr(consent.Held, "shows_discreetly", chat_only)
+
+
 def _unreachable_does_not_mute(monkeypatch: pytest.MonkeyPatch) -> None:
     """A delivery report that the recipient blocked the Page is read and ignored."""
     from streams.agents import answers
@@ -581,6 +596,7 @@ MUTANTS = [
     _stop_does_not_mute,
     _discreet_shows_amounts,
     _unreachable_does_not_mute,
+    _consent_display_ignored,
 ]
 
 

@@ -45,6 +45,20 @@ def test_the_customers_choices_are_stored_with_the_consent_and_only_when_made() 
     assert encode_held(held) == golden and decode_held(golden) == held
 
 
+def test_discreet_off_is_stored_and_overrides_a_discreet_consent() -> None:
+    """The customer's DISCREET off is a choice too (stored as false): it shows a DISCREET
+    consent's details; not chosen (no key, as every Held stored before), the consent's
+    display decides."""
+    consent: Any = {"consent_id": "c-4", "updated_at": 7, "display": "DISCREET"}
+    chose_off = Held(consent, discreet=False)
+    stored = encode_held(chose_off)
+    assert stored.endswith(b'"discreet": false}') and decode_held(stored) == chose_off
+    assert not chose_off.shows_discreetly
+    unchosen = decode_held(b'{"consent": {"display": "DISCREET"}, "ended": null}')
+    assert unchosen.discreet is None and unchosen.shows_discreetly
+    assert not decode_held(b'{"consent": {"consent_id": "v1"}, "ended": null}').shows_discreetly
+
+
 def test_a_summary_after_one_purchase_is_stored_as_it_always_was() -> None:
     """The summary the rules build for one booked purchase encodes to these bytes, and
     decodes back to an equal summary."""

@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.catalog import Catalog
+from streams.catalog import Catalog, outcomes_topic_name
 from streams.codec import Codec
 from streams.errors import PasserelleError
 from streams.settings import Settings
@@ -94,6 +94,9 @@ async def run(
         say(f"notifications delivered to the Messenger topic: {shown}")
         for bank, c in sorted(counts.items()):
             say("reconciliation " + c.line(bank))
+        fed = await reconcile.wait_balanced(settings, codec, list(feed.sent), 30, since, feed=True)
+        for bank, c in sorted(fed.items()):  # what a bank reads with its own credentials
+            say(f"its own feed, {outcomes_topic_name(bank)}: " + c.line(bank))
         delivered = await reconcile.deliveries(settings, codec, list(feed.sent), started)
         for bank, outcomes in sorted(delivered.items()):
             say(reconcile.delivery_line(bank, outcomes) + " (what the local Send API answered)")

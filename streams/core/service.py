@@ -7,7 +7,6 @@ from typing import Any
 
 from mode import Service
 
-from streams.core import denials
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
 
@@ -37,7 +36,7 @@ class StageService(Service):
         try:
             await self.stage.run()
         except Exception as exc:
-            denials.report(self.stage.metrics, self.stage.spec.name, exc)
+            self.stage.refused(exc)
             await self.crash(exc)
         finally:
             self._done.set()

@@ -87,6 +87,8 @@ class Stage:
             spec, settings, self.group_id, self.guarantee, self.recovery, self.standby,
             left_out=denials.Omissions(metrics, spec.name),
         )  # fmt: skip
+        self.refused = denials.Refusals(metrics, spec.name)
+        """Counts and names the authorization errors the stage meets."""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -284,7 +286,7 @@ class Stage:
             ),
         )
         self.metrics.transactions.labels(result="abort").inc()
-        denials.report(self.metrics, self.spec.name, exc)
+        self.refused(exc)
 
     async def commit_offsets(self, offsets: Mapping[TopicPartition, int]) -> None:
         assert self._consumer is not None

@@ -300,6 +300,24 @@ async def connect(settings: Settings) -> str:
         await client.close()
 
 
+def secure_worker(
+    cluster: localkafka.Cluster, app_id: str, tmp_path: Path, workers: list[Worker]
+) -> Worker:
+    """A pipeline worker started as `passerelle`, its password read from its file."""
+    passerelle = as_user(cluster, security.PASSERELLE)
+    worker = Worker(passerelle, app_id, tmp_path / "data", "exactly_once", ["pipeline"])
+    worker.env.update(
+        {
+            "PASSERELLE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "PASSERELLE_SASL_USERNAME": security.PASSERELLE,
+            "PASSERELLE_SASL_PASSWORD_FILE": str(cluster.password_file(security.PASSERELLE)),
+        }
+    )
+    workers.append(worker)
+    worker.start()
+    return worker
+
+
 async def test_the_pipeline_runs_as_passerelle_with_only_its_acls(
     provisioned: localkafka.Cluster, codec: Codec, tmp_path: Path, workers: list[Worker]
 ) -> None:
@@ -307,16 +325,7 @@ async def test_the_pipeline_runs_as_passerelle_with_only_its_acls(
     messenger worker as notifications; a payload on bank alpha's topic that claims
     bank beta, or whose key is not its account, goes to the DLQ, never to a customer."""
     passerelle = as_user(provisioned, security.PASSERELLE)
-    worker = Worker(passerelle, APP_ID, tmp_path / "data", "exactly_once", ["pipeline"])
-    worker.env.update(
-        {
-            "PASSERELLE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-            "PASSERELLE_SASL_USERNAME": security.PASSERELLE,
-            "PASSERELLE_SASL_PASSWORD_FILE": str(provisioned.password_file(security.PASSERELLE)),
-        }
-    )
-    workers.append(worker)
-    worker.start()
+    worker = secure_worker(provisioned, APP_ID, tmp_path, workers)
 
     run = uuid.uuid4().hex[:8]
     account = f"FR76{run.upper()}"
@@ -391,17 +400,7 @@ async def test_a_worker_refused_by_the_acls_says_so_in_its_log_and_stops(
     """Run as `passerelle` under an app id its ACLs do not cover (its groups and
     transactional ids are `secure-app-…`), the worker does not loop on retries: it logs
     `authorization_denied` naming the stage and the error, and stops non-zero."""
-    passerelle = as_user(provisioned, security.PASSERELLE)
-    worker = Worker(passerelle, "rogue-app", tmp_path / "data", "exactly_once", ["pipeline"])
-    worker.env.update(
-        {
-            "PASSERELLE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-            "PASSERELLE_SASL_USERNAME": security.PASSERELLE,
-            "PASSERELLE_SASL_PASSWORD_FILE": str(provisioned.password_file(security.PASSERELLE)),
-        }
-    )
-    workers.append(worker)
-    worker.start()
+    worker = secure_worker(provisioned, "rogue-app", tmp_path, workers)
     deadline = time.monotonic() + 90
     while worker.alive() and time.monotonic() < deadline:
         await asyncio.sleep(0.5)

@@ -3,6 +3,7 @@ causes, under a StageFailed, or raised as they are; anything else is not one."""
 
 from __future__ import annotations
 
+import pytest
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     KafkaTimeoutError,
@@ -12,7 +13,7 @@ from aiokafka.errors import (
 from prometheus_client import CollectorRegistry
 
 from streams.core.batches import SendFailed
-from streams.core.denials import denials, report
+from streams.core.denials import Refusals, denials
 from streams.core.handling import StageFailed
 from streams.metrics import Metrics
 
@@ -43,10 +44,17 @@ def test_other_failures_are_not_refusals() -> None:
     assert denials(RuntimeError("boom")) == []
 
 
-def test_each_refusal_is_counted_by_stage_and_error() -> None:
+def test_each_refusal_is_counted_by_stage_and_error_and_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three refused batches count three; the log says it once (a refused batch is
+    retried, and would say so each time); another failure counts nothing."""
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    report(metrics, "outcomes", SendFailed("x", [TopicAuthorizationFailedError()]))
-    report(metrics, "outcomes", RuntimeError("not one"))
+    refused = Refusals(Metrics(registry), "outcomes")
+    for _ in range(3):
+        refused(SendFailed("x", [TopicAuthorizationFailedError()]))
+    refused(RuntimeError("not one"))
     labels = {"stage": "outcomes", "error": "TopicAuthorizationFailedError"}
-    assert registry.get_sample_value("passerelle_authorization_failures_total", labels) == 1.0
+    assert registry.get_sample_value("passerelle_authorization_failures_total", labels) == 3.0
+    said = [r for r in caplog.records if "the broker refused" in r.getMessage()]
+    assert len(said) == 1

@@ -130,17 +130,6 @@ GOLDEN: list[tuple[str, str, int, Any, str]] = [
 GOLDEN_IDS = [g[0] for g in GOLDEN]
 
 
-def as_newest(subject: str, record: Any) -> dict[str, Any]:
-    """The record as the subject's newest version reads it: a receipt's remaining copies
-    gain v3's `holds` ("" by default), a consent v2's `display` (FULL); the value_date
-    of Transaction v2 is checked apart."""
-    if subject == model.CONSENT:
-        return {"display": "FULL", **record}
-    if subject != model.ERASURE_RECEIPT:
-        return dict(record)
-    return {**record, "remains": [{"holds": "", **r} for r in record["remains"]]}
-
-
 def _without_logical_types(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
@@ -234,7 +223,7 @@ class TestGoldenBytes:
     ) -> None:
         """Decoding a pinned frame gives the record back, read as the subject's newest version."""
         decoded = codec.decode(subject, bytes.fromhex(frame))
-        newest = as_newest(subject, record)
+        newest = samples.as_newest(subject, record)
         assert {k: decoded[k] for k in newest} == newest
 
 
@@ -364,7 +353,7 @@ class TestEvolution:
             (model.ERASURE_RECEIPT, samples.ERASURE_RECEIPT),
         ]:
             read = codec.decode_any(codec.encode(subject, record))
-            assert read == (subject, as_newest(subject, record))
+            assert read == (subject, samples.as_newest(subject, record))
 
 
 class TestCodecErrors:

@@ -96,7 +96,10 @@ async def test_a_bank_and_a_messaging_team_use_confluent_serializers_unchanged(
     tx_bytes = AvroSerializer(client, schema_text("Transaction.v2.avsc"))(
         transaction, value(bank_topic)
     )
-    assert consent_bytes == codec.encode(model.CONSENT, consent)
+    assert consent_bytes == codec.encode(model.CONSENT, consent, schema_id=2)  # a v1 producer
+    newer = {**consent, "display": "DISCREET"}  # and one on Consent v2, the newest (id 16)
+    v2_bytes = AvroSerializer(client, schema_text("Consent.v2.avsc"))(newer, value(CONSENTS))
+    assert v2_bytes == codec.encode(model.CONSENT, newer) and v2_bytes[1:5] == bytes([0, 0, 0, 16])
     assert tx_bytes == codec.encode(model.TRANSACTION, transaction)
 
     librdkafka_send(settings, CONSENTS, f"{bank}:ACC-R".encode(), consent_bytes)

@@ -99,7 +99,8 @@ def bank_topic_name(bank_id: str) -> str:
 
 def outcomes_topic_name(bank_id: str) -> str:
     """The feed telling one bank, and only it, what became of each record it wrote."""
-    return f"bank.{bank_topic_name(bank_id).split('.')[1]}.outcomes.v1"
+    bank_topic_name(bank_id)  # refuses an id that is not a valid topic part
+    return f"bank.{bank_id}.outcomes.v1"
 
 
 def is_bank_id(text: str) -> bool:

@@ -153,6 +153,8 @@ class BatchWriter:
         most FIRST_ASK_S; after that the producer's metadata is read as it is, and the
         brokers asked again in the background at most every ASK_AGAIN_S."""
         unknown = {r.topic for r in records if r.partition is None} - self._partitions.keys()
+        if not unknown:  # every batch but a topic's first: no second pass over the records
+            return records
         required = {r.topic for r in records if not r.optional}
         missing: set[str] = set()
         for topic in unknown:

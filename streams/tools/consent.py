@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 from streams import kafka, model
 from streams.catalog import CONSENTS, bank_topic_name
@@ -93,7 +93,7 @@ def grant(
         bank_topic_name(bank_id)
     except ValueError as exc:
         raise PasserelleError(str(exc)) from None
-    unknown = set(permissions) - {"TRANSACTIONS", "BALANCES", "SUMMARIES", "ALERTS"}
+    unknown = set(permissions) - set(get_args(model.Permission))
     if unknown:
         raise PasserelleError(f"unknown permission(s): {', '.join(sorted(unknown))}")
     if days < 1:

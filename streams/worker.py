@@ -44,7 +44,8 @@ class Pipeline:
     ingest: Stage
     accounts: Stage
     conversation: Stage
-    outcomes: Stage
+    outcomes: Stage | None
+    """None when the settings turn the banks' feeds off (PASSERELLE_OUTCOME_FEEDS)."""
     ticker: Ticker | None
 
 
@@ -72,7 +73,11 @@ def pipeline(
         ),
         accounts=Stage(accounts.spec(), settings, metrics=metrics),
         conversation=Stage(talk.spec(), settings, metrics=metrics),
-        outcomes=Stage(outcomes.spec(codec), settings, metrics=metrics),
+        outcomes=(
+            Stage(outcomes.spec(codec), settings, metrics=metrics)
+            if settings.outcome_feeds
+            else None
+        ),
         ticker=(
             Ticker(settings, stream, settings.partitions, tick_interval_s)
             if tick_interval_s > 0
@@ -103,6 +108,6 @@ def pipeline_app(settings: Settings, tick_interval_s: float = 1.0) -> Passerelle
         StageService(built.ingest),
         StageService(built.accounts, built.ticker),
         StageService(built.conversation),
-        *([StageService(built.outcomes)] if settings.outcome_feeds else []),
+        *([StageService(built.outcomes)] if built.outcomes is not None else []),
     ]
     return create_app(settings, services, metrics, registry)

@@ -35,6 +35,11 @@ FEEDBACK = "messenger.feedback.v1"
 # bound: the log cleaner compacts a segment at most this long after the write.
 # One hour is what an erasure receipt promises; it costs some extra cleaning.
 MAX_COMPACTION_LAG_MS = HOUR_MS
+ENDED_MARKER = (
+    "; an ended consent's id and version under the account's key, until the consent "
+    "authority's tombstone for the account"
+)
+"""What the accounts stage's changelog keeps of an ended consent (docs/consent-gate.md)."""
 # Segments roll at least this often so the cleaner can reach a tombstone
 # (the active segment is never compacted).
 COMPACTED_SEGMENT_MS = HOUR_MS
@@ -281,7 +286,8 @@ class Catalog:
             {**compacting(), "max.message.bytes": str(MAX_CHANGELOG_BATCH_BYTES)},
             writers="passerelle",
             readers="passerelle (restore)",
-            holds="the stage's state: summary, consent, psid index (erased keys: tombstones)",
+            holds="the stage's state: summary, consent, psid index (erased keys: tombstones)"
+            + (ENDED_MARKER if stage == "accounts" else ""),
         )
 
     def internal(self) -> list[Topic]:

@@ -72,7 +72,11 @@ def load_held(store: PartitionStore, key: bytes) -> Held:
 
 
 def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
-    store.put(CONSENTS_TABLE, key, encode_held(held))
+    """Keep what the account holds; nothing at all (a tombstone forgot it): delete its key."""
+    if held == Held():
+        store.delete(CONSENTS_TABLE, key)
+    else:
+        store.put(CONSENTS_TABLE, key, encode_held(held))
 
 
 def load_state(store: PartitionStore, key: bytes) -> State:

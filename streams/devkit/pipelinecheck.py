@@ -132,8 +132,9 @@ def expected_from_stream(
             update = (
                 None if record.value is None else codec.decode("passerelle.Consent", record.value)
             )
-            if update is None:
+            if update is None:  # the authority forgot the account: every version too
                 live[key] = None
+                newest.pop(key, None)
                 unreadable.discard(key)
                 seen.pop(key, None)
                 pending.pop(key, None)

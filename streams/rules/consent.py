@@ -7,7 +7,10 @@ Pure functions, no I/O. The rules (DESIGN.md, "Consent gate"):
 - REVOKED_BY_PSU, EXPIRED and TERMINATED_BY_TPP end the consent; so does a
   tombstone, and so does a tick at or past `valid_until`. Ending erases the
   account's state; what remains is an *ended marker* (consent id and
-  version), so an older VALID arriving late cannot revive it.
+  version), so an older VALID arriving late cannot revive it. The marker lasts
+  until the consent authority's tombstone for the account: the authority then
+  holds nothing for it either, so nothing is kept (not even the marker, whose
+  key names the account) and what it writes next starts afresh.
 - A consent is identified by `consent_id` and its recipient (`psid`,
   `page_id`): a newer record for the account naming another one *replaces*
   the consent held, which ends (reason REPLACED: erased, told, receipted)
@@ -116,11 +119,11 @@ def same_consent(a: Consent, b: Consent) -> bool:
 
 def apply_update(held: Held, update: Consent | None) -> Change:
     """Apply one consents.v1 record (None: a tombstone) to what the account holds."""
-    if update is None:
+    if update is None:  # the authority's erasure: the account is forgotten, marker and all
         change = _end(held, "TOMBSTONE", held.version)
-        if held.unreadable and change.outcome == "ignored":  # readable: it clears the mark
-            return Change(replace(held, unreadable=False), "updated")
-        return change
+        if change.outcome == "ended":
+            return replace(change, held=Held())
+        return Change(Held(), "ignored" if held == Held() else "updated")
     seen = held.version
     if seen is not None and update["updated_at"] <= seen:
         return Change(held, "ignored")

@@ -12,9 +12,11 @@ from streams.agents import accounts as accounts_stage
 from streams.agents.accounts import Accounts
 from streams.agents.stored import (
     ACCOUNTS_TABLE,
+    CONSENTS_TABLE,
     LAST_SCAN,
     META_TABLE,
     SCAN_CURSOR,
+    load_held,
     save_held,
     save_state,
 )
@@ -137,3 +139,25 @@ class TestTick:
         assert cursors == [keys[1], keys[3], None, None]
         assert handler.tick(store, at("2026-11-28T20:06:00+00:00")) == []  # all ended already
         assert SCAN_KEY in store.pending()  # but a new scan did start in the new minute
+
+
+class TestErasure:
+    def test_a_revocation_leaves_a_marker_that_the_authoritys_tombstone_removes(
+        self, codec: Codec, tmp_path: Path
+    ) -> None:
+        """After a revocation only the ended marker stays under the account's key; the
+        consent authority's tombstone then deletes that key too (a changelog tombstone),
+        so nothing names the account in the store once both have been read."""
+        store = store_with_activity(tmp_path)
+        handler, now = stage(codec), at("2026-11-29T10:00:00+00:00")
+        revoked = {**samples.CONSENT, "status": "REVOKED_BY_PSU", "updated_at": now}
+        handler.consent(KEY, codec.encode("passerelle.Consent", revoked), store, now)
+        store.commit(2)
+        marker = load_held(store, KEY)
+        assert marker.consent is None and marker.ended is not None
+        assert store.get(ACCOUNTS_TABLE, KEY) is None
+        assert handler.consent(KEY, None, store, now + 1) == [], "nothing left to end or tell"
+        assert store.get(CONSENTS_TABLE, KEY) is None
+        assert list(store.pending().values()) == [None], "the changelog gets a tombstone"
+        store.commit(3)
+        assert [k for k, _ in store.items(CONSENTS_TABLE)] == []

@@ -87,8 +87,8 @@ def oracle(sequence: list[tuple[int, Any]]) -> list[tuple[int, int, bool]]:
     for step, event in sequence:
         now += step
         if isinstance(event, Update):
-            if event.consent is None:
-                current = None
+            if event.consent is None:  # the authority forgot the account: so do we
+                current, newest = None, None
             elif newest is None or event.consent["updated_at"] > newest:
                 newest = event.consent["updated_at"]
                 current = event.consent
@@ -228,11 +228,23 @@ class TestConsentLifecycle:
         held = holding(valid(), valid(status="REVOKED_BY_PSU", updated_at=11), valid(updated_at=12))
         assert gate(held, tx(), 100, "TRANSACTIONS") == FORWARD
 
-    def test_a_tombstone_ends_the_live_consent(self) -> None:
-        """A null record on consents.v1 ends what is held, with reason TOMBSTONE."""
+    def test_a_tombstone_ends_the_live_consent_and_keeps_nothing(self) -> None:
+        """A null record on consents.v1 ends what is held (reason TOMBSTONE) and leaves
+        no marker: the account's key is kept nowhere."""
         change = apply_update(holding(valid()), None)
-        assert change.outcome == "ended" and change.held.ended is not None
-        assert change.held.ended.reason == "TOMBSTONE"
+        assert change.outcome == "ended" and change.marker is not None
+        assert change.marker.reason == "TOMBSTONE" and change.held == Held()
+
+    def test_a_tombstone_after_an_end_drops_the_marker(self) -> None:
+        """The ended marker lasts until the authority's tombstone; after it, the next
+        record starts afresh, whatever its version."""
+        ended = holding(valid(), valid(status="REVOKED_BY_PSU", updated_at=11))
+        assert ended.ended is not None
+        change = apply_update(ended, None)
+        assert change.outcome == "updated" and change.held == Held()
+        assert gate(apply_update(change.held, valid(updated_at=5)).held, tx(), 100,
+                    "TRANSACTIONS") == FORWARD  # fmt: skip
+        assert apply_update(Held(), None).outcome == "ignored"
 
     def test_a_tick_past_valid_until_ends_as_expired(self) -> None:
         """Expiry needs no consent event: a tick at valid_until ends the consent."""

@@ -17,6 +17,7 @@ known way the promise broke, and hypothesis must find a sequence that shows it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 import tempfile
@@ -211,7 +212,8 @@ class Model:
         self.consent = update
 
     def tombstone(self) -> None:
-        self.unreadable = False
+        """The authority forgot the account: every version seen is forgotten too."""
+        self.unreadable, self.version = False, None
         if self.consent is not None:
             self.end("TOMBSTONE")
 
@@ -589,6 +591,22 @@ def _unreachable_does_not_mute(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(answers, "unreachable", lambda held, _: Change(held, "ignored"))
 
 
+def _revocation_keeps_no_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ending forgets the account as a tombstone does: a late older VALID revives it."""
+    from streams.agents import accounts as stage
+    from streams.rules import consent
+
+    real = consent.apply_update
+
+    def apply_update(held: Any, update: Any) -> Any:
+        change = real(held, update)
+        if change.held.ended is not None and change.held.consent is None:
+            return dataclasses.replace(change, held=consent.Held())
+        return change
+
+    monkeypatch.setattr(stage, "apply_update", apply_update)
+
+
 MUTANTS = [
     _digest_without_status,
     _inherited_state,
@@ -600,6 +618,7 @@ MUTANTS = [
     _discreet_shows_amounts,
     _unreachable_does_not_mute,
     _consent_display_ignored,
+    _revocation_keeps_no_marker,
 ]
 
 

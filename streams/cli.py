@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from streams import __version__
+from streams import __version__, parties
 from streams import commands as actions
 from streams.errors import PasserelleError
 from streams.security import DEFAULT_BANK_QUOTA
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bank", required=True, type=_bank_id, metavar="BANK_ID", help="your bank id (the topic's)"
     )
     prod.add_argument("file", nargs="?", default="-", help="JSON lines (default: stdin)")
-    prod.set_defaults(run=actions.run_produce)
+    prod.set_defaults(run=parties.run_produce)
 
     cns = command("consent", help="grant, revoke, erase or show an account's consent")
     cns.add_argument(
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cns.add_argument("--large", type=int, help="large-transaction threshold, minor units")
     cns.add_argument("--low", type=int, help="low-balance threshold, minor units")
-    cns.set_defaults(run=actions.run_consent)
+    cns.set_defaults(run=parties.run_consent)
 
     sim = command("simulate", help="a realistic feed of several banks")
     sim.add_argument(
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--rate", type=float, default=100.0, help="events per second (0: at once)")
     sim.add_argument("--seed", type=int, help="repeat a run (default: a new seed)")
-    sim.set_defaults(run=actions.run_simulate)
+    sim.set_defaults(run=parties.run_simulate)
 
     demo = command("demo", help="the pipeline on a simulated feed (make run)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to simulate")
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument(
         "--wait", type=_positive, default=15, help="seconds to wait for an answer (default 15)"
     )
-    talk.set_defaults(run=actions.run_ask)
+    talk.set_defaults(run=parties.run_ask)
 
     dl = command(
         "deliver",
@@ -305,14 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where a new group starts (default earliest: nothing is skipped; what has "
         "expired is reported EXPIRED, not sent)",
     )
-    dl.set_defaults(run=actions.run_deliver)
+    dl.set_defaults(run=parties.run_deliver)
 
     tl = command("tail", help="notifications as a messaging worker reads them")
     tl.add_argument(
         "--from-beginning", action="store_true", help="every notification kept, not only new ones"
     )
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
-    tl.set_defaults(run=actions.run_tail)
+    tl.set_defaults(run=parties.run_tail)
 
     schemas = command(
         "schemas",

@@ -1,4 +1,6 @@
-"""What each `passerelle` command does, once its arguments are parsed (`streams/cli.py`).
+"""What each operator's `passerelle` command does, once its arguments are parsed
+(`streams/cli.py`); the commands that play the other parties (a bank, the consent
+authority, a customer, the messaging team) are in `streams/parties.py`.
 
 Each `run_<command>` takes the parsed arguments; what it refuses it raises as a
 PasserelleError, which the CLI prints as one line. Imports are inside the
@@ -10,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 from typing import Any
 
 from streams.errors import PasserelleError
@@ -186,7 +187,7 @@ def run_demo(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     settings.require_hash_key()  # the demo's worker would refuse it: say so at once
     quiet_client_loggers()
-    codec = _codec(settings)
+    codec = codec_of(settings)
     log = Path(".run") / "demo-worker.log"
     if not asyncio.run(demo.run(settings, codec, args.seconds, args.rate, log)):
         raise PasserelleError("reconciliation did not balance; see the lines above")
@@ -196,7 +197,7 @@ def run_reconcile(args: argparse.Namespace) -> None:
     from streams.settings import Settings
     from streams.tools import reconcile
 
-    settings, codec = Settings.from_env(), _codec(Settings.from_env())
+    settings, codec = Settings.from_env(), codec_of(Settings.from_env())
     lines, balanced = asyncio.run(
         reconcile.report(settings, codec, args.bank, args.wait, args.feed)
     )
@@ -205,113 +206,7 @@ def run_reconcile(args: argparse.Namespace) -> None:
         raise PasserelleError("not balanced")
 
 
-def run_tail(args: argparse.Namespace) -> None:
-    from streams.settings import Settings
-    from streams.tools import tail
-
-    settings = Settings.from_env()
-    asyncio.run(
-        tail.tail(
-            settings, _codec(settings), from_beginning=args.from_beginning, json_lines=args.json
-        )
-    )
-
-
-def run_deliver(args: argparse.Namespace) -> None:
-    from streams.tools import deliverserve
-
-    asyncio.run(deliverserve.serve(args.topic, args.group, args.start))
-
-
-def run_ask(args: argparse.Namespace) -> None:
-    from streams.settings import Settings
-    from streams.tools import ask
-
-    settings = Settings.from_env()
-    said = ask.message(args.psid, args.page, args.text, args.payload)
-    asyncio.run(ask.ask(settings, _codec(settings), said, args.wait))
-
-
-def run_produce(args: argparse.Namespace) -> None:
-    from streams.catalog import bank_topic_name
-    from streams.settings import Settings
-    from streams.tools import produce
-
-    try:
-        bank_topic_name(args.bank)
-    except ValueError as exc:
-        raise PasserelleError(str(exc)) from None
-    settings = Settings.from_env()
-    codec = _codec(settings)
-    try:
-        source = open(args.file, encoding="utf-8") if args.file != "-" else sys.stdin  # noqa: SIM115  # closed below
-    except OSError as exc:
-        raise PasserelleError(f"cannot read {args.file}: {exc.strerror}") from None
-    with source:
-        report = asyncio.run(produce.produce(settings, codec, args.bank, source))
-    if report.errors:
-        raise PasserelleError(f"{len(report.errors)} line(s) refused; see above")
-
-
-def run_consent(args: argparse.Namespace) -> None:
-    from streams.rules.masking import mask_account
-    from streams.settings import Settings
-    from streams.tools import consent
-
-    settings = Settings.from_env()
-    codec = _codec(settings)
-    if args.action == "grant":
-        if not args.psid:
-            raise PasserelleError("grant needs --psid")
-        perms = [p.strip().upper() for p in args.permissions.split(",") if p.strip()]
-        record = consent.grant(
-            args.bank,
-            args.account,
-            args.psid,
-            args.page,
-            perms,
-            args.locale,
-            args.timezone,
-            args.days,
-            args.digest,
-            args.large,
-            args.low,
-            "DISCREET" if args.discreet else "FULL",
-        )
-        asyncio.run(consent.write(settings, codec, record))
-        print(f"granted {record['consent_id']}: {consent.shown(record)}")
-        return
-    if args.action == "erase":
-        asyncio.run(consent.erase(settings, args.bank, args.account))
-        print(f"erased {args.bank}:{mask_account(args.account)}: its tombstone is on consents.v1")
-        return
-    held = asyncio.run(consent.current(settings, codec, args.bank, args.account))
-    if args.action == "show":
-        print(consent.shown(held))
-        return
-    if held is None:
-        raise PasserelleError("no consent to revoke for that account")
-    record = consent.revoked(held)
-    asyncio.run(consent.write(settings, codec, record))
-    print(f"revoked {record['consent_id']} (version {record['updated_at']})")
-
-
-def run_simulate(args: argparse.Namespace) -> None:
-    from streams.logs import quiet_client_loggers
-    from streams.settings import Settings
-    from streams.tools import simulate
-
-    if args.events < 1 or args.rate < 0:
-        raise PasserelleError("--events must be at least 1 and --rate at least 0")
-    settings = Settings.from_env()
-    quiet_client_loggers()
-    codec = _codec(settings)
-    feed = asyncio.run(simulate.run(settings, codec, args.events, args.rate, seed=args.seed))
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(feed.kinds.items()))
-    print(f"sent {sum(feed.sent.values())} bank events ({kinds})")
-
-
-def _codec(settings: Any) -> Any:
+def codec_of(settings: Any) -> Any:
     """The codec of the settings' schemas (`streams.codec.Codec`)."""
     from streams.codec import Codec, EmbeddedRegistry
 

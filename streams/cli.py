@@ -271,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.set_defaults(run=actions.run_reconcile)
 
+    priv = command("privacy", help="the record of processing (GDPR Art. 30), from the code")
+    priv.add_argument(
+        "action", choices=["record"], help="record: print the record of processing (Markdown)"
+    )
+    priv.set_defaults(run=actions.run_privacy)
+
     dead = command("dlq", help="the dead-letter topic: each record's reason and source, or counts")
     dead.add_argument(
         "action",

@@ -206,6 +206,17 @@ def run_reconcile(args: argparse.Namespace) -> None:
         raise PasserelleError("not balanced")
 
 
+def run_privacy(args: argparse.Namespace) -> None:
+    from streams import privacy
+    from streams.catalog import Catalog
+    from streams.codec import EmbeddedRegistry
+    from streams.settings import Settings
+
+    settings = Settings.from_env()
+    registry = EmbeddedRegistry.load(settings.schemas_dir)
+    print("\n".join(privacy.lines(privacy.record(Catalog(settings), registry))))
+
+
 def codec_of(settings: Any) -> Any:
     """The codec of the settings' schemas (`streams.codec.Codec`)."""
     from streams.codec import Codec, EmbeddedRegistry

@@ -210,11 +210,14 @@ class Catalog:
         return self._topic(
             AUDIT,
             "account hash",
-            (model.DECISION, model.ERASURE_RECEIPT),
+            (model.DECISION, model.DISCLOSURE, model.ERASURE_RECEIPT),
             deleting(AUDIT_RETENTION_MS),
             writers="passerelle",
             readers="compliance (sre)",
-            holds="decisions and receipts: the account's keyed hash, transaction ids, consent ids",
+            holds=(
+                "decisions, disclosures and receipts: the account's and psid's keyed hashes, "
+                "transaction, consent and notification ids, the names of the fields sent"
+            ),
         )
 
     def inbound(self) -> Topic:

@@ -273,8 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     priv = command("privacy", help="the record of processing (GDPR Art. 30), from the code")
     priv.add_argument(
-        "action", choices=["record"], help="record: print the record of processing (Markdown)"
+        "action",
+        choices=["record", "disclosures"],
+        help="record: the record of processing (Markdown); disclosures: every notification "
+        "sent about one account, from the audit trail (an access request)",
     )
+    priv.add_argument("--bank", type=_bank_id, metavar="BANK_ID", help="the account's bank")
+    priv.add_argument("--account", metavar="ACCOUNT_ID", help="the account (disclosures)")
     priv.set_defaults(run=actions.run_privacy)
 
     dead = command("dlq", help="the dead-letter topic: each record's reason and source, or counts")

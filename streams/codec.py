@@ -176,6 +176,10 @@ class Codec:
             raise WrongSubjectError(f"schema id {writer.id} is {writer.subject}, not {subject}")
         return self._read(frame, writer, self.registry.latest(subject))
 
+    def subject_of(self, frame: bytes) -> str:
+        """The subject a frame's schema id names, without decoding its body."""
+        return self._writer(frame).subject
+
     def decode_any(self, frame: bytes) -> tuple[str, dict[str, Any]]:
         """Decode a frame of whatever subject it names (a topic with several record types)."""
         writer = self._writer(frame)

@@ -214,7 +214,15 @@ def run_privacy(args: argparse.Namespace) -> None:
 
     settings = Settings.from_env()
     registry = EmbeddedRegistry.load(settings.schemas_dir)
-    print("\n".join(privacy.lines(privacy.record(Catalog(settings), registry))))
+    if args.action == "record":
+        print("\n".join(privacy.lines(privacy.record(Catalog(settings), registry))))
+        return
+    from streams.tools import disclosures
+
+    if not args.bank or not args.account:
+        raise PasserelleError("disclosures needs --bank and --account")
+    codec = codec_of(settings)
+    print("\n".join(asyncio.run(disclosures.report(settings, codec, args.bank, args.account))))
 
 
 def codec_of(settings: Any) -> Any:

@@ -28,11 +28,11 @@ def decided(codec: Codec, record: ConsumerRecord[bytes, bytes]) -> Told | None:
     bank's record, e.g. an erasure receipt)."""
     if record.value is None:
         return None
-    try:
-        subject, decision = codec.decode_any(record.value)
+    try:  # most of the trail is Disclosures: only a Decision is decoded
+        if codec.subject_of(record.value) != model.DECISION:
+            return None
+        decision = codec.decode(model.DECISION, record.value)
     except CodecError:
-        return None
-    if subject != model.DECISION:
         return None
     bank = catalog.bank_of_topic(decision["source_topic"])
     if bank is None:

@@ -20,6 +20,7 @@ INBOUND_MESSAGE = "passerelle.InboundMessage"
 WITHDRAWAL_REQUEST = "passerelle.WithdrawalRequest"
 DELIVERY_REPORT = "passerelle.DeliveryReport"
 BANK_OUTCOME = "passerelle.BankOutcome"
+DISCLOSURE = "passerelle.Disclosure"
 
 TransactionStatus = Literal["PENDING", "BOOKED", "REVERSED"]
 Channel = Literal["CARD", "TRANSFER", "DIRECT_DEBIT", "ATM", "FEE", "OTHER"]
@@ -221,6 +222,19 @@ class Decision(TypedDict):
     consent_id: str | None
     consent_updated_at: int | None
     decided_at: int
+
+
+class Disclosure(TypedDict):
+    """One notification written for an account, as the audit trail keeps it."""
+
+    bank_id: str
+    account_hash: str
+    notification_id: str
+    kind: str
+    consent_id: str
+    psid_hash: str
+    fields: list[str]
+    sent_at: int
 
 
 class ErasedState(TypedDict):

@@ -39,3 +39,7 @@ class KeyedHasher:
     def account(self, bank_id: str, account_id: str) -> str:
         """The hash that stands for one bank account wherever it must be named."""
         return self.digest("account", bank_id, account_id)
+
+    def psid(self, psid: str) -> str:
+        """The hash that stands for one customer's psid on the audit trail."""
+        return self.digest("psid", psid)

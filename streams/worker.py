@@ -65,7 +65,7 @@ def pipeline(
     stream = cat.account_stream().name
     hasher = KeyedHasher(settings.hash_key, settings.hash_key_id)
     accounts = Accounts(codec, hasher, cat, metrics)
-    talk = Conversation(cat, metrics, accounts.notification)
+    talk = Conversation(cat, metrics, accounts.records.message)
     psids = cat.psid_stream().name
     return Pipeline(
         ingest=Stage(

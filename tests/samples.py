@@ -132,6 +132,17 @@ BANK_OUTCOME: model.BankOutcome = {
     "decided_at": BOOKED_AT + 120,
 }
 
+DISCLOSURE: model.Disclosure = {
+    "bank_id": "banque-alpine",
+    "account_hash": "k0:1f2e3d4c5b6a7988",
+    "notification_id": "ntf-1",
+    "kind": "TRANSACTION",
+    "consent_id": "cns-42",
+    "psid_hash": "k0:0a1b2c3d4e5f6071",
+    "fields": ["account_masked", "amount_minor", "currency"],
+    "sent_at": BOOKED_AT + 120,
+}
+
 ERASURE_RECEIPT: model.ErasureReceipt = {
     "bank_id": "banque-alpine",
     "account_hash": "k0:1f2e3d4c5b6a7988",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from itertools import islice
-from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
@@ -24,6 +23,7 @@ from streams import catalog, model, stream
 from streams.agents import erasure
 from streams.agents.answers import Answers, psid_links
 from streams.agents.dlq import dead_letter
+from streams.agents.records import Records
 from streams.agents.stored import (
     ACCOUNTS_TABLE,
     ASKED_TABLE,
@@ -68,7 +68,6 @@ SCAN_EVERY_MS = 60_000
 # partition takes 25 s, over 250 000 about four minutes: how late an expired
 # consent's erasure and CONSENT_ENDED may come (the gate refuses it at once).
 SCAN_SLICE = 1_000
-EVENT_KINDS = frozenset({"TRANSACTION", "LARGE_TRANSACTION", "LOW_BALANCE"})
 OUTPUT_PERMISSIONS: tuple[model.Permission, ...] = ("TRANSACTIONS", "ALERTS", "SUMMARIES")
 
 
@@ -81,7 +80,9 @@ class Accounts:
         """Metrics count as handled: a batch retried after an abort counts again."""
         self.metrics, self.codec, self.hasher, self.catalog = metrics, codec, hasher, cat
         self.changelog = cat.changelog("accounts").name
-        self.answers = Answers(codec, hasher, self.notification)
+        self.records = Records(codec, hasher, metrics)
+        self.decision, self.audit = self.records.decision, self.records.audit
+        self.answers = Answers(codec, hasher, self.records.notification)
 
     def spec(self) -> StageSpec:
         return StageSpec(
@@ -159,7 +160,9 @@ class Accounts:
         emits = [*links, self.audit(ended, receipt, model.ERASURE_RECEIPT)]
         if marker.reason != "TOMBSTONE":  # a tombstone leaves nobody to tell
             granted = release("CONSENT_ENDED", Held(ended), now)
-            emits.append(self.notification(notify.for_consent_ended(granted, marker.version, now)))
+            emits += self.records.notification(
+                key, notify.for_consent_ended(granted, marker.version, now)
+            )
         return emits
 
     # -- transactions --------------------------------------------------------
@@ -193,41 +196,14 @@ class Accounts:
         for kind in kinds:  # each through the gate, with the consent held now
             granted = release(kind, held, now, tx["booked_at"])
             if granted.allowed:
-                emits.append(self.notification(notify.for_transaction(kind, granted, tx, now)))
+                emits += self.records.notification(
+                    key, notify.for_transaction(kind, granted, tx, now)
+                )
                 sent += 1
         if sent:
             latency = max(0.0, time.time() - now / 1000)
             self.metrics.child(self.metrics.latency, "ingest").observe(latency)
         return emits
-
-    def decision(
-        self,
-        tx: model.Transaction,
-        source: stream.Source,
-        held: Held,
-        outcome: model.Outcome,
-        reason: model.WithheldReason | None,
-        now: int,
-    ) -> Emit:
-        self.metrics.child(self.metrics.decisions, tx["bank_id"], outcome, reason or "").inc()
-        record: model.Decision = {
-            "bank_id": tx["bank_id"],
-            "account_hash": self.hasher.account(tx["bank_id"], tx["account_id"]),
-            "transaction_id": tx["transaction_id"],
-            "source_topic": source.topic,
-            "source_partition": source.partition,
-            "source_offset": source.offset,
-            "outcome": outcome,
-            "reason": reason,
-            "consent_id": held.consent_id,
-            "consent_updated_at": held.version,
-            "decided_at": now,
-        }
-        return Emit(
-            catalog.AUDIT,
-            record["account_hash"].encode(),
-            self.codec.encode(model.DECISION, record),
-        )
 
     # -- time ----------------------------------------------------------------
 
@@ -293,24 +269,8 @@ class Accounts:
             if granted.allowed:
                 currency = state["currency"] or "EUR"
                 digested = notify.for_digest(granted, digest, currency, now, now)
-                emits.append(self.notification(digested))
+                emits += self.records.notification(key, digested)
         return emits
-
-    # -- records -------------------------------------------------------------
-
-    def notification(self, n: model.Notification) -> Emit:
-        self.metrics.child(self.metrics.notifications, n["kind"]).inc()
-        if n["kind"] in EVENT_KINDS:
-            self.metrics.child(self.metrics.latency, "event_time").observe(
-                max(0.0, time.time() - n["occurred_at"] / 1000)
-            )
-        return Emit(
-            catalog.NOTIFICATIONS, n["psid"].encode(), self.codec.encode(model.NOTIFICATION, n)
-        )
-
-    def audit(self, consent: model.Consent, record: Any, subject: str) -> Emit:
-        key = self.hasher.account(consent["bank_id"], consent["account_id"]).encode()
-        return Emit(catalog.AUDIT, key, self.codec.encode(subject, record))
 
 
 def _uses(consent: model.Consent) -> bool:

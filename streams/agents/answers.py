@@ -57,9 +57,10 @@ class Answers:
         self,
         codec: Codec,
         hasher: KeyedHasher,
-        notification: Callable[[model.Notification], Emit],
+        notification: Callable[[bytes, model.Notification], list[Emit]],
     ) -> None:
-        """`notification` writes an answer (and counts it), as every notification is."""
+        """`notification` writes an answer for an account (with its Disclosure, counted),
+        as every notification is."""
         self.codec = codec
         self.hasher = hasher
         self.notification = notification
@@ -82,11 +83,11 @@ class Answers:
             needs = QUESTIONS[asked.intent]
             granted = release("RESPONSE", held, now, asks=needs, to=asked.psid)
             if not granted.allowed:
-                return [self.notification(refusal(asked, to, needs, granted.withheld, now))]
+                return self.notification(key, refusal(asked, to, needs, granted.withheld, now))
             state = load_state(store, key)  # an account without activity: an empty summary
-            return [self.notification(answer(asked, to, granted, state, now))]
+            return self.notification(key, answer(asked, to, granted, state, now))
         if mine is None:  # a control needs a consent that names the asker
-            return [self.notification(refusal(asked, to, None, "NO_CONSENT", now))]
+            return self.notification(key, refusal(asked, to, None, "NO_CONSENT", now))
         return self.control(key, asked, held, to, store, now)
 
     def control(
@@ -110,7 +111,7 @@ class Answers:
         if change.outcome != "ignored":
             save_held(store, key, change.held)
         still_stopped = stopped and asked.intent in ("PAUSE", "RESUME")
-        emits.append(self.notification(confirmation(asked, to, still_stopped, now)))
+        emits += self.notification(key, confirmation(asked, to, still_stopped, now))
         return emits
 
     def unreachable(self, key: bytes, consent_id: str, store: PartitionStore) -> list[Emit]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -190,3 +192,15 @@ async def pipeline_worker(
     workers.append(worker)
     worker.start()
     return settings, bank, worker
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`passerelle <args>` as an operator runs it, against these settings' brokers."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",  # a dead letter's key may be any bytes
+        timeout=120,
+        env={**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers},
+    )

@@ -19,7 +19,7 @@ from streams.settings import Settings
 from streams.tools import topics
 from tests import samples
 from tests.conftest import unique_bank
-from tests.integration.harness import Worker, metrics_text, pipeline_worker, send, until
+from tests.integration.harness import Worker, cli, metrics_text, pipeline_worker, send, until
 
 
 async def test_notifications_follow_consent_and_stop_at_revocation(
@@ -136,6 +136,21 @@ async def test_notifications_follow_consent_and_stop_at_revocation(
         if r.key == state_key
     ]
     assert changelog and changelog[-1].value is None, "the erasure must tombstone the changelog"
+
+    # An access request (Art. 15), answered from the audit trail alone: each notification
+    # sent about the account, with the fields it carried, and nothing about another one.
+    asked = cli(settings, "privacy", "disclosures", "--bank", bank, "--account", "ACC-A")
+    assert asked.returncode == 0, asked.stderr
+    answer = asked.stdout.splitlines()
+    assert [line.split()[1:3] for line in answer[:-1]] == [
+        [n["kind"], n["notification_id"]] for n in notes
+    ]
+    carried = [f for f, v in notes[0]["data"].items() if v is not None]
+    assert answer[0].endswith(": " + ", ".join(carried)) and "amount_minor" in carried
+    assert answer[-1].startswith("5 notification(s) sent about") and "3 decision(s)" in answer[-1]
+    assert "ACC-A" not in asked.stdout and psid not in asked.stdout
+    other = cli(settings, "privacy", "disclosures", "--bank", bank, "--account", "ACC-B")
+    assert other.stdout.startswith("0 notification(s)") and "1 decision(s)" in other.stdout
 
 
 async def _has_key(settings: Settings, topic: str, key: str) -> bool:

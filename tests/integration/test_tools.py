@@ -22,6 +22,7 @@ from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import reconcile, topics
 from tests import samples
 from tests.conftest import bounded, fresh_app, unique_bank
+from tests.integration.harness import cli
 
 
 async def test_produce_sends_good_lines_and_names_bad_ones(
@@ -113,17 +114,6 @@ def test_a_bank_without_a_topic_is_told_how_to_create_it(settings: Settings) -> 
         f"passerelle produce: no topic bank.{bank}.transactions.v1: run "
         f"`passerelle topics create --bank {bank}` (as an operator)"
     ]
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        capture_output=True,
-        text=True,
-        errors="replace",  # a dead letter's key may be any bytes
-        timeout=120,
-        env={**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers},
-    )
 
 
 async def test_the_runbooks_commands_work_as_written(settings: Settings, tmp_path: Path) -> None:

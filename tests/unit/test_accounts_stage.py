@@ -102,15 +102,17 @@ class TestTick:
         assert stage(codec).tick(store, at("2026-11-28T20:00:40+00:00")) == []
         assert store.pending() == {}
         ended = stage(codec).tick(store, at("2026-11-28T20:01:00+00:00"))
-        assert len(ended) == 3  # the psid's unlink, the erasure receipt and CONSENT_ENDED
+        assert len(ended) == 4  # the psid's unlink, the receipt, CONSENT_ENDED and its Disclosure
 
     def test_the_tick_after_local_midnight_releases_the_digest_once(
         self, codec: Codec, tmp_path: Path
     ) -> None:
-        """The first tick past midnight emits the digest and saves the state; the next nothing."""
+        """The first tick past midnight emits the digest (and its Disclosure) and saves the
+        state; the next nothing."""
         store = store_with_activity(tmp_path)
         first = stage(codec).tick(store, at("2026-11-28T23:30:00+00:00"))
-        assert len(first) == 1 and ACCOUNTS_TABLE.encode() + b"\x00" + KEY in store.pending()
+        assert [e.topic for e in first] == ["messenger.notifications.v1", "passerelle.audit.v1"]
+        assert ACCOUNTS_TABLE.encode() + b"\x00" + KEY in store.pending()
         store.commit(2)
         assert stage(codec).tick(store, at("2026-11-29T00:30:00+00:00")) == []
         assert set(store.pending()) == {SCAN_KEY}
@@ -132,7 +134,7 @@ class TestTick:
         ended, cursors = [], []
         for second in (10, 11, 12, 13):
             emits = handler.tick(store, at(f"2026-11-28T20:05:{second}+00:00"))
-            ended.append(len(emits) // 3)  # an unlink, a receipt and CONSENT_ENDED each
+            ended.append(len(emits) // 4)  # an unlink, a receipt, CONSENT_ENDED, its Disclosure
             cursors.append(store.get(META_TABLE, SCAN_CURSOR))
             store.commit(1 + second)
         assert ended == [2, 2, 1, 0]

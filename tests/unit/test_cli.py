@@ -236,7 +236,7 @@ class TestCommands:
         """The shipped versions are compatible under their subjects' modes."""
         result = run("schemas", "check")
         assert result.returncode == 0, result.stderr
-        assert "compatible: every version of 9 subjects" in result.stdout
+        assert "compatible: every version of 10 subjects" in result.stdout
 
     def test_topics_list_shows_the_catalog(self) -> None:
         """The catalog can be read without a broker."""

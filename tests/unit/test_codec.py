@@ -117,6 +117,16 @@ GOLDEN: list[tuple[str, str, int, Any, str]] = [
         "000000000e021274782d303030303031068eda960102020e5245564f4b4544f0e1cfc9c468",
     ),
     (
+        "disclosure",
+        model.DISCLOSURE,
+        17,
+        samples.DISCLOSURE,
+        "00000000111a62616e7175652d616c70696e65266b303a316632653364346335623661373938380a6e74"
+        "662d31165452414e53414354494f4e0c636e732d3432266b303a30613162326333643465356636303731"
+        "061c6163636f756e745f6d61736b656418616d6f756e745f6d696e6f721063757272656e637900f0e1cf"
+        "c9c468",
+    ),
+    (
         "erasure receipt",
         model.ERASURE_RECEIPT,
         5,
@@ -250,6 +260,7 @@ class TestRegistry:
             14: (model.BANK_OUTCOME, 1),
             15: (model.ERASURE_RECEIPT, 3),
             16: (model.CONSENT, 2),
+            17: (model.DISCLOSURE, 1),
         }
 
     def test_latest_is_the_highest_version(self, registry: EmbeddedRegistry) -> None:

@@ -48,6 +48,7 @@ from streams.stream import KIND_LINK, KIND_REQUEST, KIND_UNREACHABLE, encode_req
 
 BANK, ACCOUNT = "banque-alpine", "FR7630006000011234567890189"
 KEY = f"{BANK}:{ACCOUNT}".encode()
+HASHER = KeyedHasher("k", "k0")
 PSID_STREAM = Catalog(Settings()).psid_stream().name
 MASKED = "•••• 0189"
 MERCHANT = "Zorglub Market"
@@ -372,7 +373,7 @@ class Tally:
 def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -> None:
     """Run `sequence` through the accounts handler; assert every output against the model."""
     handler = accounts_stage.Accounts(
-        codec, KeyedHasher("k", "k0"), Catalog(Settings()), Metrics(CollectorRegistry())
+        codec, HASHER, Catalog(Settings()), Metrics(CollectorRegistry())
     )
     model, now = Model(), T0
     with scratch_store() as store:
@@ -424,6 +425,8 @@ def check_emits(
     ask: tuple[str, str] | None = None,
 ) -> None:
     receipts, told, unlinked = [], [], []
+    disclosed: list[tuple[str, str, str, str, list[str]]] = []
+    sent: list[tuple[str, str, str, str, list[str]]] = []
     for emit in emits:
         assert emit.topic != catalog.DLQ, "the handler dead-lettered a record of the run"
         if emit.topic == PSID_STREAM:
@@ -440,8 +443,16 @@ def check_emits(
             subject, audit = codec.decode_any(emit.value)
             if subject == "passerelle.ErasureReceipt":
                 receipts.append((audit["consent_id"], audit["reason"]))
+            if subject == "passerelle.Disclosure":
+                assert emit.key == HASHER.account(*KEY.decode().split(":", 1)).encode()
+                who = (audit["notification_id"], audit["kind"], audit["consent_id"])
+                disclosed.append((*who, audit["psid_hash"], audit["fields"]))
             continue
         n = codec.decode("passerelle.Notification", emit.value)
+        carried = [f for f, v in n["data"].items() if v is not None]
+        sent.append(
+            (n["notification_id"], n["kind"], n["consent_id"], HASHER.psid(n["psid"]), carried)
+        )
         if tally is not None:
             tally.notifications[n["kind"]] = tally.notifications.get(n["kind"], 0) + 1
         if n["kind"] == "RESPONSE":
@@ -452,6 +463,7 @@ def check_emits(
             assert all(n["data"][f] is None for f in (*DETAIL_FIELDS, "balance_minor", "digest"))
         else:
             check_notification(model, n, now, booked)
+    assert disclosed == sent, "each notification, and only it, disclosed on the audit trail"
     assert receipts == [(c, reason) for c, _, reason in model.ends], "one receipt per end"
     assert told == [(c, psid) for c, psid, reason in model.ends if reason != "TOMBSTONE"]
     assert unlinked == [psid for _, psid, _ in model.ends], "an ended consent's psid unlinked"
@@ -607,6 +619,19 @@ def _revocation_keeps_no_marker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stage, "apply_update", apply_update)
 
 
+def _digest_not_disclosed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daily digest written without its Disclosure: an access request would miss it."""
+    from streams.agents.records import Records
+
+    real = Records.notification
+
+    def notification(self: Records, key: bytes, n: Any) -> Any:
+        emits = real(self, key, n)
+        return emits[:1] if n["kind"] == "DAILY_DIGEST" else emits
+
+    monkeypatch.setattr(Records, "notification", notification)
+
+
 MUTANTS = [
     _digest_without_status,
     _inherited_state,
@@ -619,6 +644,7 @@ MUTANTS = [
     _unreachable_does_not_mute,
     _consent_display_ignored,
     _revocation_keeps_no_marker,
+    _digest_not_disclosed,
 ]
 
 

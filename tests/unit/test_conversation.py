@@ -88,7 +88,7 @@ class Talk:
         self.metrics = Metrics(CollectorRegistry())
         self.cat = Catalog(Settings())
         accounts = Accounts(codec, KeyedHasher("k", "k0"), self.cat, self.metrics)
-        self.handler = Conversation(self.cat, self.metrics, accounts.notification)
+        self.handler = Conversation(self.cat, self.metrics, accounts.records.message)
         self.ingest = ingest.spec(
             codec,
             self.cat.account_stream().name,

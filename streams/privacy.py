@@ -17,6 +17,7 @@ principal is. A topic, a schema field or a principal added without its entry fai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +161,7 @@ def template(cat: catalog.Catalog, topic: catalog.Topic) -> str:
     deployment's own internal topics, named after its app id)."""
     if topic in cat.internal():
         return f"<app>{topic.name.removeprefix(cat.settings.app_id)}"
-    return topic.name.replace(f".{_SAMPLE_BANK}.", f".{BANK}.")
+    return re.sub(r"^bank\.[^.]+\.", f"bank.{BANK}.", topic.name)  # any bank's own topic
 
 
 def record(cat: catalog.Catalog, registry: EmbeddedRegistry) -> list[Entry]:

@@ -1,0 +1,112 @@
+"""Erase an account, then search every topic for it: it remains only where its receipt
+and the record of processing say it may, and nowhere in the worker's live state."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streams import model, privacy
+from streams.agents.stored import ACCOUNTS_TABLE, ASKED_TABLE, CONSENTS_TABLE
+from streams.catalog import AUDIT, CONSENTS, DLQ, NOTIFICATIONS, Catalog
+from streams.codec import Codec, EmbeddedRegistry
+from streams.core.store import PartitionStore
+from streams.kafka import read_all
+from streams.settings import Settings
+from tests import samples
+from tests.integration.harness import Worker, cli, pipeline_worker, send, until
+
+
+async def test_an_erased_account_remains_only_where_its_receipt_says(
+    settings: Settings, codec: Codec, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """A consenting account is notified, dead-lettered once, revoked and then erased by the
+    consent authority's tombstone. Its account number, psid and a canary merchant name are
+    then found only in topics its receipt lists, in the part (key or value) whose data
+    categories the record of processing declares there; the worker's store holds nothing
+    under its key."""
+    data = tmp_path / "data"
+    settings, bank, worker = await pipeline_worker(settings, "erase", data, workers)
+    cat = Catalog(settings)
+    now = int(time.time() * 1000)
+    account = f"FR76{uuid.uuid4().int % 10**20:020d}"
+    psid, canary = f"psid-{uuid.uuid4().hex[:12]}", f"CANARY-{uuid.uuid4().hex[:12]}"
+    key = f"{bank}:{account}".encode()
+    consent: dict[str, Any] = {
+        **samples.CONSENT,
+        **{"bank_id": bank, "account_id": account, "psid": psid, "consent_id": f"c-{bank}"},
+        **{"valid_until": now + 86_400_000, "updated_at": now, "quiet_hours": None},
+        "permissions": ["TRANSACTIONS", "BALANCES", "ALERTS"],
+    }
+    await send(settings, CONSENTS, key, codec.encode(model.CONSENT, consent))
+
+    async def audited(subject: str, n: int = 1) -> bool:
+        records = [codec.decode_any(r.value) for r in await read_all(settings, AUDIT)]
+        return sum(1 for s, d in records if s == subject and d["bank_id"] == bank) >= n
+
+    bank_topic = cat.bank(bank).name
+    for n in range(3):
+        tx = {
+            **samples.TRANSACTION,
+            **{"bank_id": bank, "account_id": account, "transaction_id": f"{bank}-{n}"},
+            **{"pending_transaction_id": None, "booked_at": now, "merchant_name": canary},
+        }
+        frame = codec.encode(model.TRANSACTION, tx)
+        await send(settings, bank_topic, account.encode(), frame)
+    await send(settings, bank_topic, account.encode(), b"\x07 not a frame " + canary.encode())
+    await until(lambda: audited(model.DECISION, 3), worker)
+    revoked = {**consent, "status": "REVOKED_BY_PSU", "updated_at": now + 1}
+    await send(settings, CONSENTS, key, codec.encode(model.CONSENT, revoked))
+    await until(lambda: audited(model.ERASURE_RECEIPT), worker)
+    erased = cli(settings, "consent", "erase", "--bank", bank, "--account", account)
+    assert erased.returncode == 0, erased.stderr
+    marker = CONSENTS_TABLE.encode() + b"\x00" + key
+    changelog = cat.changelog("accounts").name
+
+    async def marker_gone() -> bool:
+        found = [r for r in await read_all(settings, changelog) if r.key == marker]
+        return bool(found) and found[-1].value is None
+
+    await until(marker_gone, worker)
+    assert worker.stop() == 0
+
+    [receipt] = [
+        d
+        for s, d in (codec.decode_any(r.value) for r in await read_all(settings, AUDIT))
+        if s == model.ERASURE_RECEIPT and d["bank_id"] == bank
+    ]
+    remains = {r["topic"] for r in receipt["remains"]}
+    record = {e.topic: e for e in privacy.record(cat, EmbeddedRegistry.load())}
+    needles = {account: "account-number", psid: "messenger-id", canary: "financial"}
+    hits: set[tuple[str, str, str]] = set()
+    topics = {t.name: t for t in cat.all([bank])}
+    for topic in topics.values():
+        for r in await read_all(settings, topic.name):
+            for needle, category in needles.items():
+                for part, raw in (("key", r.key), ("value", r.value)):
+                    if raw is not None and needle.encode() in raw:
+                        hits.add((topic.name, part, category))
+    for topic_name, part, category in sorted(hits):
+        assert topic_name in remains, f"{topic_name} holds the account; its receipt says not"
+        entry = record[privacy.template(cat, topics[topic_name])]
+        declared = entry.key if part == "key" else entry.value
+        assert category in declared, f"{topic_name}'s {part} holds {category}, undeclared"
+    expected = {
+        (bank_topic, "key", "account-number"),
+        (bank_topic, "value", "financial"),
+        (NOTIFICATIONS, "key", "messenger-id"),
+        (NOTIFICATIONS, "value", "financial"),
+        (DLQ, "value", "financial"),
+    }
+    assert expected <= hits, f"the search found {sorted(hits)}"
+    assert not [h for h in hits if h[0] == AUDIT], "the audit trail names the account in clear"
+
+    for path in sorted((data / settings.app_id / "accounts").iterdir()):
+        store = PartitionStore(path)
+        try:
+            for table in (CONSENTS_TABLE, ACCOUNTS_TABLE, ASKED_TABLE):
+                assert store.get(table, key) is None, f"{table} still holds the account"
+        finally:
+            store.close()

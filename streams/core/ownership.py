@@ -250,7 +250,7 @@ class Ownership:
         if store is not None:
             start = store.input_offset  # None: no batch ever committed its state
         else:
-            start = await self.consumer.committed(tp)
+            start = await kafka.committed(self.consumer, tp)
         if start is None:
             start = (await self.consumer.beginning_offsets([tp]))[tp]
         self.consumer.seek(tp, start)

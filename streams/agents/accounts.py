@@ -81,7 +81,6 @@ class Accounts:
         self.metrics, self.codec, self.hasher, self.catalog = metrics, codec, hasher, cat
         self.changelog = cat.changelog("accounts").name
         self.records = Records(codec, hasher, metrics)
-        self.decision, self.audit = self.records.decision, self.records.audit
         self.answers = Answers(codec, hasher, self.records.notification)
 
     def spec(self) -> StageSpec:
@@ -157,7 +156,7 @@ class Accounts:
                 reason=marker.reason,
             ),
         )
-        emits = [*links, self.audit(ended, receipt, model.ERASURE_RECEIPT)]
+        emits = [*links, self.records.audit(ended, receipt, model.ERASURE_RECEIPT)]
         if marker.reason != "TOMBSTONE":  # a tombstone leaves nobody to tell
             granted = release("CONSENT_ENDED", Held(ended), now)
             emits += self.records.notification(
@@ -178,16 +177,16 @@ class Accounts:
         if consent is None or not (
             verdict.forwarded or (verdict.reason == "PERMISSION" and _uses(consent))
         ):  # no output of this transaction could be permitted: the TRANSACTIONS reason
-            return [self.decision(tx, source, held, "WITHHELD", verdict.reason, now)]
+            return [self.records.decision(tx, source, held, "WITHHELD", verdict.reason, now)]
         state = load_state(store, key)
         effect = accounts.apply(state, tx, consent, now)
         if effect.duplicate:
-            return [self.decision(tx, source, held, "WITHHELD", "DUPLICATE", now)]
+            return [self.records.decision(tx, source, held, "WITHHELD", "DUPLICATE", now)]
         save_state(store, key, state)
         reason: model.WithheldReason | None = "STALE" if effect.stale else muted_reason(held)
         if reason is not None:  # stale, or muted: counted; the customer hears nothing
-            return [self.decision(tx, source, held, "WITHHELD", reason, now)]
-        emits = [self.decision(tx, source, held, "FORWARDED", None, now)]
+            return [self.records.decision(tx, source, held, "WITHHELD", reason, now)]
+        emits = [self.records.decision(tx, source, held, "FORWARDED", None, now)]
         kinds: list[model.NotificationKind] = []
         kinds += ["TRANSACTION"] if effect.notify else []
         kinds += ["LARGE_TRANSACTION"] if effect.large else []

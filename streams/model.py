@@ -210,6 +210,15 @@ class BankOutcome(TypedDict):
     decided_at: int
 
 
+class Output(TypedDict):
+    """A notification a transaction caused, as its Decision lists it (v4)."""
+
+    notification_id: str
+    kind: str
+    psid_hash: str
+    fields: list[str]
+
+
 class Decision(TypedDict):
     bank_id: str
     account_hash: str
@@ -222,6 +231,8 @@ class Decision(TypedDict):
     consent_id: str | None
     consent_updated_at: int | None
     decided_at: int
+    outputs: NotRequired[list[Output]]
+    """v4: the notifications it caused (empty or absent: none)."""
 
 
 class Disclosure(TypedDict):

@@ -174,10 +174,12 @@ ALL: list[tuple[str, Any]] = [
 
 def as_newest(subject: str, record: Any) -> dict[str, Any]:
     """The record as the subject's newest version reads it: a receipt's remaining copies
-    gain v3's `holds` ("" by default), a consent v2's `display` (FULL); the value_date
-    of Transaction v2 is checked apart."""
+    gain v3's `holds` ("" by default), a consent v2's `display` (FULL), a decision v4's
+    `outputs` (none); the value_date of Transaction v2 is checked apart."""
     if subject == model.CONSENT:
         return {"display": "FULL", **record}
+    if subject == model.DECISION:
+        return {"outputs": [], **record}
     if subject != model.ERASURE_RECEIPT:
         return dict(record)
     return {**record, "remains": [{"holds": "", **r} for r in record["remains"]]}

@@ -186,23 +186,20 @@ class Accounts:
         reason: model.WithheldReason | None = "STALE" if effect.stale else muted_reason(held)
         if reason is not None:  # stale, or muted: counted; the customer hears nothing
             return [self.records.decision(tx, source, held, "WITHHELD", reason, now)]
-        emits = [self.records.decision(tx, source, held, "FORWARDED", None, now)]
         kinds: list[model.NotificationKind] = []
         kinds += ["TRANSACTION"] if effect.notify else []
         kinds += ["LARGE_TRANSACTION"] if effect.large else []
         kinds += ["LOW_BALANCE"] if effect.low_balance else []
-        sent = 0
+        sent: list[model.Notification] = []
         for kind in kinds:  # each through the gate, with the consent held now
             granted = release(kind, held, now, tx["booked_at"])
             if granted.allowed:
-                emits += self.records.notification(
-                    key, notify.for_transaction(kind, granted, tx, now)
-                )
-                sent += 1
+                sent.append(notify.for_transaction(kind, granted, tx, now))
         if sent:
             latency = max(0.0, time.time() - now / 1000)
             self.metrics.child(self.metrics.latency, "ingest").observe(latency)
-        return emits
+        decision = self.records.decision(tx, source, held, "FORWARDED", None, now, tuple(sent))
+        return [decision, *(self.records.message(n) for n in sent)]
 
     # -- time ----------------------------------------------------------------
 

@@ -1,6 +1,9 @@
 """What the accounts stage writes, built in one place: each notification together with
-its Disclosure on the audit trail (so the two are in one transaction: an access
-request is answered from the audit alone), the gate's Decisions and the receipts.
+what the audit trail says of it (in one transaction: an access request is answered
+from the audit alone), the gate's Decisions and the receipts. A transaction's
+notifications are listed in its Decision (`outputs`): no record more for the
+commonest notifications; the others (digests, answers, CONSENT_ENDED) each get a
+Disclosure.
 
 Every record about an account is keyed on the audit trail by the account's keyed
 hash; a Disclosure names the psid it went to by its keyed hash too, and the data
@@ -44,17 +47,25 @@ class Records:
             catalog.NOTIFICATIONS, n["psid"].encode(), self.codec.encode(model.NOTIFICATION, n)
         )
 
+    def output(self, n: model.Notification) -> model.Output:
+        """What the audit trail says of a notification: its id and kind, the psid's hash,
+        the names of the data fields it carried."""
+        return {
+            "notification_id": n["notification_id"],
+            "kind": n["kind"],
+            "psid_hash": self.hasher.psid(n["psid"]),
+            "fields": [name for name, value in n["data"].items() if value is not None],
+        }
+
     def notification(self, key: bytes, n: model.Notification) -> list[Emit]:
-        """The notification for the account `key`, and its Disclosure."""
+        """The notification for the account `key`, and its Disclosure (a transaction's
+        notifications are listed in its Decision instead: `decision`'s `outputs`)."""
         account = self.account_hash(key)
         disclosed: model.Disclosure = {
             "bank_id": n["bank_id"],
             "account_hash": account,
-            "notification_id": n["notification_id"],
-            "kind": n["kind"],
+            **self.output(n),
             "consent_id": n["consent_id"],
-            "psid_hash": self.hasher.psid(n["psid"]),
-            "fields": [name for name, value in n["data"].items() if value is not None],
             "sent_at": n["created_at"],
         }
         return [
@@ -70,7 +81,9 @@ class Records:
         outcome: model.Outcome,
         reason: model.WithheldReason | None,
         now: int,
+        outputs: tuple[model.Notification, ...] = (),
     ) -> Emit:
+        """The gate's decision on a transaction, listing the notifications it caused."""
         self.metrics.child(self.metrics.decisions, tx["bank_id"], outcome, reason or "").inc()
         record: model.Decision = {
             "bank_id": tx["bank_id"],
@@ -84,6 +97,7 @@ class Records:
             "consent_id": held.consent_id,
             "consent_updated_at": held.version,
             "decided_at": now,
+            "outputs": [self.output(n) for n in outputs],
         }
         return Emit(
             catalog.AUDIT,

@@ -1,8 +1,9 @@
 """`passerelle privacy disclosures`: what was sent to Messenger about one account, from
 the audit trail alone (an access request, GDPR Art. 15).
 
-The accounts stage writes a Disclosure next to every notification about an account,
-in the same transaction, keyed like every audit record by the account's keyed hash.
+The accounts stage writes what it sent about an account with what it sent, in the
+same transaction, keyed like every audit record by the account's keyed hash: a
+transaction's notifications in its Decision (`outputs`), any other in a Disclosure.
 This reads the audit trail (read_committed) for that hash: each notification's time,
 kind, id, the consent it went under, the keyed hash of the psid it went to and the
 names of the data fields it carried; then the Decisions and erasure receipts counted.
@@ -30,7 +31,7 @@ async def report(settings: Settings, codec: Codec, bank_id: str, account_id: str
     bank_topic_name(bank_id)  # refuses an id that is not a bank's
     settings.require_hash_key()
     wanted = KeyedHasher(settings.hash_key, settings.hash_key_id).account(bank_id, account_id)
-    found: list[model.Disclosure] = []
+    found: list[dict[str, Any]] = []  # Disclosures, and Outputs completed from their Decision
     counts: Counter[str] = Counter()
     for record in await read_all(settings, AUDIT, "run `passerelle topics create`"):
         if record.key != wanted.encode() or record.value is None:
@@ -42,7 +43,12 @@ async def report(settings: Settings, codec: Codec, bank_id: str, account_id: str
             continue
         counts[subject] += 1
         if subject == model.DISCLOSURE:
-            found.append(value)  # type: ignore[arg-type]  # a decoded Disclosure
+            found.append(value)
+        elif subject == model.DECISION:  # a transaction's notifications (v4)
+            found += [
+                {**out, "consent_id": value["consent_id"], "sent_at": value["decided_at"]}
+                for out in value.get("outputs", [])
+            ]
     lines = [line(d) for d in sorted(found, key=lambda d: d["sent_at"])]
     who = f"{bank_id}:{mask_account(account_id)} ({wanted})"
     lines.append(

@@ -443,10 +443,12 @@ def check_emits(
             subject, audit = codec.decode_any(emit.value)
             if subject == "passerelle.ErasureReceipt":
                 receipts.append((audit["consent_id"], audit["reason"]))
-            if subject == "passerelle.Disclosure":
+            outputs = [audit] if subject == "passerelle.Disclosure" else audit.get("outputs", [])
+            for out in outputs:  # a Disclosure, or a Decision's notifications
                 assert emit.key == HASHER.account(*KEY.decode().split(":", 1)).encode()
-                who = (audit["notification_id"], audit["kind"], audit["consent_id"])
-                disclosed.append((*who, audit["psid_hash"], audit["fields"]))
+                consent_id = out.get("consent_id", audit["consent_id"])
+                who = (out["notification_id"], out["kind"], consent_id)
+                disclosed.append((*who, out["psid_hash"], out["fields"]))
             continue
         n = codec.decode("passerelle.Notification", emit.value)
         carried = [f for f, v in n["data"].items() if v is not None]
@@ -632,6 +634,20 @@ def _digest_not_disclosed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Records, "notification", notification)
 
 
+def _alert_not_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction's Decision lists its TRANSACTION notification but not its alerts."""
+    from streams.agents.records import Records
+
+    real: Any = Records.decision
+
+    def decision(self: Records, *args: Any) -> Any:
+        *head, outputs = args if len(args) == 7 else (*args, ())
+        kept = tuple(n for n in outputs if n["kind"] == "TRANSACTION")
+        return real(self, *head, kept)
+
+    monkeypatch.setattr(Records, "decision", decision)
+
+
 MUTANTS = [
     _digest_without_status,
     _inherited_state,
@@ -645,6 +661,7 @@ MUTANTS = [
     _consent_display_ignored,
     _revocation_keeps_no_marker,
     _digest_not_disclosed,
+    _alert_not_listed,
 ]
 
 

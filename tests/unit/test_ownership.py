@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.protocol.commit import OffsetFetchResponse_v3
 
 from streams.core.guarantees import AtLeastOnce, ExactlyOnce, Guarantee
 from streams.core.ownership import Ownership, Partition
@@ -40,18 +41,29 @@ class Producer:
         self.events.log.append(f"stop {self.name}")
 
 
+class Coordinator:
+    """The group's coordinator: the committed offset of partition p is 100 + p."""
+
+    group_id = "app-s"
+    _retry_backoff_ms = 1
+
+    async def ensure_coordinator_known(self) -> None:
+        return None
+
+    async def _send_req(self, request: Any) -> Any:
+        [(topic, [partition])] = request._partitions
+        return OffsetFetchResponse_v3(0, [(topic, [(partition, 100 + partition, "", 0)])], 0)
+
+
 class Consumer:
-    """Seeks are recorded; the group's committed offset of partition p is 100 + p."""
+    """Seeks are recorded; offsets are asked of the group's coordinator."""
 
     def __init__(self, events: Events) -> None:
         self.events = events
+        self._coordinator = Coordinator()
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.events.log.append(f"seek {tp.partition} {offset}")
-
-    async def committed(self, tp: TopicPartition) -> int:
-        offset: int = 100 + tp.partition
-        return offset
 
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return dict.fromkeys(tps, 0)

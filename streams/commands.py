@@ -197,7 +197,8 @@ def run_reconcile(args: argparse.Namespace) -> None:
     from streams.settings import Settings
     from streams.tools import reconcile
 
-    settings, codec = Settings.from_env(), codec_of(Settings.from_env())
+    settings = Settings.from_env()
+    codec = codec_of(settings)
     lines, balanced = asyncio.run(
         reconcile.report(settings, codec, args.bank, args.wait, args.feed)
     )
@@ -209,7 +210,7 @@ def run_reconcile(args: argparse.Namespace) -> None:
 def run_privacy(args: argparse.Namespace) -> None:
     from streams import privacy
     from streams.catalog import Catalog
-    from streams.codec import EmbeddedRegistry
+    from streams.codec import Codec, EmbeddedRegistry
     from streams.settings import Settings
 
     settings = Settings.from_env()
@@ -221,8 +222,8 @@ def run_privacy(args: argparse.Namespace) -> None:
 
     if not args.bank or not args.account:
         raise PasserelleError("disclosures needs --bank and --account")
-    codec = codec_of(settings)
-    print("\n".join(asyncio.run(disclosures.report(settings, codec, args.bank, args.account))))
+    report = disclosures.report(settings, Codec(registry), args.bank, args.account)
+    print("\n".join(asyncio.run(report)))
 
 
 def codec_of(settings: Any) -> Any:

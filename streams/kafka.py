@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 from aiokafka.protocol.commit import OffsetFetchRequest
 
 from streams import limits
@@ -121,9 +123,19 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def read_all(settings: Settings, topic: str, missing: str | None = None) -> list[Any]:
-    """Every committed record of a topic, partition by partition, in offset order. A topic
-    that does not exist has none, unless `missing` says what to do then (`check_topics`)."""
+@lru_cache(maxsize=1 << 17)
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key among `partitions`."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+async def read_all(
+    settings: Settings, topic: str, missing: str | None = None, key: bytes | None = None
+) -> list[Any]:
+    """Every committed record of a topic, partition by partition, in offset order (with
+    `key`, only of the partition the default partitioner gives that key). A topic that
+    does not exist has none, unless `missing` says what to do then (`check_topics`)."""
     reader = consumer(settings, group_id=None, enable_auto_commit=False)
     try:
         await reader.start()
@@ -132,6 +144,8 @@ async def read_all(settings: Settings, topic: str, missing: str | None = None) -
         tps = await partitions_of(reader, topic)
         if not tps:
             return []
+        if key is not None:
+            tps = [tps[partition_of(key, len(tps))]]
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         ends = await reader.end_offsets(tps)

@@ -22,15 +22,14 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from streams.errors import PasserelleError
+from streams.kafka import partition_of
 
 
 class Record(Protocol):
@@ -74,13 +73,6 @@ class TooLarge(PasserelleError):
 
 Built = Sequence[tuple[TopicPartition, Any]]
 """Closed record batches, each with the topic-partition it goes to."""
-
-
-@lru_cache(maxsize=1 << 17)
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a key among `partitions`."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class BatchWriter:

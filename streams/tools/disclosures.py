@@ -4,7 +4,8 @@ the audit trail alone (an access request, GDPR Art. 15).
 The accounts stage writes what it sent about an account with what it sent, in the
 same transaction, keyed like every audit record by the account's keyed hash: a
 transaction's notifications in its Decision (`outputs`), any other in a Disclosure.
-This reads the audit trail (read_committed) for that hash: each notification's time,
+This reads the audit trail (read_committed), only the partition that hash is written
+to, for that hash: each notification's time,
 kind, id, the consent it went under, the keyed hash of the psid it went to and the
 names of the data fields it carried; then the Decisions and erasure receipts counted.
 It needs the deployment's hash key (PASSERELLE_HASH_KEY_FILE), as the worker does,
@@ -33,7 +34,8 @@ async def report(settings: Settings, codec: Codec, bank_id: str, account_id: str
     wanted = KeyedHasher(settings.hash_key, settings.hash_key_id).account(bank_id, account_id)
     found: list[dict[str, Any]] = []  # Disclosures, and Outputs completed from their Decision
     counts: Counter[str] = Counter()
-    for record in await read_all(settings, AUDIT, "run `passerelle topics create`"):
+    hint = "run `passerelle topics create`"
+    for record in await read_all(settings, AUDIT, hint, key=wanted.encode()):
         if record.key != wanted.encode() or record.value is None:
             continue
         try:

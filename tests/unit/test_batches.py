@@ -10,8 +10,9 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.memory_records import MemoryRecords
 
-from streams.core.batches import BatchWriter, TooLarge, partition_of
+from streams.core.batches import BatchWriter, TooLarge
 from streams.core.spec import Emit
+from streams.kafka import partition_of
 
 
 def test_keys_land_where_the_default_partitioner_puts_them() -> None:

@@ -88,18 +88,18 @@ KEY_DATA: dict[str, tuple[str, ...]] = {
 }
 """What each topic's key carries."""
 
+_ACCOUNT_RECORDS = (
+    *("account-number", "messenger-id", "financial", "consent", "preference"),
+    *("reference", "operational"),
+)  # an account's transactions and consents, as frames or as the state built from them
+_PSID_LINKS = ("account-number", "reference", "operational")  # a psid's accounts and asks
+
 VALUE_DATA: dict[str, tuple[str, ...]] = {
     catalog.DLQ: tuple(CATEGORIES),  # any record, as it was sent
-    "<app>.accounts": (
-        *("account-number", "messenger-id", "financial", "consent", "preference"),
-        *("reference", "operational"),
-    ),
-    "<app>.accounts-changelog": (
-        *("account-number", "messenger-id", "financial", "consent", "preference"),
-        *("reference", "operational"),
-    ),
-    "<app>.psids": ("account-number", "reference", "operational"),
-    "<app>.conversation-changelog": ("account-number", "reference", "operational"),
+    "<app>.accounts": _ACCOUNT_RECORDS,
+    "<app>.accounts-changelog": _ACCOUNT_RECORDS,
+    "<app>.psids": _PSID_LINKS,
+    "<app>.conversation-changelog": _PSID_LINKS,
 }
 """What the values of a topic carry where they are not only its schemas' records: the
 internal streams (frames, JSON requests, links) and the stores' changelogs (JSON)."""

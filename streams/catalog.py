@@ -198,12 +198,12 @@ class Catalog:
     def dlq(self) -> Topic:
         return self._topic(
             DLQ,
-            "source key",
+            "account hash (sealed), else the source key",
             (),
             {**deleting(14 * DAY_MS), "max.message.bytes": str(MAX_DLQ_BYTES)},
             writers="passerelle",
             readers="sre",
-            holds="dead letters: records as sent (account, amounts, psid) or ids and reasons",
+            holds="dead letters: reasons, coordinates; an account's records sealed (shredded)",
         )
 
     def audit(self) -> Topic:
@@ -274,7 +274,7 @@ class Catalog:
             f"{self.settings.app_id}.accounts",
             "<bank_id>:<account_id>",
             (model.TRANSACTION, model.CONSENT),
-            deleting(7 * DAY_MS),
+            {**deleting(7 * DAY_MS), "max.message.bytes": str(MAX_DLQ_BYTES)},
             writers="passerelle (ingest)",
             readers="passerelle (accounts)",
             holds="the bank's transactions and the consents, as on their topics",

@@ -47,8 +47,11 @@ class Settings:
     hash_key: str = field(default=DEV_HASH_KEY, repr=False)
     hash_key_id: str = "k0"
     allow_dev_hash_key: bool = False
-    """Let a worker start with the public development hash key (never in production:
-    anyone with the source could reverse the account hashes of the audit topic)."""
+    """Let a worker start with the public development hash key and key-encryption key
+    (never in production: anyone with the source could reverse the account hashes of
+    the audit topic, and open the dead letters)."""
+    kek_file: Path | None = None
+    """The key-encryption keys (`streams.crypto`): `<kid> <base64 key>` a line."""
     data_dir: Path = Path(".run/worker")
     web_port: int = 6066
     web_host: str = "127.0.0.1"
@@ -105,6 +108,7 @@ class Settings:
             hash_key=reader.secret_file("HASH_KEY_FILE") or reader.text("HASH_KEY", DEV_HASH_KEY),
             hash_key_id=reader.text("HASH_KEY_ID", cls.hash_key_id),
             allow_dev_hash_key=reader.choice("ALLOW_DEV_HASH_KEY", ("on", "off"), "off") == "on",
+            kek_file=reader.path("KEK_FILE"),
             data_dir=reader.path("DATA_DIR") or cls.data_dir,
             web_port=reader.integer("WEB_PORT", cls.web_port, minimum=1, maximum=65535),
             web_host=reader.text("WEB_HOST", cls.web_host),

@@ -29,6 +29,7 @@ from streams.rules.replies import Asked
 
 __all__ = [
     "KIND_CONSENT",
+    "KIND_DEAD",
     "KIND_INBOUND",
     "KIND_LINK",
     "KIND_REQUEST",
@@ -38,6 +39,8 @@ __all__ = [
     "KIND_UNREADABLE_CONSENT",
     "TICK_KEY",
     "ConsentFrame",
+    "Dead",
+    "DeadRecord",
     "Inbound",
     "Link",
     "Request",
@@ -60,8 +63,15 @@ KIND_TRANSACTION = b"transaction"
 KIND_CONSENT = b"consent"
 """The consent authority's Avro frame, unchanged; no value: a tombstone (erase)."""
 KIND_UNREADABLE_CONSENT = b"consent-unreadable"
-"""No value: a consent record for this account was dead-lettered. The account
-withholds every output until a newer readable consent arrives (fail closed)."""
+"""A consent record for this account was dead-lettered. The account withholds
+every output until a newer readable consent arrives (fail closed). The value is
+the record's bytes, with the dead letter's headers (`reason`, `error`): the
+accounts stage writes its dead letter, sealed (`DeadRecord`). No value and no
+reason: written before ingest passed dead letters on (it wrote them itself)."""
+KIND_DEAD = b"dead"
+"""A bank's record for this account that ingest dead-lettered (the value: its bytes,
+headers `reason` and `error`): the accounts stage writes it to the DLQ, sealed with
+the account's data key (`agents.sealing`), so the account's erasure shreds it."""
 
 KIND_REQUEST = b"request"
 """A customer's question or control for this account (JSON of `replies.Asked`)."""
@@ -156,8 +166,29 @@ class ConsentFrame:
 
 
 @dataclass(frozen=True)
+class Dead:
+    """Why ingest dead-lettered a record of an account (the DLQ's `reason`, `error`)."""
+
+    reason: str
+    detail: str
+
+    def headers(self) -> tuple[tuple[str, bytes], ...]:
+        return (("reason", self.reason.encode()), ("error", self.detail.encode()))
+
+
+@dataclass(frozen=True)
+class DeadRecord:
+    """A bank's record of this account, dead-lettered by ingest: to seal and keep."""
+
+    key: bytes
+    dead: Dead
+
+
+@dataclass(frozen=True)
 class UnreadableConsent:
     key: bytes
+    dead: Dead | None = None
+    """Its dead letter to seal and keep; None: ingest kept it (before `KIND_DEAD`)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +206,9 @@ class Unreachable:
     consent_id: str
 
 
-StreamRecord = Tick | TransactionFrame | ConsentFrame | UnreadableConsent | Request | Unreachable
+StreamRecord = (
+    Tick | TransactionFrame | ConsentFrame | UnreadableConsent | DeadRecord | Request | Unreachable
+)
 
 
 def encode_request(asked: Asked) -> bytes:
@@ -193,12 +226,22 @@ def read(record: ConsumerRecord[bytes, bytes]) -> StreamRecord:
     if kind == KIND_CONSENT:
         return ConsentFrame(key, record.value)
     if kind == KIND_UNREADABLE_CONSENT:
-        return UnreadableConsent(key)
+        return UnreadableConsent(key, _dead(record))
+    if kind == KIND_DEAD:
+        return DeadRecord(key, _dead(record) or Dead("?", ""))
     if kind == KIND_REQUEST:
         return Request(key, Asked(**json.loads(record.value or b"{}")))
     if kind == KIND_UNREACHABLE:
         return Unreachable(key, (record.value or b"").decode())
     return TransactionFrame(key, record.value or b"", Source.carried(record) or UNKNOWN_SOURCE)
+
+
+def _dead(record: ConsumerRecord[bytes, bytes]) -> Dead | None:
+    """Why ingest dead-lettered the record this one carries, if it says."""
+    headers = dict(record.headers)
+    if "reason" not in headers:
+        return None
+    return Dead(headers["reason"].decode(errors="replace"), headers.get("error", b"").decode())
 
 
 @dataclass(frozen=True)

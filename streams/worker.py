@@ -16,6 +16,7 @@ from streams.codec import Codec, EmbeddedRegistry
 from streams.core.service import StageService
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
+from streams.crypto import keyring_of
 from streams.devkit import standin_stage as standin
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
@@ -64,7 +65,7 @@ def pipeline(
     cat = Catalog(settings)
     stream = cat.account_stream().name
     hasher = KeyedHasher(settings.hash_key, settings.hash_key_id)
-    accounts = Accounts(codec, hasher, cat, metrics)
+    accounts = Accounts(codec, hasher, cat, metrics, keyring_of(settings))
     talk = Conversation(cat, metrics, accounts.records.message)
     psids = cat.psid_stream().name
     return Pipeline(

@@ -24,10 +24,13 @@ from streams.agents import erasure
 from streams.agents.answers import Answers, psid_links
 from streams.agents.dlq import dead_letter
 from streams.agents.records import Records
+from streams.agents.sealing import Sealer
 from streams.agents.stored import (
     ACCOUNTS_TABLE,
     ASKED_TABLE,
     CONSENTS_TABLE,
+    KEYS_CURSOR,
+    KEYS_TABLE,
     LAST_SCAN,
     META_TABLE,
     SCAN_CURSOR,
@@ -40,6 +43,7 @@ from streams.agents.stored import (
 from streams.codec import Codec
 from streams.core.spec import Emit, StageSpec
 from streams.core.store import PartitionStore
+from streams.crypto import Keyring
 from streams.logs import event
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
@@ -75,12 +79,18 @@ class Accounts:
     """The accounts stage's handler, with what it needs to encode and name things."""
 
     def __init__(
-        self, codec: Codec, hasher: KeyedHasher, cat: catalog.Catalog, metrics: Metrics
+        self,
+        codec: Codec,
+        hasher: KeyedHasher,
+        cat: catalog.Catalog,
+        metrics: Metrics,
+        keyring: Keyring,
     ) -> None:
         """Metrics count as handled: a batch retried after an abort counts again."""
         self.metrics, self.codec, self.hasher, self.catalog = metrics, codec, hasher, cat
         self.changelog = cat.changelog("accounts").name
         self.records = Records(codec, hasher, metrics)
+        self.sealer = Sealer(keyring, self.records.account_hash)
         self.answers = Answers(codec, hasher, self.records.notification)
 
     def spec(self) -> StageSpec:
@@ -93,12 +103,18 @@ class Accounts:
             on_error=self.dead_letter,
         )
 
-    def dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> list[Emit]:
-        """A record that made this stage raise: dead-lettered with its bank topic's
-        coordinates (so the bank's counts reconcile); its partition goes on."""
+    def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], exc: Exception, store: PartitionStore
+    ) -> list[Emit]:
+        """A record that made this stage raise: dead-lettered, sealed with its account's
+        key, with its bank topic's coordinates (so the bank's counts reconcile); its
+        partition goes on. A record that names no account (a tick) keeps no bytes."""
         self.metrics.child(self.metrics.dlq, stream.bank_of(record.key), PROCESSING_ERROR).inc()
         detail = f"{type(exc).__name__} in the accounts stage"
-        return [dead_letter(record, PROCESSING_ERROR, detail, carried=True)]
+        if stream.bank_of(record.key) == "unknown":
+            return [dead_letter(record, PROCESSING_ERROR, detail, carried=True, kept=False)]
+        dead = stream.Dead(PROCESSING_ERROR, detail)
+        return [self.sealer.dead_letter(store, record.key or b"", record, dead, record.timestamp)]
 
     def handle(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
         """One record of the per-account stream, in the account's order."""
@@ -110,8 +126,14 @@ class Accounts:
                 return self.tick(store, tick)
             case stream.ConsentFrame(key=key, frame=frame):
                 return self.consent(key, frame, store, now)
-            case stream.UnreadableConsent(key=key):
-                return self.consent_changed(key, store, mark_unreadable(load_held(store, key)), now)
+            case stream.UnreadableConsent(key=key, dead=dead):
+                marked = mark_unreadable(load_held(store, key))
+                emits = self.consent_changed(key, store, marked, now)
+                if dead is not None:  # its dead letter, sealed (before KIND_DEAD: ingest's)
+                    emits.append(self.sealer.dead_letter(store, key, record, dead, now))
+                return emits
+            case stream.DeadRecord(key=key, dead=dead):
+                return [self.sealer.dead_letter(store, key, record, dead, now)]
             case stream.TransactionFrame():
                 return self.transaction(read, store, now)
             case stream.Request(key=key, asked=asked):
@@ -142,6 +164,7 @@ class Accounts:
             return links
         store.delete(ACCOUNTS_TABLE, key)
         store.delete(ASKED_TABLE, key)
+        self.sealer.shred(store, key)  # and so its dead letters
         self.metrics.erasures.labels(bank=ended["bank_id"], reason=marker.reason).inc()
         receipt = erasure.receipt(self.catalog, self.hasher, ended, marker, now)
         log.info(
@@ -218,6 +241,7 @@ class Accounts:
             if last is not None and int(last) >= minute:
                 return []
             store.put(META_TABLE, LAST_SCAN, str(minute).encode())
+            self.sweep_keys(store, now)
         held_accounts = list(islice(store.items(CONSENTS_TABLE, after=cursor), SCAN_SLICE + 1))
         if len(held_accounts) > SCAN_SLICE:
             del held_accounts[SCAN_SLICE:]
@@ -240,6 +264,20 @@ class Accounts:
                 headers = (("reason", PROCESSING_ERROR.encode()), ("error", detail.encode()))
                 emits.append(Emit(catalog.DLQ, key, None, headers=headers))
         return emits
+
+    def sweep_keys(self, store: PartitionStore, now: int) -> None:
+        """Delete the data keys that sealed nothing for `KEY_UNUSED_MS`: every dead letter
+        they sealed has expired. Once a minute, SCAN_SLICE keys, on from where the
+        last sweep stopped (a pass over N keys takes N / SCAN_SLICE minutes)."""
+        cursor = store.get(META_TABLE, KEYS_CURSOR)
+        read = list(islice(store.items(KEYS_TABLE, after=cursor), SCAN_SLICE))
+        for account, raw in read:
+            if self.sealer.unused(raw, now):
+                store.delete(KEYS_TABLE, account)
+        if len(read) == SCAN_SLICE:
+            store.put(META_TABLE, KEYS_CURSOR, read[-1][0])
+        elif cursor is not None:  # the pass is done: the next starts from the first key
+            store.delete(META_TABLE, KEYS_CURSOR)
 
     def scan(self, store: PartitionStore, key: bytes, held: Held, now: int) -> list[Emit]:
         """One account's time-driven work: its consent's expiry, its due digests.

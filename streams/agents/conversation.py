@@ -91,10 +91,13 @@ class Conversation:
             on_error=self.dead_letter,
         )
 
-    def dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> list[Emit]:
+    def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], exc: Exception, _: PartitionStore
+    ) -> list[Emit]:
         self.metrics.child(self.metrics.dlq, "inbound", PROCESSING_ERROR).inc()
         detail = f"{type(exc).__name__} in the conversation stage"
-        return [dead_letter(record, PROCESSING_ERROR, detail, carried=True)]
+        # what a psid stream record holds (links name accounts) is not kept: it is derived
+        return [dead_letter(record, PROCESSING_ERROR, detail, carried=True, kept=False)]
 
     def handle(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> list[Emit]:
         psid, read = stream.read_psid(record)

@@ -36,10 +36,12 @@ from streams.rules.ingest import Rejected
 from streams.rules.intents import parse
 from streams.stream import (
     KIND_CONSENT,
+    KIND_DEAD,
     KIND_INBOUND,
     KIND_TRANSACTION,
     KIND_UNREACHABLE,
     KIND_UNREADABLE_CONSENT,
+    Dead,
     Inbound,
     Source,
     encode_headers,
@@ -89,10 +91,7 @@ def spec(
                     reason=routed.reason,
                 ),
             )
-            emits = [dead_letter(record, routed.reason, routed.detail)]
-            if kind == KIND_CONSENT:  # fail closed: the account withholds until a readable one
-                emits += _unreadable_marker(record, account_stream)
-            return emits
+            return [_dead(record, routed, kind, account_stream)]
         return [Emit(account_stream, routed, record.value, headers=_source(record, kind))]
 
     chat = [catalog.INBOUND, catalog.FEEDBACK] if psid_stream is not None else []
@@ -100,10 +99,14 @@ def spec(
     exact = "|".join(f"^{t.replace('.', '[.]')}" for t in inputs)
     pattern = f"({catalog.BANK_TOPIC_PATTERN[:-1]}|{exact})$"
 
-    def on_error(record: ConsumerRecord[bytes, bytes], exc: Exception) -> Sequence[Emit]:
+    def on_error(
+        record: ConsumerRecord[bytes, bytes], exc: Exception, _: PartitionStore
+    ) -> Sequence[Emit]:
         bank = catalog.bank_of_topic(record.topic)
         metrics.child(metrics.dlq, bank or "consents", rules.PROCESSING_ERROR).inc()
-        return [dead_letter(record, rules.PROCESSING_ERROR, f"{type(exc).__name__} in ingest")]
+        failed = Rejected(rules.PROCESSING_ERROR, f"{type(exc).__name__} in ingest")
+        kind = KIND_CONSENT if record.topic == consents_topic else KIND_TRANSACTION
+        return [_dead(record, failed, kind, account_stream)]
 
     return StageSpec(
         "ingest", handle, pattern=pattern, catch_up=(consents_topic,), on_error=on_error
@@ -181,7 +184,7 @@ def _feedback(
             rejected = Rejected(exc.reason, str(exc))
     if rejected is not None:
         metrics.child(metrics.dlq, "feedback", rejected.reason).inc()
-        return [dead_letter(record, rejected.reason, rejected.detail)]
+        return [dead_letter(record, rejected.reason, rejected.detail, kept=False)]
     bank = report["bank_id"] if catalog.is_bank_id(report["bank_id"]) else "unknown"
     metrics.child(metrics.feedback, bank, report["outcome"]).inc()
     if report["outcome"] not in UNREACHABLE_OUTCOMES:
@@ -191,16 +194,25 @@ def _feedback(
     return [Emit(psid_stream, record.key, value, headers=headers)]
 
 
-def _unreadable_marker(record: ConsumerRecord[bytes, bytes], account_stream: str) -> list[Emit]:
-    """For a consent that cannot be read but names its account in its key: a marker on
-    the account's stream (no value), so the accounts stage withholds every output of
-    that account until a newer readable consent arrives. A key that names no account
-    marks nothing (there is no account to withhold)."""
-    split = rules.split_consent_key(record.key)
-    if isinstance(split, Rejected):
-        return []
-    key = rules.account_key(*split)
-    return [Emit(account_stream, key, None, headers=_source(record, KIND_UNREADABLE_CONSENT))]
+def _dead(
+    record: ConsumerRecord[bytes, bytes], rejected: Rejected, kind: bytes, account_stream: str
+) -> Emit:
+    """A bank's or the authority's record that will not enter the pipeline. When its key
+    names an account, it goes on that account's stream (`KIND_DEAD`; a consent as
+    `KIND_UNREADABLE_CONSENT`, so the account withholds until a newer readable one:
+    fail closed), and the accounts stage writes its dead letter sealed with the
+    account's key. Otherwise nothing could erase it by account: the DLQ gets why and
+    where, and its size, never its bytes (the bank's own topic still holds them)."""
+    if kind == KIND_CONSENT:
+        account, marked = rules.named_consent_account(record.key), KIND_UNREADABLE_CONSENT
+    else:
+        account = rules.named_account(catalog.bank_of_topic(record.topic), record.key)
+        marked = KIND_DEAD
+    if account is None:
+        return dead_letter(record, rejected.reason, rejected.detail, kept=False)
+    dead = Dead(rejected.reason, rejected.detail)
+    headers = (*_source(record, marked), *dead.headers())
+    return Emit(account_stream, account, record.value, headers=headers)
 
 
 def _source(record: ConsumerRecord[bytes, bytes], kind: bytes) -> tuple[tuple[str, bytes], ...]:

@@ -46,7 +46,9 @@ def spec(codec: Codec) -> StageSpec:
         told = decided(codec, record) if record.topic == catalog.AUDIT else dead_lettered(record)
         return [] if told is None else [feed_record(codec, *told)]
 
-    def skip(record: ConsumerRecord[bytes, bytes], exc: Exception) -> Sequence[Emit]:
+    def skip(
+        record: ConsumerRecord[bytes, bytes], exc: Exception, _: PartitionStore
+    ) -> Sequence[Emit]:
         """A record this stage cannot read stays where it is (the audit trail or the
         DLQ, where reconcile counts it); the feed goes on without it, and says so."""
         log.warning(

@@ -1,14 +1,17 @@
 """What the accounts stage keeps in its store, and the bytes it keeps it as.
 
-Three tables of a partition's store (and so of its changelog), each keyed by
-the per-account stream's key `<bank_id>:<account_id>`, except `meta`:
+Tables of a partition's store (and so of its changelog), each keyed by the
+per-account stream's key `<bank_id>:<account_id>`, except `keys` and `meta`:
 
     consents  the gate's `Held` (a live consent, an ended marker, unreadable;
               the customer's mute and discreet choices; whether its psid is linked)
     accounts  the account's summary (`rules.accounts.State`), erased with consent
     asked     the chat's questions answered for the account in the last 24 h (their
               `mid`s), so a question written twice is answered once; erased with it
-    meta      where the partition's scan of consents is (`LAST_SCAN`, `SCAN_CURSOR`)
+    keys      an account's data key, wrapped, keyed by the account's keyed hash
+              (`agents.sealing`): its dead letters are sealed with it; erased with it
+    meta      where the partition's scan of consents is (`LAST_SCAN`, `SCAN_CURSOR`),
+              and the sweep of unused keys (`KEYS_CURSOR`)
 
 Each value has one encode/decode pair here. The bytes are JSON, and they must
 stay what they are: a worker restores its state from changelog records that
@@ -28,11 +31,14 @@ from streams.rules.consent import Ended, Held, Mute
 CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
 ASKED_TABLE = "asked"
+KEYS_TABLE = "keys"
 META_TABLE = "meta"
 LAST_SCAN = b"last-scan"
 """The minute of tick time (an integer, as text) the last scan started in."""
 SCAN_CURSOR = b"scan-cursor"
 """The last consents key a scan under way has read."""
+KEYS_CURSOR = b"keys-cursor"
+"""The last keys key the sweep of unused data keys has read."""
 
 
 def encode_held(held: Held) -> bytes:

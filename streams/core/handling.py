@@ -115,7 +115,7 @@ async def _handle_records(
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
         if n in failed and on_error is not None:
-            emits.extend(on_error(record, failed[n]))
+            emits.extend(on_error(record, failed[n], part.store))  # type: ignore[arg-type]  # stateless stages ignore the store
             continue
         try:
             emits.extend(spec.handler(record, part.store))  # type: ignore[arg-type]  # stateless handlers ignore the store

@@ -35,7 +35,7 @@ class Emit:
 
 
 Handler = Callable[[ConsumerRecord[bytes, bytes], PartitionStore], Sequence[Emit]]
-OnError = Callable[[ConsumerRecord[bytes, bytes], Exception], Sequence[Emit]]
+OnError = Callable[[ConsumerRecord[bytes, bytes], Exception, PartitionStore], Sequence[Emit]]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class StageSpec:
     stage's other partitions (paused meanwhile) and before it says it is ready:
     the consents, so no transaction overtakes a consent that was waiting."""
     on_error: OnError | None = None
-    """What to write instead of a record whose handler raised (its dead letter): the
-    record's changes are undone and the partition goes on, like Kafka Streams'
+    """What to write instead of a record whose handler raised (its dead letter; given
+    the partition's store, as the handler is): the record's changes are undone and the
+    partition goes on, like Kafka Streams'
     processing-exception handler. None: the stage stops (StageFailed)."""

@@ -80,6 +80,19 @@ def account_key(bank_id: str, account_id: str) -> bytes:
     return f"{bank_id}:{account_id}".encode()
 
 
+def named_account(bank_id: str | None, key: bytes | None) -> bytes | None:
+    """The per-account key a rejected bank record names (its topic's bank, its key), or
+    None: no key, or one that cannot be an account number. Its dead letter is kept
+    sealed under that account's key, so it goes with the account's erasure."""
+    if bank_id is None or not key or len(key) > 4 * MAX_TEXT["account_id"]:
+        return None
+    try:
+        account_id = key.decode()
+    except UnicodeDecodeError:
+        return None
+    return account_key(bank_id, account_id) if len(account_id) <= MAX_TEXT["account_id"] else None
+
+
 def check_frame(value: bytes | None) -> Rejected | None:
     """Why a record's value cannot be a frame of ours, before decoding it."""
     if value is None:
@@ -124,6 +137,17 @@ def split_consent_key(key: bytes | None) -> tuple[str, str] | Rejected:
     if not (sep and bank_id and account_id):
         return Rejected(BAD_KEY, "consent key is not <bank_id>:<account_id>")
     return bank_id, account_id
+
+
+def named_consent_account(key: bytes | None) -> bytes | None:
+    """The per-account key a rejected consent's key names, or None (as `named_account`)."""
+    try:
+        bank_id, sep, account_id = (key or b"").decode().partition(":")
+    except UnicodeDecodeError:
+        return None
+    if not (sep and 0 < len(bank_id) <= MAX_TEXT["account_id"]):
+        return None
+    return named_account(bank_id, account_id.encode())
 
 
 def check_consent(bank_id: str, account_id: str, consent: Consent) -> Rejected | None:

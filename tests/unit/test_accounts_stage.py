@@ -23,6 +23,7 @@ from streams.agents.stored import (
 from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.store import PartitionStore
+from streams.crypto import Keyring
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules import accounts
@@ -39,7 +40,11 @@ def at(iso: str) -> int:
 
 def stage(codec: Codec) -> Accounts:
     return Accounts(
-        codec, KeyedHasher("k", "k0"), Catalog(Settings()), Metrics(CollectorRegistry())
+        codec,
+        KeyedHasher("k", "k0"),
+        Catalog(Settings()),
+        Metrics(CollectorRegistry()),
+        Keyring.development(),
     )
 
 

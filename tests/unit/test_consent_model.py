@@ -40,6 +40,7 @@ from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.store import PartitionStore
 from streams.core.ticks import TICK_KEY, encode_tick
+from streams.crypto import Keyring
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules.replies import Asked
@@ -373,7 +374,7 @@ class Tally:
 def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -> None:
     """Run `sequence` through the accounts handler; assert every output against the model."""
     handler = accounts_stage.Accounts(
-        codec, HASHER, Catalog(Settings()), Metrics(CollectorRegistry())
+        codec, HASHER, Catalog(Settings()), Metrics(CollectorRegistry()), Keyring.development()
     )
     model, now = Model(), T0
     with scratch_store() as store:

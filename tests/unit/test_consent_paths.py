@@ -14,7 +14,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from streams import catalog, model
+from streams import catalog, crypto, model
 from streams.agents import ingest
 from streams.agents.accounts import Accounts
 from streams.agents.stored import ACCOUNTS_TABLE, save_held, save_state
@@ -22,6 +22,7 @@ from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.store import PartitionStore
 from streams.core.ticks import TICK_KEY, encode_tick
+from streams.crypto import Keyring
 from streams.errors import SettingsError
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
@@ -67,13 +68,27 @@ class Account:
         self.codec = codec
         self.store = PartitionStore(tmp_path / "p0")
         self.handler = Accounts(
-            codec, KeyedHasher("k", "k0"), Catalog(Settings()), Metrics(CollectorRegistry())
+            codec,
+            KeyedHasher("k", "k0"),
+            Catalog(Settings()),
+            Metrics(CollectorRegistry()),
+            Keyring.development(),
         )
         self.offset = 0
 
     def handle(self, key: bytes, value: bytes | None, kind: bytes | None, now: int) -> list[Any]:
         self.offset += 1
         emits = self.handler.handle(record(key, value, kind, now, self.offset), self.store)
+        self.store.commit(self.offset)
+        return list(emits)
+
+    def take(self, emit: Any, now: int) -> list[Any]:
+        """What ingest wrote on the account's stream, headers and all."""
+        self.offset += 1
+        read = ConsumerRecord(
+            STREAM, 0, self.offset, now, 0, emit.key, emit.value, None, 0, 0, list(emit.headers)
+        )
+        emits = self.handler.handle(read, self.store)
         self.store.commit(self.offset)
         return list(emits)
 
@@ -164,22 +179,26 @@ class TestUnreadable:
     def test_an_unreadable_consent_withholds_until_a_readable_one(
         self, codec: Codec, tmp_path: Path
     ) -> None:
-        """Finding 3: a consent ingest cannot accept (a 65-character psid) is dead-lettered
-        and marks its account: the next transaction is withheld (NO_CONSENT), until a newer
-        readable consent arrives."""
+        """Finding 3: a consent ingest cannot accept (a 65-character psid) marks its
+        account, and the accounts stage dead-letters it sealed with the account's key: the
+        next transaction is withheld (NO_CONSENT), until a newer readable consent arrives."""
         stage = ingest.spec(codec, STREAM, Metrics(CollectorRegistry()))
         bad = codec.encode(model.CONSENT, consent(psid="9" * 65, updated_at=BOOKED))
         read = ConsumerRecord(catalog.CONSENTS, 0, 5, BOOKED, 0, KEY, bad, None, 0, 0, [])
         out = list(stage.handler(read, None))  # type: ignore[arg-type]  # ingest keeps no state
         assert [(e.topic, dict(e.headers).get("reason")) for e in out] == [
-            (catalog.DLQ, b"FIELD_TOO_LONG"),
-            (STREAM, None),
+            (STREAM, b"FIELD_TOO_LONG")
         ]
-        marker = out[1]
+        [marker] = out
         account = Account(codec, tmp_path)
         account.consent()
         assert marker.key == KEY
-        account.handle(KEY, marker.value, dict(marker.headers)["kind"], BOOKED)
+        [letter] = [e for e in account.take(marker, BOOKED) if e.topic == catalog.DLQ]
+        hashed = account.handler.records.account_hash(KEY)
+        assert letter.key == hashed.encode() and b"9" * 65 not in letter.value
+        assert dict(letter.headers)["reason"] == b"FIELD_TOO_LONG"
+        data_key = account.handler.sealer.data_key(account.store, hashed, BOOKED)
+        assert crypto.open_sealed(data_key, letter.value, hashed) == bad
         withheld = account.transaction(now=BOOKED + 60_000)
         assert account.notifications(withheld) == []
         decisions = [d for s, d in account.audit(withheld) if s == model.DECISION]
@@ -253,15 +272,19 @@ class TestAtTheDoor:
             ("source-offset", b"41"),
         ]
         read = ConsumerRecord(STREAM, 0, 9, BOOKED, 0, KEY, b"\x00", None, 0, 0, headers)
-        (letter,) = spec.on_error(read, KeyError("boom"))
-        assert letter.topic == catalog.DLQ and letter.value == b"\x00"
+        (letter,) = spec.on_error(read, KeyError("boom"), account.store)
+        hashed = account.handler.records.account_hash(KEY)
+        assert (letter.topic, letter.key) == (catalog.DLQ, hashed.encode())
         assert dict(letter.headers) == {
             "reason": b"PROCESSING_ERROR",
             "error": b"KeyError in the accounts stage",
             "source-topic": b"bank.banque-alpine.transactions.v1",
             "source-partition": b"2",
             "source-offset": b"41",
+            "sealed": b"aes-256-gcm",
         }
+        data_key = account.handler.sealer.data_key(account.store, hashed, BOOKED)
+        assert crypto.open_sealed(data_key, letter.value, hashed) == b"\x00"
 
     def test_a_scan_goes_past_an_account_it_cannot_scan(self, codec: Codec, tmp_path: Path) -> None:
         """Finding 5: a stored consent whose time zone cannot be loaded (written before the

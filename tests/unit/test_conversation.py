@@ -19,6 +19,7 @@ from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.spec import Emit
 from streams.core.store import PartitionStore
+from streams.crypto import Keyring
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules.intents import PAYLOADS, parse
@@ -87,7 +88,9 @@ class Talk:
         self.store = PartitionStore(tmp_path / "psids")
         self.metrics = Metrics(CollectorRegistry())
         self.cat = Catalog(Settings())
-        accounts = Accounts(codec, KeyedHasher("k", "k0"), self.cat, self.metrics)
+        accounts = Accounts(
+            codec, KeyedHasher("k", "k0"), self.cat, self.metrics, Keyring.development()
+        )
         self.handler = Conversation(self.cat, self.metrics, accounts.records.message)
         self.ingest = ingest.spec(
             codec,

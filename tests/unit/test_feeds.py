@@ -4,6 +4,7 @@ offsets, outcome and reason, and nothing else; what is not a bank's record tells
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from streams import catalog, feeds, model
 from streams.agents import ingest, outcomes
+from streams.agents.accounts import Accounts
 from streams.codec import Codec
 from streams.core.spec import Emit
+from streams.core.store import PartitionStore
+from streams.crypto import Keyring
 from streams.metrics import Metrics
+from streams.redact import KeyedHasher
+from streams.settings import Settings
 from streams.stream import Source, dead_letter_headers
 from tests import samples
 
@@ -96,18 +102,29 @@ def test_an_erasure_receipt_and_a_decision_on_no_ingest_topic_tell_no_one(codec:
 
 
 def test_what_ingest_dead_letters_is_told_to_the_topic_bank_with_its_reason(
-    codec: Codec,
+    codec: Codec, tmp_path: Path
 ) -> None:
-    """A transaction on alpine's topic that claims thames goes to the DLQ (BANK_MISMATCH);
-    read back from the DLQ, it is alpine's DEAD_LETTERED outcome at its own offsets,
-    with no transaction id (a dead letter may be unreadable)."""
+    """A transaction on alpine's topic that claims thames goes to the DLQ (BANK_MISMATCH),
+    through its account's stream, sealed; read back from the DLQ, it is alpine's
+    DEAD_LETTERED outcome at its own offsets, with no transaction id (a dead letter may
+    be unreadable)."""
     spoofed = codec.encode(model.TRANSACTION, {**samples.TRANSACTION, "bank_id": THAMES})
     arrived: Any = ConsumerRecord(
         ALPINE_TOPIC, 5, 42, AT, 0, samples.TRANSACTION["account_id"].encode(), spoofed,
         None, 0, 0, [],
     )  # fmt: skip
     handled = ingest.spec(codec, "app.accounts", Metrics(CollectorRegistry())).handler
-    [dead] = handled(arrived, None)  # type: ignore[arg-type]  # ingest keeps no state
+    [passed] = handled(arrived, None)  # type: ignore[arg-type]  # ingest keeps no state
+    assert passed.topic == "app.accounts"  # to be sealed by the accounts stage
+    store = PartitionStore(tmp_path / "p0")
+    accounts = Accounts(
+        codec, KeyedHasher("k", "k0"), catalog.Catalog(Settings(app_id="app")),
+        Metrics(CollectorRegistry()), Keyring.development(),
+    )  # fmt: skip
+    read: Any = ConsumerRecord(
+        "app.accounts", 0, 0, AT, 0, passed.key, passed.value, None, 0, 0, list(passed.headers)
+    )
+    [dead] = accounts.handle(read, store)
     assert dead.topic == catalog.DLQ
     [(topic, key, outcome)] = told(codec, dead)
     assert (topic, key) == (catalog.outcomes_topic_name(ALPINE), b"5")

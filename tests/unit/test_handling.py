@@ -38,7 +38,9 @@ def count(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequen
     return [Emit(SINK, record.key, str(n).encode())]
 
 
-def dead_letter(record: ConsumerRecord[bytes, bytes], error: Exception) -> list[Emit]:
+def dead_letter(
+    record: ConsumerRecord[bytes, bytes], error: Exception, _: PartitionStore
+) -> list[Emit]:
     return [Emit(DEAD, record.key, type(error).__name__.encode())]
 
 

@@ -78,20 +78,24 @@ def test_a_consent_tombstone_travels_as_an_erasure(codec: Codec) -> None:
 def test_an_unreadable_consent_is_dead_lettered_and_its_account_withholds(
     codec: Codec,
 ) -> None:
-    """A consent that cannot be decoded goes to the DLQ with its reason and coordinates,
-    and its account gets the marker that withholds everything (fail closed)."""
-    dead, marker = handle(codec, arriving(catalog.CONSENTS, ACCOUNT_KEY, b"\x00garbage"))
-    assert dead.topic == catalog.DLQ and dead.value == b"\x00garbage"
-    assert headers(dead)["source-topic"] == catalog.CONSENTS.encode()
-    assert headers(dead)["source-offset"] == b"7"
-    assert marker.topic == STREAM and read_back(marker) == stream.UnreadableConsent(ACCOUNT_KEY)
+    """A consent that cannot be decoded goes to its account as the marker that withholds
+    everything (fail closed), carrying its bytes, reason and coordinates: the accounts
+    stage dead-letters it, sealed with the account's key."""
+    [marker] = handle(codec, arriving(catalog.CONSENTS, ACCOUNT_KEY, b"\x00garbage"))
+    assert (marker.topic, marker.key, marker.value) == (STREAM, ACCOUNT_KEY, b"\x00garbage")
+    assert headers(marker)["source-topic"] == catalog.CONSENTS.encode()
+    assert headers(marker)["source-offset"] == b"7"
+    dead = stream.Dead("UNKNOWN_SCHEMA_ID", headers(marker)["error"].decode())
+    assert read_back(marker) == stream.UnreadableConsent(ACCOUNT_KEY, dead)
 
 
 def test_a_consent_whose_key_names_no_account_is_dead_lettered_alone(codec: Codec) -> None:
-    """Without an account in its key there is nothing to withhold: only the dead letter."""
+    """Without an account in its key there is nothing to withhold, and nothing could erase
+    its bytes by account: the dead letter says why, where and how long, not what."""
     frame = codec.encode(CONSENT, samples.CONSENT)
     [dead] = handle(codec, arriving(catalog.CONSENTS, b"no-account", frame))
     assert (dead.topic, headers(dead)["reason"]) == (catalog.DLQ, b"BAD_KEY")
+    assert dead.value is None and headers(dead)["size"] == str(len(frame)).encode()
 
 
 @pytest.mark.parametrize(
@@ -110,12 +114,16 @@ def test_a_consent_whose_key_names_no_account_is_dead_lettered_alone(codec: Code
 def test_a_transaction_that_breaks_a_rule_is_dead_lettered_with_its_reason(
     codec: Codec, why: str, key: bytes, changes: dict[str, Any], reason: bytes
 ) -> None:
-    """A decodable transaction that breaks an ingest rule goes to the DLQ alone, with
-    the rule's reason and its bank topic's coordinates; nothing reaches the account."""
+    """A decodable transaction that breaks an ingest rule goes, bytes unchanged, to the
+    stream of the account its key names as a dead record (the accounts stage seals it
+    into the DLQ), with the rule's reason and its bank topic's coordinates."""
     frame = codec.encode(TRANSACTION, {**samples.TRANSACTION, **changes})
     [dead] = handle(codec, arriving(BANK_TOPIC, key, frame))
-    assert (dead.topic, headers(dead)["reason"]) == (catalog.DLQ, reason), why
+    named = f"{BANK}:{key.decode()}".encode()
+    assert (dead.topic, dead.key, dead.value) == (STREAM, named, frame), why
     assert headers(dead)["source-topic"] == BANK_TOPIC.encode()
+    read = read_back(dead)
+    assert isinstance(read, stream.DeadRecord) and read.dead.reason == reason.decode(), why
 
 
 @pytest.mark.parametrize(
@@ -124,9 +132,21 @@ def test_a_transaction_that_breaks_a_rule_is_dead_lettered_with_its_reason(
 def test_a_transaction_that_cannot_be_read_is_dead_lettered_with_its_reason(
     codec: Codec, value: bytes | None, reason: bytes
 ) -> None:
-    """No value, or a frame of no schema we know: the DLQ, with the reason."""
+    """No value, or a frame of no schema we know: to be sealed for its account, with the
+    reason."""
     [dead] = handle(codec, arriving(BANK_TOPIC, ACCOUNT.encode(), value))
-    assert (dead.topic, headers(dead)["reason"]) == (catalog.DLQ, reason)
+    assert (dead.topic, headers(dead)["reason"]) == (STREAM, reason)
+
+
+@pytest.mark.parametrize("key", [None, b"", b"\xff\xfe", b"x" * 65])
+def test_a_transaction_whose_key_names_no_account_is_dead_lettered_as_its_size(
+    codec: Codec, key: bytes | None
+) -> None:
+    """No key, or one that cannot be an account number: nothing could erase its bytes by
+    account, so the DLQ gets its reason, coordinates and size only."""
+    [dead] = handle(codec, arriving(BANK_TOPIC, key, b"\x07 twelve bytes"))
+    assert (dead.topic, dead.value) == (catalog.DLQ, None)
+    assert headers(dead)["size"] == b"14" and headers(dead)["source-offset"] == b"7"
 
 
 def test_a_record_without_a_kind_reads_as_a_transaction_of_unknown_source() -> None:

@@ -51,6 +51,7 @@ ONLY = [
     ("streams.errors", ()),
     ("streams.metrics", ()),
     ("streams.settings", ("streams.errors",)),
+    ("streams.crypto", ("streams.errors", "streams.settings")),
     ("streams.codec", ("streams.model", "streams.errors")),
     ("streams.catalog", ("streams.model", "streams.errors", "streams.settings", "streams.limits")),
     (

@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="show: one line per dead letter (never its bytes); count: by bank and reason",
     )
     _banks(dead, "only this bank's; `consents` for consents.v1's")
+    dead.add_argument(
+        "--decrypt",
+        action="store_true",
+        help="break-glass: open each sealed letter (needs PASSERELLE_KEK_FILE and to read "
+        "the accounts changelog); an erased account's letters say `shredded`",
+    )
     dead.set_defaults(run=actions.run_dlq)
 
     talk = command("ask", help="say something to the Page as a customer, print the answers")

@@ -60,11 +60,20 @@ def run_kafka(args: argparse.Namespace) -> int | None:
 
 
 def run_dlq(args: argparse.Namespace) -> None:
+    from streams.crypto import keyring_of
     from streams.settings import Settings
     from streams.tools import dlq
 
-    letters = asyncio.run(dlq.read(Settings.from_env(), args.bank))
-    (dlq.show if args.action == "show" else dlq.count)(letters)
+    settings = Settings.from_env()
+    if args.decrypt and args.action != "show":
+        raise PasserelleError("--decrypt goes with `dlq show`")
+    ring = keyring_of(settings) if args.decrypt else None  # refused before any reading
+    letters = asyncio.run(dlq.read(settings, args.bank))
+    if ring is not None:
+        keys = asyncio.run(dlq.data_keys(settings))
+        dlq.show_opened(letters, keys, ring, codec_of(settings))
+    else:
+        (dlq.show if args.action == "show" else dlq.count)(letters)
 
 
 def run_topics(args: argparse.Namespace) -> None:

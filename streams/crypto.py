@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from streams.errors import SettingsError
 from streams.settings import PREFIX, Settings
 
+KEYS_TABLE = "keys"
+"""The accounts stage's table of wrapped data keys, keyed by the account's hash."""
 KEY_BYTES = 32
 NONCE_BYTES = 12
 WRAPPED = b"K1"
@@ -125,6 +128,17 @@ class Keyring:
     @staticmethod
     def kid_of(wrapped: bytes) -> str:
         return _split_wrapped(wrapped)[0]
+
+
+def encode_key(wrapped: bytes, used: int) -> bytes:
+    """A data key as the `keys` table keeps it: wrapped, and when it last sealed (ms)."""
+    return json.dumps({"wrapped": wrapped.hex(), "used": used}).encode()
+
+
+def decode_key(raw: bytes) -> tuple[bytes, int]:
+    """The wrapped data key, and when it last sealed something (ms)."""
+    data = json.loads(raw)
+    return bytes.fromhex(data["wrapped"]), int(data["used"])
 
 
 def seal(key: bytes, value: bytes, account: str) -> bytes:

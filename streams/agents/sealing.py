@@ -17,7 +17,6 @@ scan once its dead letters have expired (`KEY_UNUSED_MS`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from aiokafka.structs import ConsumerRecord
@@ -26,21 +25,12 @@ from streams import catalog, crypto
 from streams.agents.stored import KEYS_TABLE
 from streams.core.spec import Emit
 from streams.core.store import PartitionStore
+from streams.crypto import decode_key, encode_key
 from streams.stream import Dead, Source, dead_letter_headers
 
 KEY_UNUSED_MS = 15 * 86_400_000
 """A key of an account without a consent is deleted this long after its last use:
 the DLQ's retention (14 days) and a day's margin."""
-
-
-def encode_key(wrapped: bytes, used: int) -> bytes:
-    return json.dumps({"wrapped": wrapped.hex(), "used": used}).encode()
-
-
-def decode_key(raw: bytes) -> tuple[bytes, int]:
-    """The wrapped data key, and when it last sealed something (ms)."""
-    data = json.loads(raw)
-    return bytes.fromhex(data["wrapped"]), int(data["used"])
 
 
 class Sealer:

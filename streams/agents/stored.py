@@ -24,6 +24,7 @@ import json
 from typing import Any, cast
 
 from streams.core.store import PartitionStore
+from streams.crypto import KEYS_TABLE as KEYS_TABLE  # kept by the sealer, read by `dlq show`
 from streams.model import Consent
 from streams.rules.accounts import State, new_state
 from streams.rules.consent import Ended, Held, Mute
@@ -31,7 +32,6 @@ from streams.rules.consent import Ended, Held, Mute
 CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
 ASKED_TABLE = "asked"
-KEYS_TABLE = "keys"
 META_TABLE = "meta"
 LAST_SCAN = b"last-scan"
 """The minute of tick time (an integer, as text) the last scan started in."""

@@ -1,19 +1,26 @@
 """What the dead-letter topic holds: each record's reason and where it came from.
 
-A dead letter keeps the original key and bytes (docs/runbook.md); this tool
-never prints them (they can name accounts and amounts), only the headers an
-operator needs to act: the reason code, the message, the source topic,
-partition and offset, and the size of what was kept.
+A dead letter of an account keeps the original bytes sealed with the account's
+data key, keyed by its hash; any other keeps its size only (docs/runbook.md).
+`show` and `count` print only the headers an operator needs to act: the reason
+code, the message, the source topic, partition and offset, and the size of what
+was kept. `show --decrypt` (break-glass) also opens each sealed letter: it needs
+the key-encryption keys (PASSERELLE_KEK_FILE) and to read the accounts stage's
+changelog, where the wrapped data keys are; a letter whose account was erased
+since says `shredded`.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streams import catalog, kafka
+from streams import catalog, crypto, kafka
+from streams.codec import Codec
+from streams.errors import CodecError
 from streams.settings import Settings
 from streams.stream import Source
 
@@ -31,6 +38,9 @@ class Letter:
     messenger.inbound.v1, `feedback` for messenger.feedback.v1, `delivery` for a
     notification the delivery worker gave up on; `?` if unknown."""
     size: int
+    account: str | None = None
+    """The account's keyed hash, when the letter is sealed for one."""
+    sealed: bytes | None = None
 
 
 def letter(record: Any) -> Letter:
@@ -47,7 +57,10 @@ def letter(record: Any) -> Letter:
     bank = catalog.bank_of_topic(topic) or shared.get(topic, "?")
     kept = int(headers["size"]) if headers.get("size", "").isdigit() else len(record.value or b"")
     size = kept + len(record.key or b"")  # a customer's message is kept as its size only
-    return Letter(headers.get("reason", "?"), headers.get("error", ""), where, bank, size)
+    why = (headers.get("reason", "?"), headers.get("error", ""), where, bank, size)
+    if "sealed" in headers and record.key:
+        return Letter(*why, account=record.key.decode(errors="replace"), sealed=record.value)
+    return Letter(*why)
 
 
 def select(letters: Iterable[Letter], banks: list[str]) -> list[Letter]:
@@ -62,6 +75,46 @@ async def read(settings: Settings, banks: list[str]) -> list[Letter]:
 def show(letters: list[Letter], say: Say = print) -> None:
     for m in letters:
         say(f"{m.source}  {m.reason}  {m.size} bytes  {m.error}")
+    say(f"{len(letters)} dead letters")
+
+
+async def data_keys(settings: Settings) -> dict[str, bytes]:
+    """The wrapped data key of every account that has one now (the accounts changelog's
+    `keys` table, its latest record per key; a tombstone: shredded)."""
+    changelog = catalog.Catalog(settings).changelog("accounts").name
+    prefix = crypto.KEYS_TABLE.encode() + b"\x00"
+    kept: dict[str, bytes | None] = {}
+    for r in await kafka.read_all(settings, changelog):
+        if r.key and r.key.startswith(prefix):
+            kept[r.key[len(prefix) :].decode()] = r.value
+    return {account: raw for account, raw in kept.items() if raw is not None}
+
+
+def opened(m: Letter, keys: dict[str, bytes], ring: crypto.Keyring, codec: Codec) -> str:
+    """What a sealed letter holds, decoded where it is one of our records."""
+    if m.account is None or m.sealed is None:
+        return "not kept (it names no account)"
+    raw = keys.get(m.account)
+    if raw is None:
+        return "shredded (its account was erased, or its key expired with its letters)"
+    try:
+        data_key = ring.unwrap(crypto.decode_key(raw)[0], m.account)
+        value = crypto.open_sealed(data_key, m.sealed, m.account)
+    except crypto.Unreadable as exc:
+        return f"unreadable: {exc}"
+    try:
+        subject, record = codec.decode_any(value)
+    except CodecError:
+        return f"{len(value)} bytes, not a record of ours: {value[:64]!r}"
+    return f"{subject} {json.dumps(record, default=str, ensure_ascii=False)}"
+
+
+def show_opened(
+    letters: list[Letter], keys: dict[str, bytes], ring: crypto.Keyring, codec: Codec,
+    say: Say = print,
+) -> None:  # fmt: skip
+    for m in letters:
+        say(f"{m.source}  {m.reason}  {m.account or '-'}  {opened(m, keys, ring, codec)}")
     say(f"{len(letters)} dead letters")
 
 

@@ -11,9 +11,10 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from streams import crypto
-from streams.agents.sealing import KEY_UNUSED_MS, Sealer, decode_key
+from streams.agents.sealing import KEY_UNUSED_MS, Sealer
 from streams.agents.stored import KEYS_TABLE
 from streams.core.store import PartitionStore
+from streams.crypto import decode_key
 from streams.errors import SettingsError
 from streams.settings import Settings
 

@@ -159,6 +159,8 @@ class Accounts:
             return []
         held, links = psid_links(self.catalog.psid_stream().name, key, change)
         save_held(store, key, held)
+        if held == Held():  # the authority forgot the account: its dead letters go too
+            self.sealer.shred(store, key)
         ended, marker = change.ended_consent, change.marker
         if change.outcome != "ended" or ended is None or marker is None:
             return links

@@ -34,13 +34,13 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, Phase, find, given, settings
 from prometheus_client import CollectorRegistry
 
-from streams import catalog
+from streams import catalog, crypto
 from streams.agents import accounts as accounts_stage
 from streams.catalog import Catalog
 from streams.codec import Codec
 from streams.core.store import PartitionStore
 from streams.core.ticks import TICK_KEY, encode_tick
-from streams.crypto import Keyring
+from streams.crypto import KEYS_TABLE, Keyring, decode_key
 from streams.metrics import Metrics
 from streams.redact import KeyedHasher
 from streams.rules.replies import Asked
@@ -317,8 +317,10 @@ def check_notification(model: Model, n: dict[str, Any], now: int, booked: int | 
 # -- running the real handler -----------------------------------------------------------
 
 
-def record(offset: int, now: int, key: bytes, value: bytes | None, kind: bytes | None) -> Any:
-    headers = [("kind", kind)] if kind else []
+def record(
+    offset: int, now: int, key: bytes, value: bytes | None, kind: bytes | None, *extra: Any
+) -> Any:
+    headers = [("kind", kind), *extra] if kind else []
     if kind:
         headers += [
             ("source-topic", f"bank.{BANK}.transactions.v1".encode()),
@@ -377,6 +379,7 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
         codec, HASHER, Catalog(Settings()), Metrics(CollectorRegistry()), Keyring.development()
     )
     model, now = Model(), T0
+    letters: list[bytes] = []  # sealed for the account since it was last erased
     with scratch_store() as store:
         for offset, (step, (what, payload)) in enumerate(sequence):
             now += step
@@ -399,8 +402,9 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
                 report = record(offset, now, KEY, payload.encode(), KIND_UNREACHABLE)
                 emits = handler.handle(report, store)
                 model.unreachable(payload)
-            elif what == "unreadable":
-                marker = record(offset, now, KEY, None, b"consent-unreadable")
+            elif what == "unreadable":  # with its dead letter, sealed for the account
+                why = (("reason", b"BAD_LOCALE"), ("error", b"locale is not known"))
+                marker = record(offset, now, KEY, UNREADABLE, b"consent-unreadable", *why)
                 emits = handler.handle(marker, store)
                 model.unreadable = True
             elif what == "tx":
@@ -413,7 +417,32 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
                 emits = handler.handle(record(offset, now, TICK_KEY, encode_tick(now), None), store)
                 model.tick(now)
             store.commit(offset + 1)
+            letters += [e.value for e in emits if e.topic == catalog.DLQ]
+            emits = [e for e in emits if e.topic != catalog.DLQ or what != "unreadable"]
             check_emits(codec, model, emits, now, booked, tally, ask)
+            if model.ends or what == "tombstone":  # the account erased or forgotten
+                assert not opens(store, letters), "a dead letter outlives its account's erasure"
+                letters = []
+
+
+UNREADABLE = b"\x00a consent no schema reads"
+ACCOUNT_HASH = HASHER.account(*KEY.decode().split(":", 1))
+
+
+def opens(store: PartitionStore, letters: list[bytes]) -> bool:
+    """Whether the data key the store holds for the account opens any of `letters`: what
+    an operator with the KEK could read of them (`dlq show --decrypt`)."""
+    raw = store.get(KEYS_TABLE, ACCOUNT_HASH.encode())
+    if raw is None:
+        return False
+    key = Keyring.development().unwrap(decode_key(raw)[0], ACCOUNT_HASH)
+    for letter in letters:
+        try:
+            assert crypto.open_sealed(key, letter, ACCOUNT_HASH) == UNREADABLE
+            return True
+        except crypto.Unreadable:
+            pass
+    return False
 
 
 def check_emits(
@@ -649,6 +678,14 @@ def _alert_not_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Records, "decision", decision)
 
 
+def _erasure_keeps_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure that deletes the state but keeps the account's data key: its dead
+    letters stay readable to whoever holds the KEK."""
+    from streams.agents.sealing import Sealer
+
+    monkeypatch.setattr(Sealer, "shred", lambda self, store, key: None)
+
+
 MUTANTS = [
     _digest_without_status,
     _inherited_state,
@@ -663,6 +700,7 @@ MUTANTS = [
     _revocation_keeps_no_marker,
     _digest_not_disclosed,
     _alert_not_listed,
+    _erasure_keeps_the_key,
 ]
 
 

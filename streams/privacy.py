@@ -36,6 +36,8 @@ CATEGORIES: dict[str, str] = {
     "preference": "locale, time zone, quiet hours, alert thresholds, digest, display",
     "reference": "ids of transactions, consents, notifications and messages",
     "operational": "bank ids, timestamps, kinds, outcomes, reasons, offsets: nobody's data",
+    "sealed": "an account's record encrypted with its data key: unreadable (shredded) once "
+    "the account is erased",
 }
 """The data categories a field may carry (a schema field's `"data"` annotation)."""
 
@@ -76,7 +78,9 @@ KEY_DATA: dict[str, tuple[str, ...]] = {
     f"bank.{BANK}.outcomes.v1": ("operational",),
     catalog.CONSENTS: ("account-number",),
     catalog.NOTIFICATIONS: ("messenger-id",),
-    catalog.DLQ: ("account-number", "messenger-id"),  # the source record's key
+    # the account's hash (a sealed letter), else the source record's key, which may be a
+    # psid, or a bank's key that could not be an account number
+    catalog.DLQ: ("pseudonym", "messenger-id", "account-number"),
     catalog.AUDIT: ("pseudonym",),
     catalog.INBOUND: ("messenger-id",),
     catalog.REQUESTS: ("account-number",),
@@ -95,7 +99,7 @@ _ACCOUNT_RECORDS = (
 _PSID_LINKS = ("account-number", "reference", "operational")  # a psid's accounts and asks
 
 VALUE_DATA: dict[str, tuple[str, ...]] = {
-    catalog.DLQ: tuple(CATEGORIES),  # any record, as it was sent
+    catalog.DLQ: ("sealed",),  # an account's record, sealed; any other keeps no bytes
     "<app>.accounts": _ACCOUNT_RECORDS,
     "<app>.accounts-changelog": _ACCOUNT_RECORDS,
     "<app>.psids": _PSID_LINKS,
@@ -220,8 +224,17 @@ def _retention(topic: catalog.Topic) -> str:
     return f"{_hours(topic.removal_bound_ms)}, then deleted"
 
 
+SHREDDED = {
+    catalog.DLQ: "shredded: an account's letters become unreadable when its erasure deletes "
+    "its data key",
+}
+"""How a topic's records are erased when they are not erased by key or by age alone."""
+
+
 def _erasure(topic: catalog.Topic) -> str:
     bound = _hours(topic.removal_bound_ms)
+    if topic.name in SHREDDED:
+        return f"{SHREDDED[topic.name]}; records stay until their retention ends ({bound})"
     if topic.compacted:
         return f"a tombstone for the key; compaction removes the key's records within {bound}"
     return f"none record by record: records stay until their retention ends ({bound})"

@@ -140,7 +140,7 @@ def secure_broker(local_kafka_settings: LocalKafkaSettings) -> Iterator[localkaf
 @pytest.fixture
 def settings(broker: localkafka.Cluster) -> Settings:
     """Settings that reach the session broker."""
-    return Settings(bootstrap_servers=broker.bootstrap)
+    return Settings(bootstrap_servers=broker.bootstrap, allow_dev_hash_key=True)
 
 
 _T = TypeVar("_T")
@@ -188,7 +188,9 @@ async def fresh_app(settings: Settings, prefix: str, banks: list[str]) -> Settin
     from streams.tools import topics
 
     app = Settings(
-        bootstrap_servers=settings.bootstrap_servers, app_id=f"{prefix}-{uuid.uuid4().hex[:8]}"
+        bootstrap_servers=settings.bootstrap_servers,
+        app_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        allow_dev_hash_key=settings.allow_dev_hash_key,
     )
     await topics.create(app, Catalog(app).all(banks), say=lambda _: None)
     return app

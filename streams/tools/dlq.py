@@ -84,7 +84,8 @@ async def data_keys(settings: Settings) -> dict[str, bytes]:
     changelog = catalog.Catalog(settings).changelog("accounts").name
     prefix = crypto.KEYS_TABLE.encode() + b"\x00"
     kept: dict[str, bytes | None] = {}
-    for r in await kafka.read_all(settings, changelog):
+    missing = f"set PASSERELLE_APP_ID to the workers' app id (it names {changelog})"
+    for r in await kafka.read_all(settings, changelog, missing=missing):
         if r.key and r.key.startswith(prefix):
             kept[r.key[len(prefix) :].decode()] = r.value
     return {account: raw for account, raw in kept.items() if raw is not None}

@@ -202,5 +202,9 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         errors="replace",  # a dead letter's key may be any bytes
         timeout=120,
-        env={**os.environ, "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers},
+        env={
+            **os.environ,
+            "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,
+            "PASSERELLE_APP_ID": settings.app_id,  # whose internal topics (the changelog)
+        },
     )

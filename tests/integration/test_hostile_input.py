@@ -14,7 +14,9 @@ from pathlib import Path
 from streams import catalog, kafka, limits, model
 from streams.codec import Codec
 from streams.kafka import read_all
-from streams.settings import Settings
+from streams.redact import KeyedHasher
+from streams.rules import ingest as rules
+from streams.settings import DEV_HASH_KEY, Settings
 from streams.tools import reconcile
 from tests import samples
 from tests.conftest import fresh_app, unique_bank
@@ -89,11 +91,14 @@ def hostile(codec: Codec, bank: str, rng: random.Random) -> list[Payload]:
         lambda: (key, b"", {"TRUNCATED_FRAME"}),
     ]
     payloads = [rng.choice(kinds)() for _ in range(PAYLOADS - 12)]
-    # Values up to the topic's limit: refused unread, and kept whole in the DLQ.
+    # Values up to the topic's limit: refused unread, and kept whole (sealed) in the DLQ.
     limit = limits.MAX_INPUT_BYTES - 512  # the record batch's own overhead
     sizes = [65 * 1024, 100_000, 500_000, limit] * 3
     payloads += [(key, rng.randbytes(size), {"TOO_LARGE"}) for size in sizes]
     return payloads
+
+
+HASHER = KeyedHasher(DEV_HASH_KEY, "k0")  # the worker's
 
 
 async def test_five_thousand_hostile_payloads_all_land_in_the_dlq_with_their_reason(
@@ -109,14 +114,14 @@ async def test_five_thousand_hostile_payloads_all_land_in_the_dlq_with_their_rea
 
     payloads = hostile(codec, bank, random.Random(20261129))
     expected: dict[tuple[int, int], set[str]] = {}
-    originals: dict[tuple[int, int], bytes | None] = {}
+    originals: dict[tuple[int, int], tuple[bytes | None, bytes | None]] = {}
     producer = kafka.producer(settings, linger_ms=5)
     await producer.start()
     try:
         for key, value, reasons in payloads:
             sent = await producer.send_and_wait(topic, value, key)
             expected[(sent.partition, sent.offset)] = reasons
-            originals[(sent.partition, sent.offset)] = value
+            originals[(sent.partition, sent.offset)] = (key, value)
     finally:
         await producer.stop()
 
@@ -136,7 +141,14 @@ async def test_five_thousand_hostile_payloads_all_land_in_the_dlq_with_their_rea
         h = dict(letter.headers)
         where = (int(h["source-partition"]), int(h["source-offset"]))
         got[where] = h["reason"].decode()
-        assert letter.value == originals[where], f"the DLQ keeps the original bytes at {where}"
+        key, value = originals[where]
+        named = rules.named_account(bank, key)
+        if named is None:  # nothing could erase it by account: its size, never its bytes
+            assert letter.value is None and h["size"] == str(len(value or b"")).encode(), where
+        else:  # sealed for its account, keyed by the account's hash, never in clear
+            assert letter.key == HASHER.account(bank, named.decode().split(":", 1)[1]).encode()
+            assert h["sealed"] == b"aes-256-gcm" and letter.value != value, where
+            assert len(letter.value) == len(value or b"") + 30, where  # S1, nonce, tag
     assert set(got) == set(expected), "one dead letter per payload"
     wrong = {w: (got[w], expected[w]) for w in expected if got[w] not in expected[w]}
     assert not wrong, list(wrong.items())[:5]

@@ -14,9 +14,12 @@ from streams.catalog import AUDIT, CONSENTS, DLQ, NOTIFICATIONS, Catalog
 from streams.codec import Codec, EmbeddedRegistry
 from streams.core.store import PartitionStore
 from streams.kafka import read_all
-from streams.settings import Settings
+from streams.redact import KeyedHasher
+from streams.settings import DEV_HASH_KEY, Settings
 from tests import samples
 from tests.integration.harness import Worker, cli, pipeline_worker, send, until
+
+HASHER = KeyedHasher(DEV_HASH_KEY, "k0")  # the worker's, as the harness starts it
 
 
 async def test_an_erased_account_remains_only_where_its_receipt_says(
@@ -25,8 +28,9 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
     """A consenting account is notified, dead-lettered once, revoked and then erased by the
     consent authority's tombstone. Its account number, psid and a canary merchant name are
     then found only in topics its receipt lists, in the part (key or value) whose data
-    categories the record of processing declares there; the worker's store holds nothing
-    under its key."""
+    categories the record of processing declares there; never in the DLQ, whose letter
+    break-glass opened while the account lived and finds shredded after; the worker's
+    store holds nothing under its key."""
     data = tmp_path / "data"
     settings, bank, worker = await pipeline_worker(settings, "erase", data, workers)
     cat = Catalog(settings)
@@ -57,6 +61,15 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
         await send(settings, bank_topic, account.encode(), frame)
     await send(settings, bank_topic, account.encode(), b"\x07 not a frame " + canary.encode())
     await until(lambda: audited(model.DECISION, 3), worker)
+    hashed = HASHER.account(bank, account).encode()
+
+    async def dead_lettered() -> bool:
+        return any(r.key == hashed for r in await read_all(settings, DLQ))
+
+    await until(dead_lettered, worker)
+    opened = cli(settings, "dlq", "show", "--decrypt", "--bank", bank)
+    assert opened.returncode == 0, opened.stderr
+    assert canary in opened.stdout, "while the account lives, break-glass opens its letter"
     revoked = {**consent, "status": "REVOKED_BY_PSU", "updated_at": now + 1}
     await send(settings, CONSENTS, key, codec.encode(model.CONSENT, revoked))
     await until(lambda: audited(model.ERASURE_RECEIPT), worker)
@@ -71,6 +84,9 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
 
     await until(marker_gone, worker)
     assert worker.stop() == 0
+    shredded = cli(settings, "dlq", "show", "--decrypt", "--bank", bank)
+    assert shredded.returncode == 0, shredded.stderr
+    assert canary not in shredded.stdout and "shredded" in shredded.stdout, shredded.stdout
 
     [receipt] = [
         d
@@ -98,9 +114,9 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
         (bank_topic, "value", "financial"),
         (NOTIFICATIONS, "key", "messenger-id"),
         (NOTIFICATIONS, "value", "financial"),
-        (DLQ, "value", "financial"),
     }
     assert expected <= hits, f"the search found {sorted(hits)}"
+    assert not [h for h in hits if h[0] == DLQ], "the DLQ holds the account in clear"
     assert not [h for h in hits if h[0] == AUDIT], "the audit trail names the account in clear"
 
     for path in sorted((data / settings.app_id / "accounts").iterdir()):

@@ -117,14 +117,16 @@ def test_a_bank_without_a_topic_is_told_how_to_create_it(settings: Settings) -> 
 
 
 async def test_the_runbooks_commands_work_as_written(settings: Settings, tmp_path: Path) -> None:
-    """A bad record dead-lettered by a real ingest stage is shown by `passerelle dlq` (its
-    reason and coordinates, never its bytes) and by Kafka's own console consumer through
-    `passerelle kafka tool`; the stage's group is described, and no transaction hangs."""
+    """A bad record dead-lettered by real ingest and accounts stages is shown by `passerelle
+    dlq` (its reason and coordinates, never its bytes; break-glass `--decrypt` opens it)
+    and by Kafka's own console consumer through `passerelle kafka tool`; the stage's
+    group is described, and no transaction hangs."""
     bank = unique_bank()
     app = await fresh_app(settings, "runbook", [bank])
     app = dataclasses.replace(app, data_dir=tmp_path)
     built = worker.pipeline(app, Metrics(CollectorRegistry()), tick_interval_s=0)
-    ingest = asyncio.create_task(built.ingest.run())
+    stages = [built.ingest, built.accounts]  # ingest passes it on; accounts seals it
+    running = [asyncio.create_task(stage.run()) for stage in stages]
     try:
         producer = kafka.producer(app)
         await producer.start()
@@ -136,13 +138,18 @@ async def test_the_runbooks_commands_work_as_written(settings: Settings, tmp_pat
             await producer.stop()
         await bounded(_until_dead_lettered(app, bank), 60)
     finally:
-        built.ingest.stop()
-        await ingest
+        for stage in stages:
+            stage.stop()
+        await asyncio.gather(*running)
 
     shown = cli(app, "dlq", "show", "--bank", bank)
     assert shown.returncode == 0, shown.stderr
     assert f"bank.{bank}.transactions.v1-" in shown.stdout and "BAD_MAGIC_BYTE" in shown.stdout
     assert "secret-bytes" not in shown.stdout and "1 dead letters" in shown.stdout
+    opened = cli(app, "dlq", "show", "--decrypt", "--bank", bank)
+    assert opened.returncode == 0 and "secret-bytes" in opened.stdout, opened.stderr
+    wrong = cli(app, "dlq", "count", "--decrypt")
+    assert wrong.returncode != 0 and len(wrong.stderr.strip().splitlines()) == 1
     counted = cli(app, "dlq", "count", "--bank", bank)
     assert counted.stdout.splitlines()[0].split() == [bank, "BAD_MAGIC_BYTE", "1"]
 

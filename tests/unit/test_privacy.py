@@ -108,10 +108,13 @@ def test_categories_come_from_the_schemas(entries: dict[str, privacy.Entry]) -> 
 
 
 def test_retention_and_erasure_follow_the_topic_config(entries: dict[str, privacy.Entry]) -> None:
-    """The DLQ says its 14 days and that nothing erases it record by record; a compacted
-    topic says its tombstone and bound."""
+    """The DLQ says its 14 days and that an erasure shreds an account's letters (they hold
+    nothing else readable); the audit trail that nothing erases it record by record; a
+    compacted topic says its tombstone and bound."""
     assert entries[catalog.DLQ].retention == "14 days, then deleted"
-    assert entries[catalog.DLQ].erasure.startswith("none record by record")
+    assert entries[catalog.DLQ].erasure.startswith("shredded")
+    assert entries[catalog.DLQ].value == ("sealed",)
+    assert entries[catalog.AUDIT].erasure.startswith("none record by record")
     assert entries[catalog.CONSENTS].erasure.endswith("within 2 h")
 
 

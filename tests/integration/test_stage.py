@@ -125,7 +125,9 @@ async def test_a_record_that_raises_is_dead_lettered_and_the_partition_goes_on(
             raise KeyError("a record no rule foresaw")
         return [Emit(sink, record.key, b"%s:%d" % (record.value, n))]
 
-    def dead_letter(record: ConsumerRecord[bytes, bytes], exc: Exception) -> Sequence[Emit]:
+    def dead_letter(
+        record: ConsumerRecord[bytes, bytes], exc: Exception, _: PartitionStore
+    ) -> Sequence[Emit]:
         return [
             Emit(dlq, record.key, record.value, headers=(("error", type(exc).__name__.encode()),))
         ]

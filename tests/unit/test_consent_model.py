@@ -417,7 +417,7 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
                 emits = handler.handle(record(offset, now, TICK_KEY, encode_tick(now), None), store)
                 model.tick(now)
             store.commit(offset + 1)
-            letters += [e.value for e in emits if e.topic == catalog.DLQ]
+            letters += [e.value or b"" for e in emits if e.topic == catalog.DLQ]
             emits = [e for e in emits if e.topic != catalog.DLQ or what != "unreadable"]
             check_emits(codec, model, emits, now, booked, tally, ask)
             if model.ends or what == "tombstone":  # the account erased or forgotten

@@ -284,7 +284,7 @@ class TestAtTheDoor:
             "sealed": b"aes-256-gcm",
         }
         data_key = account.handler.sealer.data_key(account.store, hashed, BOOKED)
-        assert crypto.open_sealed(data_key, letter.value, hashed) == b"\x00"
+        assert crypto.open_sealed(data_key, letter.value or b"", hashed) == b"\x00"
 
     def test_a_scan_goes_past_an_account_it_cannot_scan(self, codec: Codec, tmp_path: Path) -> None:
         """Finding 5: a stored consent whose time zone cannot be loaded (written before the

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from streams import model
-from streams.limits import MAX_CHANGELOG_BATCH_BYTES, MAX_DLQ_BYTES, MAX_INPUT_BYTES
+from streams.limits import MAX_CHANGELOG_BATCH_BYTES, MAX_DLQ_BYTES, MAX_INPUT_BYTES, PURGE_EVERY_S
 from streams.settings import Settings
+from streams.topic import HOUR_MS as HOUR_MS
+from streams.topic import Topic as Topic
+from streams.topic import compacting as compacting
+from streams.topic import deleting as deleting
 
-HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
 BANK_TOPIC_PATTERN = r"^bank\.[a-z0-9-]+\.transactions\.v1$"
@@ -31,68 +34,13 @@ INBOUND = "messenger.inbound.v1"
 REQUESTS = "consents.requests.v1"
 FEEDBACK = "messenger.feedback.v1"
 
-# An erased key must be physically gone from a compacted topic within this
-# bound: the log cleaner compacts a segment at most this long after the write.
-# One hour is what an erasure receipt promises; it costs some extra cleaning.
-MAX_COMPACTION_LAG_MS = HOUR_MS
 ENDED_MARKER = (
     "; an ended consent's id and version under the account's key, until the consent "
     "authority's tombstone for the account"
 )
 """What the accounts stage's changelog keeps of an ended consent (docs/consent-gate.md)."""
-# Segments roll at least this often so the cleaner can reach a tombstone
-# (the active segment is never compacted).
-COMPACTED_SEGMENT_MS = HOUR_MS
-# Tombstones themselves are dropped this long after compaction.
-DELETE_RETENTION_MS = HOUR_MS
 # "delete, long" in the design: the audit trail is kept for a year.
 AUDIT_RETENTION_MS = 365 * DAY_MS
-
-
-@dataclass(frozen=True)
-class Topic:
-    """One topic: its name, what its key and value are, and its broker configuration."""
-
-    name: str
-    key: str
-    value_subjects: tuple[str, ...]
-    """The registry subjects its values may have (empty for non-Avro values)."""
-    partitions: int
-    replication_factor: int
-    config: dict[str, str] = field(default_factory=dict)
-    writers: str = ""
-    readers: str = ""
-    holds: str = ""
-    """What of a customer's account it may hold, in clear: what an erasure receipt says
-    remains there until `removal_bound_ms` after the erasure."""
-
-    @property
-    def compacted(self) -> bool:
-        return "compact" in self.config.get("cleanup.policy", "")
-
-    @property
-    def removal_bound_ms(self) -> int:
-        """How long a record (or, compacted, an overwritten or erased key) may remain."""
-        if self.compacted:
-            return int(self.config["max.compaction.lag.ms"]) + int(
-                self.config.get("delete.retention.ms", "0")
-            )
-        return int(self.config["retention.ms"])
-
-
-def deleting(retention_ms: int) -> dict[str, str]:
-    """Broker config of a topic whose records expire after `retention_ms`."""
-    return {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
-
-
-def compacting() -> dict[str, str]:
-    """Broker config of a compacted topic whose erased keys disappear within a bound."""
-    return {
-        "cleanup.policy": "compact",
-        "max.compaction.lag.ms": str(MAX_COMPACTION_LAG_MS),
-        "segment.ms": str(COMPACTED_SEGMENT_MS),
-        "delete.retention.ms": str(DELETE_RETENTION_MS),
-    }
 
 
 def bank_topic_name(bank_id: str) -> str:
@@ -115,8 +63,7 @@ def is_bank_id(text: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def bank_of_topic(topic: str) -> str | None:
-    """The bank id an ingest topic speaks for, or None if it is not an ingest topic.
-    Cached: ingest asks for every record, of a handful of topics."""
+    """The bank of an ingest topic, or None (cached: ingest asks it of every record)."""
     if not _BANK_TOPIC.match(topic):
         return None
     return topic.split(".")[1]
@@ -137,6 +84,7 @@ class Catalog:
         writers: str,
         readers: str,
         holds: str,
+        purged_ms: int | None = None,
     ) -> Topic:
         return Topic(
             name=name,
@@ -148,6 +96,7 @@ class Catalog:
             writers=writers,
             readers=readers,
             holds=holds,
+            purged_ms=purged_ms,
         )
 
     def bank(self, bank_id: str) -> Topic:
@@ -266,6 +215,7 @@ class Catalog:
             writers="passerelle (ingest, accounts)",
             readers="passerelle (conversation)",
             holds="the psid, what it asked (never its text), its links to accounts",
+            purged_ms=self.purged_ms,
         )
 
     def account_stream(self) -> Topic:
@@ -278,7 +228,13 @@ class Catalog:
             writers="passerelle (ingest)",
             readers="passerelle (accounts)",
             holds="the bank's transactions and the consents, as on their topics",
+            purged_ms=self.purged_ms,
         )
+
+    @property
+    def purged_ms(self) -> int:
+        """How long a record of one of our streams lasts once its stage committed it."""
+        return (self.settings.purge_after_s + PURGE_EVERY_S) * 1000
 
     def changelog(self, stage: str) -> Topic:
         """Internal: the state of one stage; compacted, erased keys gone within a bound."""

@@ -12,3 +12,6 @@ MAX_DLQ_BYTES = 2 * MAX_INPUT_BYTES
 # so they are written whole or not at all; a batch whose changes exceed this is
 # processed in halves.
 MAX_CHANGELOG_BATCH_BYTES = 8 * 1024 * 1024
+# A stage deletes what it committed of one of our own streams at most this often
+# (`core.purge`): the engine does it, the catalog states the bound.
+PURGE_EVERY_S = 30

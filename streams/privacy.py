@@ -213,6 +213,8 @@ def readers(acls: set[security.Acl], topic: str) -> tuple[str, ...]:
 
 def _hours(ms: int) -> str:
     days, rest = divmod(ms, 86_400_000)
+    if ms < 3_600_000:
+        return f"{ms / 60_000:g} min"
     if rest:
         return f"{ms / 3_600_000:g} h"
     return f"{days} day" if days == 1 else f"{days} days"
@@ -221,7 +223,10 @@ def _hours(ms: int) -> str:
 def _retention(topic: catalog.Topic) -> str:
     if topic.compacted:
         return "each key's newest record, until the key is erased"
-    return f"{_hours(topic.removal_bound_ms)}, then deleted"
+    retention = _hours(int(topic.config["retention.ms"]))
+    if topic.purged_ms is not None:
+        return f"{_hours(topic.purged_ms)} once its stage has read it; unread, {retention}"
+    return f"{retention}, then deleted"
 
 
 SHREDDED = {
@@ -237,6 +242,8 @@ def _erasure(topic: catalog.Topic) -> str:
         return f"{SHREDDED[topic.name]}; records stay until their retention ends ({bound})"
     if topic.compacted:
         return f"a tombstone for the key; compaction removes the key's records within {bound}"
+    if topic.purged_ms is not None:
+        return f"purged: its stage deletes what it has read, {bound} after (DeleteRecords)"
     return f"none record by record: records stay until their retention ends ({bound})"
 
 

@@ -125,6 +125,8 @@ def desired(cat: catalog.Catalog, banks: Iterable[str]) -> set[Acl]:
     acls |= _grant(PASSERELLE, "TOPIC", [catalog.AUDIT, catalog.DLQ], LITERAL, read)  # the feeds'
     internal = [t.name for t in cat.internal()]
     acls |= _grant(PASSERELLE, "TOPIC", internal, LITERAL, ("READ", "WRITE", "DESCRIBE"))
+    streams = [cat.account_stream().name, cat.psid_stream().name]  # purged once committed
+    acls |= _grant(PASSERELLE, "TOPIC", streams, LITERAL, ["DELETE"])
     acls |= _grant(PASSERELLE, "GROUP", [f"{app}-"], PREFIXED, ["READ"])
     acls |= _grant(PASSERELLE, "TRANSACTIONAL_ID", [f"{app}-"], PREFIXED, write)
     acls |= _grant(MESSENGER, "TOPIC", [catalog.NOTIFICATIONS], LITERAL, read)

@@ -62,6 +62,8 @@ class Settings:
     """Keep warm copies of the stateful partitions this worker does not own."""
     outcome_feeds: bool = True
     """Run the outcomes stage: each bank's feed of what became of its records."""
+    purge_after_s: int = 600
+    """How long after a stage commits a record of one of our own streams it is deleted."""
     max_batch: int = 2000
     """Input records per partition per batch (and transaction): large enough to
     amortise a commit (two round trips), small enough that a batch ends well
@@ -120,6 +122,7 @@ class Settings:
             standby=reader.choice("STANDBY", ("on", "off"), "on") == "on",
             outcome_feeds=reader.choice("OUTCOME_FEEDS", ("on", "off"), "on") == "on",
             max_batch=reader.integer("MAX_BATCH", cls.max_batch, minimum=1, maximum=100_000),
+            purge_after_s=reader.integer("PURGE_AFTER_S", cls.purge_after_s, minimum=0),
         )
         if settings.uses_sasl and not (settings.sasl_username and settings.sasl_password):
             raise SettingsError(

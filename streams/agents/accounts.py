@@ -100,6 +100,7 @@ class Accounts:
             topics=(self.catalog.account_stream().name,),
             changelog=self.changelog,
             catch_up=(self.catalog.account_stream().name,),
+            purge=True,
             on_error=self.dead_letter,
         )
 

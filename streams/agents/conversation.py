@@ -88,6 +88,7 @@ class Conversation:
             self.handle,
             topics=(self.psid_stream,),
             changelog=self.changelog,
+            purge=True,
             on_error=self.dead_letter,
         )
 

@@ -75,8 +75,11 @@ class Sealer:
         return Emit(catalog.DLQ, account.encode(), sealed, headers=headers)
 
     def shred(self, store: PartitionStore, key: bytes) -> None:
-        """Forget the data key of the account `key` names: its dead letters are shredded."""
-        store.delete(KEYS_TABLE, self.account_of(key).encode())
+        """Forget the data key of the account `key` names: its dead letters are shredded
+        (an account that has none writes no tombstone)."""
+        account = self.account_of(key).encode()
+        if store.get(KEYS_TABLE, account) is not None:
+            store.delete(KEYS_TABLE, account)
 
     @staticmethod
     def unused(raw: bytes, now: int) -> bool:

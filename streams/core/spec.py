@@ -52,6 +52,9 @@ class StageSpec:
     """Input topics whose backlog, as found at assignment, is read before the
     stage's other partitions (paused meanwhile) and before it says it is ready:
     the consents, so no transaction overtakes a consent that was waiting."""
+    purge: bool = False
+    """The input is one of our own streams: records the stage committed are deleted from
+    it (`streams.core.purge`), so the clear copies it carries do not outlive their use."""
     on_error: OnError | None = None
     """What to write instead of a record whose handler raised (its dead letter; given
     the partition's store, as the handler is): the record's changes are undone and the

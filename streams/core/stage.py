@@ -10,11 +10,11 @@ runs is a module of its own:
     ownership.py   the partitions owned: producers (fencing), stores, seeks
     recovery.py    a store restored from its changelog; standby.py keeps copies
     readiness.py   catch-up of the `catch_up` topics, `/readyz`, the gauges
+    purge.py       what was committed of one of our own streams, deleted from it
 
-The stage is the guarantee's `Host`: it prepares a batch (`prepare`; in
-halves when its state changes do not fit one changelog record batch), runs
-its transaction, and re-opens or releases a partition when asked.
-docs/core.md has the protocol and its failure cases.
+The stage is the guarantee's `Host`: it prepares a batch (`prepare`; in halves
+when its changes do not fit one changelog record batch), runs its transaction,
+and re-opens or releases a partition when asked. docs/core.md has the protocol.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from streams.core.batches import Built, TooLarge
 from streams.core.guarantees import Records
 from streams.core.handling import StageFailed
 from streams.core.ownership import Ownership, Partition, store_path
+from streams.core.purge import Purge
 from streams.core.readiness import Readiness
 from streams.core.recovery import Recovery
 from streams.core.spec import Emit, StageSpec
@@ -87,6 +88,7 @@ class Stage:
             spec, settings, self.group_id, self.guarantee, self.recovery, self.standby,
             left_out=denials.Omissions(metrics, spec.name),
         )  # fmt: skip
+        self.purge = Purge(settings, spec.name, enabled=spec.purge)
         self.refused = denials.Refusals(metrics, spec.name)
         """Counts and names the authorization errors the stage meets."""
 
@@ -156,6 +158,7 @@ class Stage:
                 except Exception as exc:  # already raised if it ended the loop
                     log.warning("the last round's commit did not finish (%r): it is redone", exc)
                 await self.ownership.close_all()
+            await self.purge.close()
             await consumer.stop()
             if standby is not None:
                 self._stopping.set()  # ends the standby too, whether stopped or failed
@@ -177,13 +180,14 @@ class Stage:
     # -- rebalances: what the consumer's listener calls ---------------------------
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Finish the batch in flight, then stop processing. The partitions' producers
-        and stores are kept aside until the assignment that follows (`Ownership`)."""
+        """Finish the batch in flight, then stop; producers and stores are kept aside
+        until the assignment that follows (`Ownership`), the purge left to the new owner."""
         async with self._lock:
             await self.guarantee.drain()
             await self.guarantee.repair(revoking=True)
             self.ownership.revoke(revoked)
             self.readiness.revoke(revoked)
+            self.purge.forget(revoked)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Own the assigned partitions, then hold those that wait for the `catch_up`
@@ -204,11 +208,12 @@ class Stage:
             await self.readiness.hold_back(self._consumer, assigned)
         self._next_report = 0.0  # readiness is decided on the next loop, not a second later
 
-    # -- what the stage tells operators ----------------------------------------
+    # -- what the stage tells operators (and the purge of what it committed) --
 
     async def _report(self) -> None:
         """Refresh the gauges (lag, table keys) and readiness, once a second."""
         self._next_report = time.monotonic() + REPORT_INTERVAL_S
+        self.purge.poke()  # in the background, when due
         assert self._consumer is not None
         async with self._lock:
             await self.readiness.report(self._consumer, self.ownership.partitions, self.stateful)
@@ -229,8 +234,7 @@ class Stage:
     ) -> tuple[Records, list[Emit], Built] | None:
         """The batch's records still to do, its outputs and its changelog record batch;
         None if nothing is left to send (no fresh record, or done in halves)."""
-        # A batch fetched before a rebalance may reach a partition opened since, at
-        # another offset (another worker may have processed those records meanwhile).
+        # A batch fetched before a rebalance may reach a partition opened since at another offset.
         records = [r for r in records if r.offset >= part.next_offset]
         if not records:
             return None
@@ -257,6 +261,7 @@ class Stage:
     def done(self, part: Partition, records: Records) -> None:
         """A batch committed: the partition goes on after it."""
         part.next_offset = records[-1].offset + 1
+        self.purge.committed(part.tp, part.next_offset)
         self.processed += len(records)
         self.metrics.child(self.metrics.transactions, "commit").inc()
 

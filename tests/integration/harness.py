@@ -179,16 +179,21 @@ async def send(settings: Settings, topic: str, key: bytes, value: bytes | None) 
 
 
 async def pipeline_worker(
-    settings: Settings, prefix: str, data: Path, workers: list[Worker]
+    settings: Settings,
+    prefix: str,
+    data: Path,
+    workers: list[Worker],
+    env: dict[str, str] | None = None,
 ) -> tuple[Settings, str, Worker]:
     """A pipeline worker (exactly_once) started on a new app id, with a new bank's topics
-    and the app's; its settings, the bank, and the worker (stopped by the `workers`
-    fixture if the test does not)."""
+    and the app's, and `env` on top of the environment; its settings, the bank, and the
+    worker (stopped by the `workers` fixture if the test does not)."""
     app_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     settings = Settings(bootstrap_servers=settings.bootstrap_servers, app_id=app_id)
     bank = unique_bank()
     await create_topics(settings, Catalog(settings).all([bank]), say=lambda _: None)
     worker = Worker(settings, app_id, data, "exactly_once", ["pipeline"])
+    worker.env.update(env or {})
     workers.append(worker)
     worker.start()
     return settings, bank, worker

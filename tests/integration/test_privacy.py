@@ -29,10 +29,11 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
     consent authority's tombstone. Its account number, psid and a canary merchant name are
     then found only in topics its receipt lists, in the part (key or value) whose data
     categories the record of processing declares there; never in the DLQ, whose letter
-    break-glass opened while the account lived and finds shredded after; the worker's
-    store holds nothing under its key."""
+    break-glass opened while the account lived and finds shredded after, nor in our own
+    streams, purged once committed; the worker's store holds nothing under its key."""
     data = tmp_path / "data"
-    settings, bank, worker = await pipeline_worker(settings, "erase", data, workers)
+    purge_at_once = {"PASSERELLE_PURGE_AFTER_S": "0"}  # the stages purge what they committed
+    settings, bank, worker = await pipeline_worker(settings, "erase", data, workers, purge_at_once)
     cat = Catalog(settings)
     now = int(time.time() * 1000)
     account = f"FR76{uuid.uuid4().int % 10**20:020d}"
@@ -83,6 +84,13 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
         return bool(found) and found[-1].value is None
 
     await until(marker_gone, worker)
+    streams = (cat.account_stream().name, cat.psid_stream().name)
+
+    async def purged() -> bool:  # each stage deletes what it committed, every 30 s
+        held = [r for t in streams for r in await read_all(settings, t)]
+        return not any(account.encode() in (r.key or b"") + (r.value or b"") for r in held)
+
+    await until(purged, worker)
     assert worker.stop() == 0
     shredded = cli(settings, "dlq", "show", "--decrypt", "--bank", bank)
     assert shredded.returncode == 0, shredded.stderr
@@ -117,6 +125,7 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
     }
     assert expected <= hits, f"the search found {sorted(hits)}"
     assert not [h for h in hits if h[0] == DLQ], "the DLQ holds the account in clear"
+    assert not [h for h in hits if h[0] in streams], "our streams keep what they carried"
     assert not [h for h in hits if h[0] == AUDIT], "the audit trail names the account in clear"
 
     for path in sorted((data / settings.app_id / "accounts").iterdir()):

@@ -53,7 +53,11 @@ ONLY = [
     ("streams.settings", ("streams.errors",)),
     ("streams.crypto", ("streams.errors", "streams.settings")),
     ("streams.codec", ("streams.model", "streams.errors")),
-    ("streams.catalog", ("streams.model", "streams.errors", "streams.settings", "streams.limits")),
+    ("streams.topic", ()),
+    (
+        "streams.catalog",
+        ("streams.model", "streams.errors", "streams.settings", "streams.limits", "streams.topic"),
+    ),
     (
         "streams.core",
         (

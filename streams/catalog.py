@@ -85,6 +85,7 @@ class Catalog:
         readers: str,
         holds: str,
         purged_ms: int | None = None,
+        shredded: bool = False,
     ) -> Topic:
         return Topic(
             name=name,
@@ -97,6 +98,7 @@ class Catalog:
             readers=readers,
             holds=holds,
             purged_ms=purged_ms,
+            shredded=shredded,
         )
 
     def bank(self, bank_id: str) -> Topic:
@@ -153,6 +155,7 @@ class Catalog:
             writers="passerelle",
             readers="sre",
             holds="dead letters: reasons, coordinates; an account's records sealed (shredded)",
+            shredded=True,
         )
 
     def audit(self) -> Topic:

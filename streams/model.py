@@ -253,12 +253,17 @@ class ErasedState(TypedDict):
     keys: list[str]
 
 
+CopyState = Literal["BOUNDED", "PURGED", "SHREDDED"]
+
+
 class Remaining(TypedDict):
     topic: str
     policy: str
     until: int
     holds: NotRequired[str]
     """What of the account the topic may hold until then (v3; "" in older receipts)."""
+    state: NotRequired[CopyState]
+    """How the copy goes (v4; BOUNDED in older receipts)."""
 
 
 class ErasureReceipt(TypedDict):

@@ -229,17 +229,13 @@ def _retention(topic: catalog.Topic) -> str:
     return f"{retention}, then deleted"
 
 
-SHREDDED = {
-    catalog.DLQ: "shredded: an account's letters become unreadable when its erasure deletes "
-    "its data key",
-}
-"""How a topic's records are erased when they are not erased by key or by age alone."""
-
-
 def _erasure(topic: catalog.Topic) -> str:
     bound = _hours(topic.removal_bound_ms)
-    if topic.name in SHREDDED:
-        return f"{SHREDDED[topic.name]}; records stay until their retention ends ({bound})"
+    if topic.shredded:
+        return (
+            "shredded: an account's records become unreadable when its erasure deletes its "
+            f"data key; records stay until their retention ends ({bound})"
+        )
     if topic.compacted:
         return f"a tombstone for the key; compaction removes the key's records within {bound}"
     if topic.purged_ms is not None:

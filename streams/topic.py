@@ -34,6 +34,9 @@ class Topic:
     holds: str = ""
     """What of a customer's account it may hold, in clear: what an erasure receipt says
     remains there until `removal_bound_ms` after the erasure."""
+    shredded: bool = False
+    """What it holds of an account is sealed with the account's data key: unreadable once
+    the account is erased (`agents.sealing`)."""
     purged_ms: int | None = None
     """One of our own streams: a record is deleted this long after its stage committed it."""
 

@@ -182,4 +182,7 @@ def as_newest(subject: str, record: Any) -> dict[str, Any]:
         return {"outputs": [], **record}
     if subject != model.ERASURE_RECEIPT:
         return dict(record)
-    return {**record, "remains": [{"holds": "", **r} for r in record["remains"]]}
+    return {
+        **record,
+        "remains": [{"holds": "", "state": "BOUNDED", **r} for r in record["remains"]],
+    }

@@ -8,7 +8,7 @@ audit trail)."""
 from __future__ import annotations
 
 from streams import catalog, model
-from streams.agents.stored import ACCOUNTS_TABLE, ASKED_TABLE
+from streams.agents.stored import ACCOUNTS_TABLE, ASKED_TABLE, KEYS_TABLE
 from streams.redact import KeyedHasher
 from streams.rules.consent import Ended
 
@@ -26,13 +26,16 @@ def receipt(
         "consent_updated_at": marker.version,
         "reason": marker.reason,
         "erased_at": now,
-        "erased": [{"table": t, "keys": [account]} for t in (ACCOUNTS_TABLE, ASKED_TABLE)],
+        "erased": [
+            {"table": t, "keys": [account]} for t in (ACCOUNTS_TABLE, ASKED_TABLE, KEYS_TABLE)
+        ],
         "remains": [
             {
                 "topic": t.name,
                 "policy": _policy(t),
                 "until": now + t.removal_bound_ms,
                 "holds": t.holds,
+                "state": "SHREDDED" if t.shredded else "PURGED" if t.purged_ms else "BOUNDED",
             }
             for t in topics
         ],
@@ -40,6 +43,10 @@ def receipt(
 
 
 def _policy(topic: catalog.Topic) -> str:
+    if topic.purged_ms is not None:
+        return (
+            f"purged {topic.purged_ms} ms after read; retention.ms={topic.config['retention.ms']}"
+        )
     if topic.compacted:
         return f"max.compaction.lag.ms={topic.config['max.compaction.lag.ms']}"
     return f"retention.ms={topic.config['retention.ms']}"

@@ -69,8 +69,10 @@ class TestCatalog:
 
 
 def test_a_receipt_names_every_copy_with_its_bound_and_what_it_holds() -> None:
-    """The DLQ (14 days, whole records) and the audit trail (365 days) included: nothing
-    of the account outlives the receipt unnamed, and each copy's `until` is its bound."""
+    """The DLQ (14 days, shredded at once) and the audit trail (365 days) included: nothing
+    of the account outlives the receipt unnamed, each copy's `until` is its bound, and
+    its state says how it goes (our streams purged, the DLQ shredded, the rest bounded);
+    the account's data key is among what was erased."""
     from streams.agents import erasure
     from streams.redact import KeyedHasher
     from streams.rules.consent import Ended
@@ -85,3 +87,8 @@ def test_a_receipt_names_every_copy_with_its_bound_and_what_it_holds() -> None:
     assert remains[catalog.DLQ]["until"] == now + 14 * catalog.DAY_MS
     assert remains[catalog.AUDIT]["until"] == now + catalog.AUDIT_RETENTION_MS
     assert "account" in remains[catalog.DLQ]["holds"]
+    states = {t: r["state"] for t, r in remains.items() if r["state"] != "BOUNDED"}
+    purged = {cat.account_stream().name: "PURGED", cat.psid_stream().name: "PURGED"}
+    assert states == {catalog.DLQ: "SHREDDED", **purged}
+    assert remains[cat.account_stream().name]["until"] == now + (600 + 30) * 1000
+    assert "keys" in {e["table"] for e in receipt["erased"]}

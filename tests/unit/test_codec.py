@@ -262,6 +262,7 @@ class TestRegistry:
             16: (model.CONSENT, 2),
             17: (model.DISCLOSURE, 1),
             18: (model.DECISION, 4),
+            19: (model.ERASURE_RECEIPT, 4),
         }
 
     def test_latest_is_the_highest_version(self, registry: EmbeddedRegistry) -> None:

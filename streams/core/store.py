@@ -19,12 +19,23 @@ costs one decode and one encode instead of forty of each.
 
 Keys are namespaced by table (`<table>\\x00<key>`), so one changelog serves
 every table of a stage. Reserved keys start with `\\x00`.
+
+A deleted key stays in RocksDB's files (an erased account's number, in the old
+table file and the tombstone) until a compaction reaches it, and nothing bounds
+when that happens by itself. So the store compacts the range of each key it
+deleted (its own batches', or a restore's or standby's tombstones), in a thread
+of its own (rocksdict releases the GIL), at most once every `COMPACT_EVERY_S`:
+the files forget an erased key within about a minute of the erasure, and a closed
+store's files at once. The MANIFEST may log a deleted key as the boundary of a table
+file; it rolls over at `MAX_MANIFEST_BYTES` of such edits, and that log goes.
 """
 
 from __future__ import annotations
 
 import heapq
 import shutil
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
@@ -47,6 +58,8 @@ _DELETED = None
 MEMTABLE_BUDGET_BYTES = 64 * 1024 * 1024
 MEMTABLE_BYTES = 16 * 1024 * 1024
 BLOCK_CACHE_BYTES = 32 * 1024 * 1024
+COMPACT_EVERY_S = 60.0
+MAX_MANIFEST_BYTES = 1024 * 1024
 
 
 def table_key(table: str, key: bytes) -> bytes:
@@ -80,6 +93,7 @@ def _options() -> Options:
     table.set_cache_index_and_filter_blocks(False)
     table.set_bloom_filter(10, False)
     options.set_block_based_table_factory(table)
+    options.set_max_manifest_file_size(MAX_MANIFEST_BYTES)
     return options
 
 
@@ -96,6 +110,10 @@ class PartitionStore:
         changed (`put_object`), or None if they did not."""
         self._sealed: deque[dict[bytes, bytes | None]] = deque()
         """Batches handled and on their way to the changelog, oldest first."""
+        self._erased: set[bytes] = set()
+        """Keys deleted since the last compaction started."""
+        self._compacting: threading.Thread | None = None
+        self._compacted_at = float("-inf")
 
     @property
     def checkpoint(self) -> int:
@@ -252,16 +270,42 @@ class PartitionStore:
         for stored, value in records:
             if value is None:
                 batch.delete(stored)
+                self._erased.add(stored)
             else:
                 batch.put(stored, value)
         batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
         self._db.write(batch)
+        self._compact_erased()
 
-    def close(self) -> None:
+    def _compact_erased(self) -> None:
+        """Start compacting the deleted keys' ranges, unless one ran in the last
+        COMPACT_EVERY_S or still runs (the keys wait for the next write after)."""
+        busy = self._compacting is not None and self._compacting.is_alive()
+        if busy or not self._erased or time.monotonic() < self._compacted_at + COMPACT_EVERY_S:
+            return
+        keys, self._erased = sorted(self._erased), set()
+        self._compacted_at = time.monotonic()
+        self._compacting = threading.Thread(
+            target=self._compact, args=(keys,), name="store-compaction", daemon=True
+        )
+        self._compacting.start()
+
+    def _compact(self, keys: list[bytes]) -> None:
+        for key in keys:  # the smallest range holding each: the files with it are rewritten
+            self._db.compact_range(key, key + b"\x00")
+
+    def close(self, compact: bool = True) -> None:
+        """Close, once the deleted keys' ranges are compacted (those that waited for the
+        next window too: a closed store's files forget what was erased)."""
         self.abandon()
+        if self._compacting is not None:
+            self._compacting.join()
+        if compact:
+            self._compact(sorted(self._erased))
+        self._erased = set()
         self._db.close()
 
     def wipe(self) -> None:
         """Close and delete the local files (the changelog restores them)."""
-        self.close()
+        self.close(compact=False)
         shutil.rmtree(self.path, ignore_errors=True)

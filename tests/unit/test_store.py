@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
+import pytest
+
+from streams.core import store as store_module
 from streams.core.store import PartitionStore
 
 
@@ -168,3 +173,66 @@ class TestPartitionStore:
         assert store.get("t", b"a") == b"2"  # the second is still sealed
         store.abandon()
         assert (store.get("t", b"a"), store.get("t", b"b"), store.checkpoint) == (b"1", b"1", 1)
+
+
+def _files_holding(path: Path, needle: bytes) -> list[str]:
+    return sorted(f.name for f in path.iterdir() if f.is_file() and needle in f.read_bytes())
+
+
+KEY = b"bank:FR7600001000-ERASED"  # between two accounts: no table file starts or ends on it
+SUFFIX = b"-ERASED"  # what a table file keeps of the key literally (it shares its prefix)
+VALUE = os.urandom(48)  # random bytes: no compression hides or shortens them
+
+
+class TestErasedKeysLeaveTheFiles:
+    """A deleted key (an erased account's number) and its value leave RocksDB's table
+    files and log once the store has compacted its range; without that, the value stays.
+    The MANIFEST may keep the key as the boundary of a table file it logged, until it
+    rolls over (`MAX_MANIFEST_BYTES`): docs/privacy.md says so."""
+
+    def filled(self, path: Path) -> PartitionStore:
+        store = PartitionStore(path)
+        for n in range(2000):
+            store.put("accounts", b"bank:FR76%08d" % n, os.urandom(48))
+        store.put("accounts", KEY, VALUE)
+        store.commit(1)
+        store._db.flush()  # in a table file, as a store that ran a while has it
+        assert _files_holding(path, VALUE) != []
+        return store
+
+    def test_a_deleted_key_is_gone_from_the_files_after_its_compaction(
+        self, tmp_path: Path
+    ) -> None:
+        store = self.filled(tmp_path / "p0")
+        store.delete("accounts", KEY)
+        store.commit(2)
+        store.close()  # waits for the compaction the commit started
+        assert _files_holding(tmp_path / "p0", VALUE) == []
+        manifests = {f.name for f in (tmp_path / "p0").glob("MANIFEST-*")}
+        assert set(_files_holding(tmp_path / "p0", SUFFIX)) <= manifests
+
+    def test_without_the_compaction_the_files_keep_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The check above can fail: the same deletion, the compaction turned off."""
+        monkeypatch.setattr(store_module, "COMPACT_EVERY_S", float("inf"))
+        store = self.filled(tmp_path / "p0")
+        store._compacted_at = 0.0  # as if one had just run
+        store.delete("accounts", KEY)
+        store.commit(2)
+        store.close(compact=False)
+        assert _files_holding(tmp_path / "p0", VALUE) != []
+        manifests = {f.name for f in (tmp_path / "p0").glob("MANIFEST-*")}
+        assert set(_files_holding(tmp_path / "p0", SUFFIX)) - manifests != set()
+
+    def test_a_store_closed_within_the_window_compacts_before_it_closes(
+        self, tmp_path: Path
+    ) -> None:
+        """A deletion that waits for the next window (one ran a moment ago) is compacted
+        when the store closes: a stopped worker's files hold no erased value."""
+        store = self.filled(tmp_path / "p0")
+        store._compacted_at = time.monotonic()
+        store.delete("accounts", KEY)
+        store.commit(2)
+        store.close()
+        assert _files_holding(tmp_path / "p0", VALUE) == []

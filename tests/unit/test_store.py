@@ -236,3 +236,21 @@ class TestErasedKeysLeaveTheFiles:
         store.commit(2)
         store.close()
         assert _files_holding(tmp_path / "p0", VALUE) == []
+
+    def test_many_deleted_keys_are_compacted_as_one_range(self, tmp_path: Path) -> None:
+        """More than MAX_RANGES keys deleted in a window (a restore's tombstones): one
+        compaction of the range they span removes every value."""
+        store = PartitionStore(tmp_path / "p0")
+        values = {b"bank:FR76%08d" % n: os.urandom(48) for n in range(500)}
+        for key, value in values.items():
+            store.put("accounts", key, value)
+        store.commit(1)
+        store._db.flush()
+        gone = list(values)[100 : 100 + 2 * store_module.MAX_RANGES]
+        for key in gone:
+            store.delete("accounts", key)
+        store.commit(2)
+        store.close()
+        files = b"".join(f.read_bytes() for f in (tmp_path / "p0").iterdir() if f.is_file())
+        assert [k for k in gone if values[k] in files] == []
+        assert values[b"bank:FR7600000001"] in files, "what was not deleted stays"

@@ -21,7 +21,8 @@ from streams.codec import Codec
 from streams.devkit import localkafka
 from streams.errors import MissingTopicError
 from streams.kafka import read_all
-from streams.settings import Settings
+from streams.redact import KeyedHasher
+from streams.settings import DEV_HASH_KEY, Settings
 from streams.tools import acls, consent, reconcile, topics
 from tests import samples
 from tests.conftest import SECURE_BANKS
@@ -375,14 +376,16 @@ async def test_the_pipeline_runs_as_passerelle_with_only_its_acls(
         found = await _read_all(messenger, NOTES, codec, model.NOTIFICATION, consent["psid"])
         return bool(found)
 
+    sealed_for = KeyedHasher(DEV_HASH_KEY, "k0").account(ALPHA, account)  # the worker's key
+
     async def dead_lettered() -> bool:
-        return len(await _dlq_reasons(sre, account)) >= 2
+        return len(await _dlq_reasons(sre, sealed_for)) >= 2
 
     await until(notified, worker, 120)
     await until(dead_lettered, worker, 60)
     notes = await _read_all(messenger, NOTES, codec, model.NOTIFICATION, consent["psid"])
     assert [n["kind"] for n in notes] == ["TRANSACTION"], notes
-    assert sorted(await _dlq_reasons(sre, account)) == ["BANK_MISMATCH", "KEY_MISMATCH"]
+    assert sorted(await _dlq_reasons(sre, sealed_for)) == ["BANK_MISMATCH", "KEY_MISMATCH"]
     # The bank hears what became of every record of its topic from its own feed, with
     # its own credentials (the matrix's probes were dead-lettered too), and of no other.
     counts = await reconcile.wait_balanced(bank, codec, [ALPHA], 120, feed=True)

@@ -74,11 +74,13 @@ async def run(
     await asyncio.to_thread(localkafka.up, cluster, local, say)
     settings = replace(settings, bootstrap_servers=cluster.bootstrap)
     bench = Run(settings, say)
+    bench.data_dir = cluster.nodes[0].dir / "data"
     report = Report(settings.bootstrap_servers, settings.partitions, records, rounds)
     say(f"bench on {settings.bootstrap_servers}, {settings.partitions} partitions, {bench.prefix}")
     try:
         say("1/4 throughput")
         report.throughput = await measure_throughput(bench, records, 2_000, rounds)
+        report.footprint = bench.footprint
         say("2/4 latency")
         for guarantee in ("at_least_once", "exactly_once"):
             report.latency += await measure_latency(bench, guarantee, rates, 20_000, 2_000)

@@ -42,6 +42,22 @@ class State:
     restore_s: float
 
 
+@dataclass(frozen=True)
+class Footprint:
+    """What the throughput phase's pipelines left in one topic's log on the broker's disk
+    (replication factor 1), and per transaction decided."""
+
+    topic: str
+    """The topic, its app id or bank written `<app>` or `<bank>`; with its guarantee for
+    a topic of one app."""
+    bytes: int
+    transactions: int
+
+    @property
+    def per_transaction(self) -> float:
+        return self.bytes / self.transactions if self.transactions else 0.0
+
+
 @dataclass
 class Report:
     broker: str
@@ -52,6 +68,7 @@ class Report:
     latency: list[Latency] = field(default_factory=list)
     state: list[State] = field(default_factory=list)
     delivery: list[Throughput] = field(default_factory=list)
+    footprint: list[Footprint] = field(default_factory=list)
 
     def ratio(self, name: str) -> float:
         base = self.throughput[0].rate
@@ -91,6 +108,16 @@ class Report:
                     f"{t.name:34} {t.records:>9} {t.seconds:>8.2f} {t.rate:>9,.0f} "
                     f"{t.rate / first:>6.3f}"
                 )
+        if self.footprint:
+            lines.append(f"\n{'broker log bytes (RF 1)':34} {'bytes':>12} {'per transaction':>16}")
+            for f in self.footprint:
+                lines.append(f"{f.topic:34} {f.bytes:>12,} {f.per_transaction:>16,.0f}")
+            total = sum(f.per_transaction for f in self.footprint if "(" not in f.topic)
+            total += max(
+                (sum(f.per_transaction for f in self.footprint if g in f.topic) for g in
+                 ("(at_least_once)", "(exactly_once)")), default=0.0,
+            )  # fmt: skip
+            lines.append(f"{'total, the costlier guarantee':34} {'':>12} {total:>16,.0f}")
         return "\n".join(lines)
 
 

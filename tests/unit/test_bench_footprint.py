@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from streams import catalog
-from streams.devkit.bench.measure import footprint
+from streams.devkit.bench.footprint import footprint
 from streams.devkit.bench.report import Report, Throughput
 
 BANK = "bench-1-tp"

@@ -27,6 +27,7 @@ from streams.devkit.bench.feed import (
     transaction,
     transactions,
 )
+from streams.devkit.bench.footprint import footprint
 from streams.devkit.bench.report import Footprint, Latency, State, Throughput
 from streams.devkit.workerproc import Worker, metric_sum, metrics_page, scraped, until_ready
 from streams.errors import PasserelleError
@@ -173,36 +174,6 @@ async def measure_throughput(
         run.footprint = footprint(run.data_dir, bank, apps, records)
     await run.retire(bank)
     return [sorted(runs, key=lambda t: t.rate)[len(runs) // 2] for runs in rows.values()]
-
-
-def footprint(
-    data_dir: Path, bank: str, apps: dict[tuple[str, int], str], records: int
-) -> list[Footprint]:
-    """The bytes of each topic's log segments (`*.log`) on the broker's disk, per
-    transaction: the bank's topic was written once; each app's own topics once per app
-    (by guarantee); the shared outputs and Kafka's own topics once per pipeline run."""
-    sizes: dict[str, int] = {}
-    for folder in data_dir.iterdir():
-        topic, _, partition = folder.name.rpartition("-")
-        if folder.is_dir() and partition.isdigit():
-            logs = sum(f.stat().st_size for f in folder.glob("*.log"))
-            sizes[topic] = sizes.get(topic, 0) + logs
-    rows = [
-        Footprint(
-            "bank.<bank>.transactions.v1", sizes.pop(catalog.bank_topic_name(bank), 0), records
-        )
-    ]
-    by_role: dict[str, list[int]] = {}
-    for (guarantee, _), app in apps.items():
-        for topic in [t for t in sizes if t.startswith(f"{app}.")]:
-            role = f"<app>{topic[len(app) :]} ({guarantee})"
-            by_role.setdefault(role, []).append(sizes.pop(topic))
-    rows += [Footprint(role, sum(b), records * len(b)) for role, b in sorted(by_role.items())]
-    shared = (catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ, catalog.outcomes_topic_name(bank),
-              "__consumer_offsets", "__transaction_state")  # fmt: skip
-    runs = records * len(apps)
-    rows += [Footprint(t.replace(bank, "<bank>"), sizes[t], runs) for t in shared if t in sizes]
-    return rows
 
 
 async def measure_latency(

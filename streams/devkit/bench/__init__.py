@@ -9,10 +9,15 @@ Three measures, each against something measured in the same run:
    process, metrics on, ticks on) doing the full path on the same records:
    ingest, consent gate, accounts, notifications, audit; about 80 % of
    accounts consent. Each is timed from ready to its last record; the result
-   is a ratio.
+   is a ratio. Beside the baseline, the same loop without its per-poll waits
+   (no acks awaited, one commit at the end): what the client does unhindered,
+   so the reference is clear. The worker's CPU time per transaction is read
+   from `/proc`, and what the pipelines left on the broker's disk, topic by
+   topic, per transaction (`footprint.py`: the capacity model's inputs).
 2. Latency. Transactions offered at fixed rates (booked_at = the moment sent),
-   notifications read read_committed as a messaging worker would: end-to-end
-   p50/p95/p99 per rate, and at saturation.
+   and at 10, 30 and 60 % of the capacity this run measured (comparable across
+   machines), notifications read read_committed as a messaging worker would:
+   end-to-end p50/p95/p99 per rate, and at saturation.
 3. State. A worker's RSS and RocksDB folder after N accounts, and how long a
    worker with an empty folder takes to be ready again (changelog restore).
 4. Delivery. One `passerelle deliver` worker against a local Send API that
@@ -36,10 +41,10 @@ from streams.devkit.bench.measure import (
     Run,
     Say,
     measure_latency,
-    measure_state,
     measure_throughput,
 )
 from streams.devkit.bench.report import RESULTS, Report, write
+from streams.devkit.bench.state import measure_state
 from streams.settings import LocalKafkaSettings, Settings
 
 __all__ = ["BENCH_PORT", "Report", "own_broker", "run"]
@@ -83,7 +88,10 @@ async def run(
         report.footprint = bench.footprint
         say("2/4 latency")
         for guarantee in ("at_least_once", "exactly_once"):
-            report.latency += await measure_latency(bench, guarantee, rates, 20_000, 2_000)
+            capacity = report.throughput_of(f"pipeline, {guarantee}")
+            report.latency += await measure_latency(
+                bench, guarantee, rates, 20_000, 2_000, capacity
+            )
         say("3/4 state")
         for size in sizes:
             report.state.append(await measure_state(bench, size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -28,7 +29,7 @@ from streams.devkit.bench.feed import (
     transactions,
 )
 from streams.devkit.bench.footprint import footprint
-from streams.devkit.bench.report import Footprint, Latency, State, Throughput
+from streams.devkit.bench.report import Footprint, Latency, Throughput
 from streams.devkit.workerproc import Worker, metric_sum, metrics_page, scraped, until_ready
 from streams.errors import PasserelleError
 from streams.settings import Settings
@@ -38,6 +39,8 @@ Say = Callable[[str], None]
 # A run that makes no progress for this long has failed; say so instead of hanging.
 STALL_S = 90
 LATENCY_SECONDS = 8.0
+SHARES = (0.1, 0.3, 0.6)
+"""Latency is also measured at these shares of the run's own measured capacity."""
 
 
 DECISIONS = "passerelle_decisions_total"
@@ -46,6 +49,13 @@ DECISIONS = "passerelle_decisions_total"
 def decided(worker: Worker) -> float:
     """Transactions the worker has decided (its broker carries one bank at a time)."""
     return scraped(worker, DECISIONS)
+
+
+def cpu_seconds(worker: Worker) -> float:
+    """The worker process's CPU time so far, user and system (`/proc/<pid>/stat`)."""
+    assert worker.process is not None
+    fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(worker: Worker) -> float:
@@ -160,15 +170,21 @@ async def measure_throughput(
         rows.setdefault("bare", []).append(
             await passthrough(run.settings, source, bare.name, records, group=f"{bare.name}-{r}")
         )
+        free = f"{bare.name}-free-{r}"
+        rows.setdefault("free", []).append(
+            await passthrough(run.settings, source, bare.name, records, free, waits=False)
+        )
         for guarantee in ("at_least_once", "exactly_once"):
             run.say(f"  round {r + 1} of {rounds}: pipeline, {guarantee}…")
             worker = run.worker(apps[(guarantee, r)], guarantee)
             worker.start()
             first, at_first = await first_decision(worker)
+            cpu = cpu_seconds(worker)
             await until_decided(worker, records, guarantee, run.say)
-            seconds = time.monotonic() - first
+            seconds, cpu = time.monotonic() - first, cpu_seconds(worker) - cpu
             name = f"pipeline, {guarantee}"
-            rows.setdefault(name, []).append(Throughput(name, int(records - at_first), seconds))
+            done = Throughput(name, int(records - at_first), seconds, cpu)
+            rows.setdefault(name, []).append(done)
             worker.stop()
     if run.data_dir is not None:  # before the bank's topic goes
         run.footprint = footprint(run.data_dir, bank, apps, records)
@@ -177,8 +193,16 @@ async def measure_throughput(
 
 
 async def measure_latency(
-    run: Run, guarantee: str, rates: Iterable[float], saturation: int, accounts: int
+    run: Run,
+    guarantee: str,
+    rates: Iterable[float],
+    saturation: int,
+    accounts: int,
+    capacity: float = 0.0,
 ) -> list[Latency]:
+    """p50/p95/p99 bank → notification at each fixed rate, at SHARES of `capacity` (the
+    run's own measured rate for this guarantee: comparable across machines), then at
+    saturation."""
     bank = f"{run.prefix}-lat-{'alo' if guarantee == 'at_least_once' else 'eos'}"
     app_id = f"{run.prefix}-lat-{guarantee}"
     await run.provision(bank, [app_id])
@@ -200,7 +224,8 @@ async def measure_latency(
     out = []
     try:
         n = 0
-        for rate in [*rates, 0.0]:
+        offered = [(r, 0.0) for r in rates] + [(s * capacity, s) for s in SHARES if capacity]
+        for rate, share in [*offered, (0.0, 0.0)]:
             count = int(rate * LATENCY_SECONDS) if rate else saturation
             run.say(f"  latency, {guarantee}, {f'{rate:,.0f} ev/s' if rate else 'saturation'}…")
             expected = sum(
@@ -209,7 +234,9 @@ async def measure_latency(
             reading = asyncio.create_task(collect(reader, run.codec, bank, expected))
             seconds = await offer(run, producer, pop, n, count, rate)
             n += count
-            out.append(_latency(guarantee, rate, count / seconds, await reading))
+            out.append(
+                replace(_latency(guarantee, rate, count / seconds, await reading), share=share)
+            )
     finally:
         await producer.stop()
         await reader.stop()
@@ -260,42 +287,3 @@ async def collect(
 def _latency(guarantee: str, rate: float, achieved: float, ms: list[float]) -> Latency:
     q = statistics.quantiles(ms, n=100, method="inclusive")
     return Latency(guarantee, rate, achieved, len(ms), q[49], q[94], q[98])
-
-
-async def measure_state(run: Run, accounts: int) -> State:
-    bank = f"{run.prefix}-st{accounts}"
-    app_id = f"{run.prefix}-state-{accounts}"
-    await run.provision(bank, [app_id])
-    pop = population(bank, accounts, seed=3)
-    await send_consents(run.settings, run.codec, pop)
-    await send_all(run.settings, transactions(run.codec, pop, accounts))
-    worker = run.worker(app_id, "exactly_once")
-    worker.start()
-    await until_ready(worker, timeout_s=1800)
-    await until_decided(worker, accounts, f"{accounts:,} accounts", run.say)
-    await asyncio.sleep(2)  # let RocksDB flush what the last commits wrote
-    rss = rss_mib(worker)
-    data = run.folder / app_id
-    disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
-    worker.stop()
-    changelog = Catalog(replace(run.settings, app_id=app_id)).changelog("accounts").name
-    records = await _topic_records(run.settings, changelog)
-    shutil.rmtree(data)
-    run.say(f"    {accounts:,} accounts: restoring {records:,} changelog records from empty…")
-    worker.start()
-    restore = await until_ready(worker, timeout_s=1800)
-    worker.stop()
-    await run.retire(bank)
-    return State(accounts, rss, disk, records, restore)
-
-
-async def _topic_records(settings: Settings, topic: str) -> int:
-    consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps)
-    finally:
-        await consumer.stop()

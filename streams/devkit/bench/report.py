@@ -16,6 +16,14 @@ class Throughput:
     name: str
     records: int
     seconds: float
+    cpu_s: float = 0.0
+    """The worker process's CPU seconds (user + system) over the same span; 0: not a
+    worker (the baselines run in the bench's own process)."""
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU microseconds per record (0: not measured)."""
+        return self.cpu_s / self.records * 1e6 if self.records else 0.0
 
     @property
     def rate(self) -> float:
@@ -31,6 +39,8 @@ class Latency:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    share: float = 0.0
+    """The offered rate as a share of the run's own measured capacity (0: a fixed rate)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,9 @@ class Report:
     delivery: list[Throughput] = field(default_factory=list)
     footprint: list[Footprint] = field(default_factory=list)
 
+    def throughput_of(self, name: str) -> float:
+        return next(t.rate for t in self.throughput if t.name == name)
+
     def ratio(self, name: str) -> float:
         base = self.throughput[0].rate
         return next(t.rate for t in self.throughput if t.name == name) / base
@@ -77,16 +90,19 @@ class Report:
     def table(self) -> str:
         base = self.throughput[0].rate
         title = f"throughput (median of {self.rounds})"
-        lines = [f"{title:34} {'records':>9} {'seconds':>8} {'rec/s':>9} {'ratio':>6}"]
+        lines = [
+            f"{title:34} {'records':>9} {'seconds':>8} {'rec/s':>9} {'ratio':>6} {'CPU µs':>7}"
+        ]
         for t in self.throughput:
-            ratio = t.rate / base
+            ratio, cpu = t.rate / base, f"{t.cpu_us:>7.0f}" if t.cpu_s else ""
             lines.append(
-                f"{t.name:34} {t.records:>9} {t.seconds:>8.2f} {t.rate:>9,.0f} {ratio:>6.3f}"
+                f"{t.name:34} {t.records:>9} {t.seconds:>8.2f} {t.rate:>9,.0f} {ratio:>6.3f} {cpu}"
             )
         lines.append(f"\n{'latency (bank → notification)':34} {'offered':>8} {'achieved':>9} "
                      f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")  # fmt: skip
         for r in self.latency:
             offered = f"{r.offered:,.0f}/s" if r.offered else "max"
+            offered = f"{r.share:.0%} {offered}" if r.share else offered
             lines.append(
                 f"{r.guarantee:34} {offered:>8} {r.achieved:>8,.0f}/s "
                 f"{r.p50_ms:>8.0f} {r.p95_ms:>8.0f} {r.p99_ms:>8.0f}"

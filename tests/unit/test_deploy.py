@@ -189,8 +189,13 @@ def test_every_secret_the_worker_reads_is_generated_from_an_uncommitted_file() -
         for e in container["env"]
         if "valueFrom" in e
     }
-    wanted |= {(v["secret"]["secretName"], "ca.crt") for v in pod["volumes"] if "secret" in v}
-    assert len(wanted) == 4 and wanted == set(generated)
+    wanted |= {
+        (v["secret"]["secretName"], item["key"])
+        for v in pod["volumes"]
+        if "secret" in v
+        for item in v["secret"].get("items", [{"key": "ca.crt"}])
+    }
+    assert len(wanted) == 5 and wanted == set(generated)
     assert all(path.startswith("secrets/") for path in generated.values())
     ignored = subprocess.run(
         ["git", "check-ignore", *(str(K8S / p) for p in generated.values())],

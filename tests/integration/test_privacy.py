@@ -136,6 +136,9 @@ async def test_an_erased_account_remains_only_where_its_receipt_says(
         (NOTIFICATIONS, "key", "messenger-id"),
         (NOTIFICATIONS, "value", "financial"),
     }
+    print(
+        f"{guarantee}: found after the erasure, (topic, part, category):", *sorted(hits), sep="\n  "
+    )
     assert expected <= hits, f"the search found {sorted(hits)}"
     assert not [h for h in hits if h[0] == DLQ], "the DLQ holds the account in clear"
     assert not [h for h in hits if h[0] in streams], "our streams keep what they carried"

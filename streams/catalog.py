@@ -227,7 +227,7 @@ class Catalog:
             f"{self.settings.app_id}.accounts",
             "<bank_id>:<account_id>",
             (model.TRANSACTION, model.CONSENT),
-            {**deleting(7 * DAY_MS), "max.message.bytes": str(MAX_DLQ_BYTES)},
+            deleting(7 * DAY_MS),
             writers="passerelle (ingest)",
             readers="passerelle (accounts)",
             holds="the bank's transactions and the consents, as on their topics",

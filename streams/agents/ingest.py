@@ -91,7 +91,7 @@ def spec(
                     reason=routed.reason,
                 ),
             )
-            return [_dead(record, routed, kind, account_stream)]
+            return _dead(record, routed, kind, account_stream)
         return [Emit(account_stream, routed, record.value, headers=_source(record, kind))]
 
     chat = [catalog.INBOUND, catalog.FEEDBACK] if psid_stream is not None else []
@@ -106,7 +106,7 @@ def spec(
         metrics.child(metrics.dlq, bank or "consents", rules.PROCESSING_ERROR).inc()
         failed = Rejected(rules.PROCESSING_ERROR, f"{type(exc).__name__} in ingest")
         kind = KIND_CONSENT if record.topic == consents_topic else KIND_TRANSACTION
-        return [_dead(record, failed, kind, account_stream)]
+        return _dead(record, failed, kind, account_stream)
 
     return StageSpec(
         "ingest", handle, pattern=pattern, catch_up=(consents_topic,), on_error=on_error
@@ -196,23 +196,28 @@ def _feedback(
 
 def _dead(
     record: ConsumerRecord[bytes, bytes], rejected: Rejected, kind: bytes, account_stream: str
-) -> Emit:
+) -> list[Emit]:
     """A bank's or the authority's record that will not enter the pipeline. When its key
     names an account, it goes on that account's stream (`KIND_DEAD`; a consent as
     `KIND_UNREADABLE_CONSENT`, so the account withholds until a newer readable one:
     fail closed), and the accounts stage writes its dead letter sealed with the
-    account's key. Otherwise nothing could erase it by account: the DLQ gets why and
-    where, and its size, never its bytes (the bank's own topic still holds them)."""
+    account's key. Otherwise nothing could erase it by account, and a value too large
+    to be a frame of ours is not worth carrying: the DLQ gets why and where, and its
+    size, never its bytes (the bank's own topic still holds them); a consent's account
+    still gets its marker."""
     if kind == KIND_CONSENT:
         account, marked = rules.named_consent_account(record.key), KIND_UNREADABLE_CONSENT
     else:
         account = rules.named_account(catalog.bank_of_topic(record.topic), record.key)
         marked = KIND_DEAD
-    if account is None:
-        return dead_letter(record, rejected.reason, rejected.detail, kept=False)
+    if account is None or rejected.reason == rules.TOO_LARGE:
+        letter = dead_letter(record, rejected.reason, rejected.detail, kept=False)
+        if account is None or kind != KIND_CONSENT:
+            return [letter]
+        return [letter, Emit(account_stream, account, None, headers=_source(record, marked))]
     dead = Dead(rejected.reason, rejected.detail)
     headers = (*_source(record, marked), *dead.headers())
-    return Emit(account_stream, account, record.value, headers=headers)
+    return [Emit(account_stream, account, record.value, headers=headers)]
 
 
 def _source(record: ConsumerRecord[bytes, bytes], kind: bytes) -> tuple[tuple[str, bytes], ...]:

@@ -154,3 +154,14 @@ def test_a_record_without_a_kind_reads_as_a_transaction_of_unknown_source() -> N
     is a transaction; its source is unknown, never guessed."""
     read = read_back(Emit(STREAM, ACCOUNT_KEY, b"frame"))
     assert read == stream.TransactionFrame(ACCOUNT_KEY, b"frame", stream.UNKNOWN_SOURCE)
+
+
+def test_a_value_too_large_to_be_a_frame_is_kept_as_its_size(codec: Codec) -> None:
+    """Over 64 KiB is no frame of ours: not carried to be sealed, the DLQ gets its reason
+    and size (the bank's topic has the bytes); a consent's account still withholds."""
+    big = b"\x00" * (65 * 1024)
+    [dead] = handle(codec, arriving(BANK_TOPIC, ACCOUNT.encode(), big))
+    assert (dead.topic, dead.value, headers(dead)["size"]) == (catalog.DLQ, None, b"66560")
+    dead, marker = handle(codec, arriving(catalog.CONSENTS, ACCOUNT_KEY, big))
+    assert (dead.topic, dead.value, headers(dead)["reason"]) == (catalog.DLQ, None, b"TOO_LARGE")
+    assert read_back(marker) == stream.UnreadableConsent(ACCOUNT_KEY)

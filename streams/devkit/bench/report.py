@@ -125,15 +125,15 @@ class Report:
                     f"{t.rate / first:>6.3f}"
                 )
         if self.footprint:
-            lines.append(f"\n{'broker log bytes (RF 1)':34} {'bytes':>12} {'per transaction':>16}")
+            lines.append(f"\n{'broker log bytes (RF 1)':44} {'bytes':>12} {'per transaction':>16}")
             for f in self.footprint:
-                lines.append(f"{f.topic:34} {f.bytes:>12,} {f.per_transaction:>16,.0f}")
+                lines.append(f"{f.topic:44} {f.bytes:>12,} {f.per_transaction:>16,.0f}")
             total = sum(f.per_transaction for f in self.footprint if "(" not in f.topic)
             total += max(
                 (sum(f.per_transaction for f in self.footprint if g in f.topic) for g in
                  ("(at_least_once)", "(exactly_once)")), default=0.0,
             )  # fmt: skip
-            lines.append(f"{'total, the costlier guarantee':34} {'':>12} {total:>16,.0f}")
+            lines.append(f"{'total, the costlier guarantee':44} {'':>12} {total:>16,.0f}")
         return "\n".join(lines)
 
 

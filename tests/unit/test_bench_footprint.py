@@ -34,7 +34,7 @@ def test_each_topic_is_counted_once_per_writer_and_divided_by_what_it_carried(
     segment(tmp_path, f"{APPS[('exactly_once', 0)]}.accounts", 0, 3_000)
     segment(tmp_path, catalog.AUDIT, 3, 8_000)
     segment(tmp_path, "bench-1.bare-out", 0, 99_999)  # the baseline's: not the pipeline's
-    rows = {f.topic: f.per_transaction for f in footprint(tmp_path, BANK, APPS, 10)}
+    rows = {f.label: f.per_transaction for f in footprint(tmp_path, BANK, APPS, 10)}
     assert rows == {
         "bank.<bank>.transactions.v1": 100.0,
         "<app>.accounts (at_least_once)": 200.0,

@@ -26,12 +26,15 @@ def footprint(
             "bank.<bank>.transactions.v1", sizes.pop(catalog.bank_topic_name(bank), 0), records
         )
     ]
-    by_role: dict[str, list[int]] = {}
+    by_role: dict[tuple[str, str], list[int]] = {}
     for (guarantee, _), app in apps.items():
         for topic in [t for t in sizes if t.startswith(f"{app}.")]:
-            role = f"<app>{topic[len(app) :]} ({guarantee})"
+            role = (f"<app>{topic[len(app) :]}", guarantee)
             by_role.setdefault(role, []).append(sizes.pop(topic))
-    rows += [Footprint(role, sum(b), records * len(b)) for role, b in sorted(by_role.items())]
+    rows += [
+        Footprint(topic, sum(b), records * len(b), guarantee)
+        for (topic, guarantee), b in sorted(by_role.items())
+    ]
     shared = (catalog.AUDIT, catalog.NOTIFICATIONS, catalog.DLQ, catalog.outcomes_topic_name(bank),
               "__consumer_offsets", "__transaction_state")  # fmt: skip
     runs = records * len(apps)

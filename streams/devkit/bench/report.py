@@ -58,10 +58,15 @@ class Footprint:
     (replication factor 1), and per transaction decided."""
 
     topic: str
-    """The topic, its app id or bank written `<app>` or `<bank>`; with its guarantee for
-    a topic of one app."""
+    """The topic, its app id or bank written `<app>` or `<bank>`."""
     bytes: int
     transactions: int
+    guarantee: str = ""
+    """The guarantee of the one app whose topic it is; "" for a topic every run shares."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.topic} ({self.guarantee})" if self.guarantee else self.topic
 
     @property
     def per_transaction(self) -> float:
@@ -126,13 +131,12 @@ class Report:
                 )
         if self.footprint:
             lines.append(f"\n{'broker log bytes (RF 1)':44} {'bytes':>12} {'per transaction':>16}")
+            per_guarantee: dict[str, float] = {}
             for f in self.footprint:
-                lines.append(f"{f.topic:44} {f.bytes:>12,} {f.per_transaction:>16,.0f}")
-            total = sum(f.per_transaction for f in self.footprint if "(" not in f.topic)
-            total += max(
-                (sum(f.per_transaction for f in self.footprint if g in f.topic) for g in
-                 ("(at_least_once)", "(exactly_once)")), default=0.0,
-            )  # fmt: skip
+                lines.append(f"{f.label:44} {f.bytes:>12,} {f.per_transaction:>16,.0f}")
+                per_guarantee[f.guarantee] = per_guarantee.get(f.guarantee, 0.0) + f.per_transaction
+            shared = per_guarantee.pop("", 0.0)
+            total = shared + max(per_guarantee.values(), default=0.0)
             lines.append(f"{'total, the costlier guarantee':44} {'':>12} {total:>16,.0f}")
         return "\n".join(lines)
 

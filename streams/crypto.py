@@ -66,10 +66,6 @@ class Keyring:
     def development(cls) -> Keyring:
         return cls(DEV_KID, {DEV_KID: DEV_KEK})
 
-    @property
-    def is_development(self) -> bool:
-        return self.keys.get(self.active) == DEV_KEK
-
     @classmethod
     def parse(cls, text: str, where: str = "the KEK file") -> Keyring:
         """Read `<kid> <base64 key>` lines; a wrong line raises SettingsError naming it."""

@@ -88,10 +88,10 @@ def test_the_development_ring_needs_the_development_switch(tmp_path: Path) -> No
     allowed; with one, it uses the file's keys."""
     with pytest.raises(SettingsError, match="PASSERELLE_KEK_FILE"):
         crypto.keyring_of(Settings())
-    assert crypto.keyring_of(Settings(allow_dev_hash_key=True)).is_development
+    assert crypto.keyring_of(Settings(allow_dev_hash_key=True)) == crypto.Keyring.development()
     (tmp_path / "kek").write_text(line("k9", 9) + "\n")
     ring = crypto.keyring_of(Settings(kek_file=tmp_path / "kek"))
-    assert ring.active == "k9" and not ring.is_development
+    assert ring.active == "k9" and crypto.DEV_KEK not in ring.keys.values()
 
 
 class TestSealer:

@@ -26,6 +26,8 @@ _LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 DEV_HASH_KEY = "passerelle-dev-only-hash-key"
 
 PREFIX = "PASSERELLE_"
+# More standby copies than this buys nothing a deployment of a few workers can use.
+MAX_STANDBY_REPLICAS = 8
 
 _Choice = TypeVar("_Choice", bound=str)
 
@@ -58,8 +60,9 @@ class Settings:
     schemas_dir: Path | None = None
     request_timeout_ms: int = 30_000
     log_format: LogFormat = "text"
-    standby: bool = True
-    """Keep warm copies of the stateful partitions this worker does not own."""
+    standby_replicas: int = 1
+    """Warm copies of each stateful partition, each on a worker other than its owner
+    (`streams/core/placement.py`); 0 keeps none."""
     outcome_feeds: bool = True
     """Run the outcomes stage: each bank's feed of what became of its records."""
     purge_after_s: int = 600
@@ -119,7 +122,9 @@ class Settings:
                 "REQUEST_TIMEOUT_MS", cls.request_timeout_ms, minimum=1000
             ),
             log_format=reader.choice("LOG_FORMAT", _LOG_FORMATS, "text"),
-            standby=reader.choice("STANDBY", ("on", "off"), "on") == "on",
+            standby_replicas=reader.integer(
+                "STANDBY_REPLICAS", cls.standby_replicas, minimum=0, maximum=MAX_STANDBY_REPLICAS
+            ),
             outcome_feeds=reader.choice("OUTCOME_FEEDS", ("on", "off"), "on") == "on",
             max_batch=reader.integer("MAX_BATCH", cls.max_batch, minimum=1, maximum=100_000),
             purge_after_s=reader.integer("PURGE_AFTER_S", cls.purge_after_s, minimum=0),

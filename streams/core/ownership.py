@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams import kafka
 from streams.core.batches import BatchWriter, LeftOut
 from streams.core.guarantees import Guarantee
+from streams.core.placement import Held
 from streams.core.recovery import Recovery
 from streams.core.spec import StageSpec
 from streams.core.standby import Standby
@@ -115,6 +116,12 @@ class Ownership:
     @property
     def stateful(self) -> bool:
         return self.spec.changelog is not None
+
+    def held(self) -> Held:
+        """What this worker tells its group it holds, when it joins (`core/group.py`):
+        the partitions it owned (kept aside through an eager rebalance) and its copies."""
+        owned = frozenset(tp.partition for tp in [*self.partitions, *self.idle])
+        return Held(owned, self.standby.warm() if self.standby is not None else {})
 
     def revoke(self, tps: Sequence[TopicPartition]) -> None:
         """Stop owning these; keep them aside, open, for the assignment that follows."""

@@ -9,6 +9,7 @@ runs is a module of its own:
                    changelog record batch; the transaction that commits it
     ownership.py   the partitions owned: producers (fencing), stores, seeks
     recovery.py    a store restored from its changelog; standby.py keeps copies
+    group.py       the consumer group: who owns, who follows (placement.py)
     readiness.py   catch-up of the `catch_up` topics, `/readyz`, the gauges
     purge.py       what was committed of one of our own streams, deleted from it
 
@@ -25,10 +26,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import kafka
-from streams.core import denials, guarantees, handling
+from streams.core import denials, group, guarantees, handling
 from streams.core.batches import Built, TooLarge
 from streams.core.guarantees import Records
 from streams.core.handling import StageFailed
@@ -75,12 +76,11 @@ class Stage:
         self.recovery: Recovery | None = None
         """Restores the stores of the partitions it opens (a stateful stage)."""
         self.standby: Standby | None = None
-        """Warm copies of the partitions this worker does not own (a stateful stage)."""
+        """Warm copies of partitions other workers own (a stateful stage)."""
         path = functools.partial(store_path, settings, spec.name)
         if spec.changelog is not None:
-            self.recovery = Recovery(spec.name, spec.changelog, settings, metrics, path)
-        if spec.changelog is not None and settings.standby:
             assert len(spec.topics) == 1, "a stateful stage reads one input topic"
+            self.recovery = Recovery(spec.name, spec.changelog, settings, metrics, path)
             self.standby = Standby(
                 spec.name, spec.topics[0], spec.changelog, settings, metrics, path
             )
@@ -103,9 +103,14 @@ class Stage:
             metadata_max_age_ms=5_000,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            partition_assignment_strategy=group.assignors(
+                self.settings.standby_replicas,
+                self.ownership.held,
+                self.standby.place if self.standby else None,
+            ),
         )
         self._consumer = self.ownership.consumer = consumer
-        listener = _Listener(self)
+        listener = group.Listener(self)
         if self.spec.pattern:
             consumer.subscribe(pattern=self.spec.pattern, listener=listener)
         else:
@@ -132,9 +137,8 @@ class Stage:
                     # aiokafka hands out records of a new assignment while our listener
                     # still opens it (aio-libs/aiokafka#738): records of a partition
                     # opened since this poll returned were fetched from the group's
-                    # committed offset, which may lie past where the restored state
-                    # resumes (at_least_once commits before it writes state); the open
-                    # sought to the right place, so they are read again from there.
+                    # committed offset, not from where the open sought it (a stateful
+                    # stage resumes where its restored state does): read again there.
                     for tp in list(batches):
                         part = owned.get(tp)
                         if part is None or part.opened_at >= poll:
@@ -305,16 +309,3 @@ class Stage:
 
     async def release(self, part: Partition) -> None:
         await self.ownership.release(part)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's base is untyped
-    """The consumer's rebalance callbacks: the stage's `on_revoked` and `on_assigned`."""
-
-    def __init__(self, stage: Stage) -> None:
-        self.stage = stage
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.stage.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.stage.on_assigned(assigned)

@@ -1,18 +1,21 @@
-"""Standby replicas: warm copies of the partitions a worker does not own.
+"""Standby replicas: warm copies of partitions other workers own.
 
 A stateful stage's worker follows, with a read_committed reader of its own,
-the changelog partitions of every input partition it is not processing, and
-applies them to the same RocksDB folders an owner would use. When the group
-gives it one of them, the stage restores only what was written since (a few
-batches) instead of the whole changelog: failover costs seconds of restore
-no matter how large the state is.
+the changelog partitions the group's placement gives it (`core/placement.py`,
+k copies of each partition, never on its owner), and applies them to the same
+RocksDB folders an owner would use. When the group gives it one of them, the
+stage restores only what was written since (a few batches) instead of the
+whole changelog: failover costs seconds of restore no matter how large the
+state is.
 
 Hand-over is explicit: the stage `take`s a partition before opening its
 store (the standby closes its copy, and drops whatever it fetched for it
-since) and `give_back`s it after closing the store. Every worker follows
-every partition it does not own, so each partition has as many standbys as
-there are other workers; fine for the few workers a deployment runs (see
-docs/core.md), not a placement of k copies.
+since) and `give_back`s it after closing the store. Each assignment says
+which partitions this worker owns and follows (`place`, from
+`core/assignor.py`): a copy no longer placed here is closed, and a store
+folder of a partition this worker neither owns nor follows is deleted, so
+with k = 0 a worker keeps nothing it does not own. Until a first assignment
+under our assignor, nothing is followed and nothing deleted.
 
 The changelog is read with `core/recovery.py`'s `ChangelogReader`, the reader
 an owner's restore uses, in its other mode: on and on, without an end.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,7 +51,7 @@ RETRY_S = 5
 
 
 class Standby:
-    """Follows the changelog partitions of `topic` that the stage does not own."""
+    """Follows the changelog partitions of `topic` placed on this worker as standbys."""
 
     def __init__(
         self,
@@ -64,6 +68,8 @@ class Standby:
         self.settings = settings
         self.store_path = store_path
         self._taken: set[int] = set()  # partitions the stage owns (their stores are its)
+        self._placed: tuple[frozenset[int], frozenset[int]] | None = None
+        """The partitions the last assignment gave this worker to own and to follow."""
         self._stores: dict[int, PartitionStore] = {}
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
@@ -83,9 +89,21 @@ class Standby:
         self._taken.discard(tp.partition)
         self._changed.set()
 
+    def place(self, active: frozenset[int], standby: frozenset[int]) -> None:
+        """The group's assignment: this worker owns `active` and follows `standby`."""
+        self._placed = (active, standby)
+        self._changed.set()
+
     def copies(self) -> dict[int, int]:
         """The partitions followed, each with the changelog offset its copy has reached."""
         return {p: store.checkpoint for p, store in self._stores.items()}
+
+    def warm(self) -> dict[int, int]:
+        """The stores this worker holds and does not own, with the changelog offset each
+        has read to (0 for a folder on disk whose copy is not open): what it tells the
+        group when it joins (`core/assignor.py`)."""
+        on_disk = {p: 0 for p in self._on_disk() if p not in self._taken}
+        return on_disk | self.copies()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow until `stopping` is set. A failure costs only warmth (the owner's restore
@@ -133,9 +151,12 @@ class Standby:
         changelog partition on from its store's checkpoint."""
         async with self._lock:
             self._changed.clear()
-            wanted = set(range(partitions)) - self._taken
+            active, standby = self._placed or (frozenset(), frozenset())
+            wanted = standby - self._taken
             for p in set(self._stores) - wanted:
                 self._stores.pop(p).close()
+            if self._placed is not None:
+                self._drop(self._on_disk() - active - standby - self._taken)
             for p in wanted - set(self._stores):
                 self._stores[p] = PartitionStore(self._path(p))
             await reader.start_at(self._stores)
@@ -145,6 +166,31 @@ class Standby:
             len(self._stores),
             extra=event("standby", stage=self.stage, partitions=len(self._stores)),
         )
+
+    def _drop(self, partitions: set[int]) -> None:
+        """Delete the stores of partitions placed elsewhere (their owners and standbys
+        hold them): this worker's disk keeps only what it owns or follows."""
+        for p in partitions:
+            shutil.rmtree(self._path(p), ignore_errors=True)
+        if partitions:
+            log.info(
+                "stage %s deleted its stores of %d partitions placed on other workers",
+                self.stage,
+                len(partitions),
+                extra=event("stores_dropped", stage=self.stage, partitions=len(partitions)),
+            )
+
+    def _on_disk(self) -> set[int]:
+        """The partitions of `topic` that have a store folder on this worker's disk."""
+        folder = self._path(0).parent
+        prefix = f"{self.topic}-"
+        if not folder.is_dir():
+            return set()
+        return {
+            int(child.name[len(prefix) :])
+            for child in folder.iterdir()
+            if child.name.startswith(prefix) and child.name[len(prefix) :].isdigit()
+        }
 
     def _path(self, partition: int) -> Path:
         return self.store_path(TopicPartition(self.topic, partition))

@@ -55,7 +55,7 @@ def keep(record: Any, store: PartitionStore) -> list[Emit]:
 
 
 def stage_over(tmp_path: Path, store: PartitionStore, **rounds: Any) -> tuple[Stage, Partition]:
-    settings = replace(Settings(), data_dir=tmp_path, standby=False)
+    settings = replace(Settings(), data_dir=tmp_path, standby_replicas=0)
     spec = StageSpec("keeping", keep, topics=(SOURCE,), changelog=CHANGELOG)
     stage = Stage(spec, settings, Metrics(CollectorRegistry()))
     stage.guarantee = Rounds(stage, **rounds)  # type: ignore[assignment]  # the recording one

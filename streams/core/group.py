@@ -16,10 +16,17 @@ through Kafka's group protocol:
 
 So the placement is decided once, by one member, and every member learns its
 part; nothing is stored apart from the group's own state. k is the leader's
-setting. aiokafka's `roundrobin` is offered second: while a group still has a
-member that knows only it (a rolling upgrade from a version without this
-assignor), the broker picks it; members then own their share and follow
-nothing until the next rebalance under ours.
+setting.
+
+Ours is the only protocol a stateful stage offers. aiokafka 0.14 sends one
+JoinGroup per assignor listed, the first with only the first protocol, so a
+member offering two changes its metadata while it joins: the broker starts a
+new rebalance each time ("Updating metadata for member … during
+CompletingRebalance"), and three workers starting together never settled in
+`tests/integration/test_standby.py` (aio-libs/aiokafka#1168, open). The price:
+a worker of this version and one of a version before it cannot share a group
+(the broker answers InconsistentGroupProtocol), so that upgrade stops the old
+workers before the new ones start (docs/runbook.md, "Upgrades").
 
 `user_data` is JSON: `{"v": 1, "owned": [3], "warm": {"5": 1024}}` when joining,
 `{"v": 1, "standby": [5, 7]}` in an assignment. A member whose metadata does not
@@ -117,11 +124,11 @@ class StandbyAssignor:
 
 
 def assignors(replicas: int, held: Callable[[], Held], placed: Placed | None) -> tuple[object, ...]:
-    """The consumer's `partition_assignment_strategy`: ours first where the stage keeps
-    standbys (`placed`), aiokafka's roundrobin always (see the module docstring)."""
+    """The consumer's `partition_assignment_strategy`: ours where the stage keeps
+    standbys (`placed`), else aiokafka's roundrobin; one only (the module docstring)."""
     if placed is None:
         return (RoundRobinPartitionAssignor,)
-    return (StandbyAssignor(replicas, held, placed), RoundRobinPartitionAssignor)
+    return (StandbyAssignor(replicas, held, placed),)
 
 
 class Rebalanced(Protocol):

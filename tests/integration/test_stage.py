@@ -326,10 +326,10 @@ class Counting:
 
     @classmethod
     async def create(
-        cls, settings: Settings, new_topic: NewTopicFactory, tmp_path: Path
+        cls, settings: Settings, new_topic: NewTopicFactory, tmp_path: Path, partitions: int = 2
     ) -> Counting:
         names = ("in", "out", "cl")
-        topics = {name: await new_topic(name, partitions=2) for name in names}
+        topics = {name: await new_topic(name, partitions=partitions) for name in names}
         return cls(settings, topics, tmp_path)
 
     def count(self, record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
@@ -351,7 +351,7 @@ class Counting:
         finally:
             await producer.stop()
 
-    def start(self, name: str, guarantee: str = "at_least_once") -> Stage:
+    def start(self, name: str, guarantee: str = "at_least_once", **fields: Any) -> Stage:
         spec = StageSpec("counting", self.count, topics=(self.source,), changelog=self.changelog)
         stage = stage_on(
             self.settings,
@@ -359,6 +359,7 @@ class Counting:
             app_id=self.app_id,
             data_dir=self.tmp_path / name,
             processing_guarantee=guarantee,
+            **fields,
         )
         self.tasks[stage] = asyncio.create_task(stage.run())
         return stage
@@ -382,7 +383,11 @@ class Counting:
         )
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
+async def until(
+    condition: Callable[[], bool], what: str, state: Callable[[], object] | None = None
+) -> None:
+    """Wait (60 s at most) for the condition; else fail, saying what (and the `state`)."""
+
     async def poll() -> None:
         while not condition():
             await asyncio.sleep(0.1)
@@ -390,7 +395,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     try:
         await bounded(poll(), 60)
     except TimeoutError:
-        pytest.fail(f"not within 60 s: {what}")
+        pytest.fail(f"not within 60 s: {what}" + (f" ({state()})" if state else ""))
 
 
 async def test_a_partition_taken_over_from_a_warm_standby_copy_restores_only_the_tail(
@@ -594,11 +599,13 @@ async def until_read(settings: Settings, topic: str, records: int) -> None:
         pytest.fail(f"not within 60 s: {records} records in {topic}")
 
 
-async def changelog_ends(settings: Settings, topic: str) -> dict[int, int]:
+async def changelog_ends(
+    settings: Settings, topic: str, partitions: Sequence[int] = (0, 1)
+) -> dict[int, int]:
     consumer = kafka.consumer(settings, group_id=None)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in (0, 1)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()

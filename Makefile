@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PASSERELLE := $(BIN)/passerelle
 
 .PHONY: picture help install kafka-jars kafka-up kafka-down kafka-status kafka-logs \
-        kafka-cluster-up kafka-cluster-down topics run bench bench-full test test-unit lint format clean \
+        kafka-cluster-up kafka-cluster-down topics run bench bench-full bench-scale test test-unit lint format clean \
         prometheus deploy-rules kafka-up-secure kafka-down-secure test-faults
 
 help: ## list the targets
@@ -58,7 +58,7 @@ DEMO_BANKS := banque-alpine credit-breton thames-bank
 
 # The demo, the tests and the bench run workers on a laptop: they may use the public
 # development hash key. A deployment sets PASSERELLE_HASH_KEY(_FILE) instead.
-run bench bench-full test test-unit test-faults: export PASSERELLE_ALLOW_DEV_HASH_KEY ?= on
+run bench bench-full bench-scale test test-unit test-faults: export PASSERELLE_ALLOW_DEV_HASH_KEY ?= on
 
 run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minute, delivered to a local Send API, reconciliation, then customers asking in the chat
 	$(PASSERELLE) topics create $(foreach b,$(DEMO_BANKS),--bank $(b))
@@ -67,8 +67,12 @@ run: kafka-up ## the main job: the pipeline on a simulated bank feed for a minut
 bench: install ## the pipeline against bare aiokafka: throughput ratio, latency, state; a delivery worker at 0 and 50 ms API latency (minutes)
 	$(PASSERELLE) bench
 
-bench-full: install ## make bench plus the state at 1 000 000 accounts (long)
+bench-full: install ## make bench plus the state at 1 000 000 accounts, then make bench-scale (long)
 	$(PASSERELLE) bench --full
+	$(PASSERELLE) bench --scale
+
+bench-scale: install ## three brokers; 1, 2 and 4 workers with k = 0 and 1 standby: CPU and changelog reads per transaction, p99, RSS, disk; a kill -9 failover (~15 min)
+	$(PASSERELLE) bench --scale
 
 test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves
 	$(BIN)/pytest --durations=8

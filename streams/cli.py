@@ -207,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick", action="store_true", help="small sizes only: a check that the bench runs"
     )
+    bench.add_argument(
+        "--scale",
+        action="store_true",
+        help="instead: 1, 2 and 4 workers on three brokers, k = 0 and 1 (docs/performance.md)",
+    )
     bench.set_defaults(run=actions.run_bench)
 
     prod = command("produce", help="send JSON-lines transactions as a bank would")

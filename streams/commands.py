@@ -173,9 +173,14 @@ def run_bench(args: argparse.Namespace) -> None:
 
     if args.records < 1000:
         raise PasserelleError("--records must be at least 1000 for a meaningful rate")
-    if args.full and args.quick:
-        raise PasserelleError("--full and --quick exclude each other")
+    if sum((args.full, args.quick, args.scale)) > 1:
+        raise PasserelleError("--full, --quick and --scale exclude each other")
     quiet_client_loggers()
+    if args.scale:
+        from streams.devkit.bench.scale import run_scale
+
+        asyncio.run(run_scale(Settings.from_env()))
+        return
     sizes: tuple[int, ...] = (10_000, 100_000)
     if args.full:
         sizes += (1_000_000,)

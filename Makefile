@@ -77,7 +77,7 @@ bench-scale: install ## three brokers; 1, 2 and 4 workers with k = 0 and 1 stand
 test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves
 	$(BIN)/pytest --durations=8
 
-test-faults: install ## fault suite: three brokers, two workers, 16 scenarios (~30 min; CI runs it after `make test`)
+test-faults: install ## fault suite: three brokers, two workers (four in one), 18 scenarios (~35 min; CI runs it after `make test`)
 	$(BIN)/pytest tests/faults --durations=8 -s
 
 test-unit: install prometheus ## the tests that need no broker (promtool checks included)

@@ -469,6 +469,29 @@ async def test_a_worker_that_lost_its_disk_fails_over_to_standby_copies_then_reb
     await quiesce_and_check(run)
 
 
+async def test_four_workers_with_one_standby_each_lose_two_to_kill_9(begin: Begin) -> None:
+    """Four workers keeping k = 1 standby copy of each partition (the default): two are
+    killed (-9) one after the other and stay down; the two left take every partition
+    over (from their copies where the group had placed them) and nothing is lost or,
+    under exactly_once, repeated."""
+    run = await begin(58, count=4)
+    survivors = run.workers[2:]
+    for worker in survivors:
+        await until_ready(worker)
+    before = sum(scraped(w, "passerelle_restored_records_total") for w in survivors)
+    for victim, share in zip(run.workers[:2], (0.3, 0.5), strict=True):
+        at = await run.fault_at(share)
+        victim.kill()
+        print(f"kill -9 of one of four workers at {at:.0%}")
+    run.workers = survivors  # the killed stay down; the check stops the others
+    for worker in survivors:
+        print(f"a survivor is ready {await until_ready(worker):.1f}s after the second kill")
+    restored = sum(scraped(w, "passerelle_restored_records_total") for w in survivors) - before
+    changelog = await end_offsets(run.settings, f"{run.app_id}.accounts-changelog")
+    print(f"the two left restored {restored:.0f} changelog records (end offsets: {changelog})")
+    await quiesce_and_check(run)
+
+
 def owned(worker: Worker, topic: str) -> int:
     """How many partitions of `topic` the worker's stage owns now (it reports their lag)."""
     lag = re.compile(rf'^passerelle_consumer_lag\{{[^}}]*topic="{re.escape(topic)}"', re.M)

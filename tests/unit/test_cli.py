@@ -51,6 +51,7 @@ class TestWrongArguments:
         [
             (("worker", "standin"), "needs --prefix"),
             (("bench", "--records", "10"), "at least 1000"),
+            (("bench", "--scale", "--quick"), "exclude each other"),
         ],
     )
     def test_a_refused_option_gives_one_line(self, args: tuple[str, ...], message: str) -> None:

@@ -36,7 +36,7 @@ from streams.devkit.bench.report import RESULTS
 from streams.devkit.workerproc import Worker, scraped, until_ready
 from streams.settings import LocalKafkaSettings, Settings
 
-SCALE_PORT = 9592
+SCALE_PORT = 19492  # nodes on 19492, 19502, 19512 (the fault suite: 19292…)
 # The failover's load runs this long, and the kill comes this far into it.
 FAILOVER_S = 30
 KILL_AFTER_S = 5
@@ -80,8 +80,12 @@ class Failover:
 
 
 def three_brokers() -> tuple[localkafka.Cluster, LocalKafkaSettings]:
+    """Three fresh nodes of the bench's own (not `make kafka-cluster-up`'s, nor the
+    fault suite's), so every worker reads exactly the bench's records."""
     local = replace(
-        LocalKafkaSettings.from_env(), port=SCALE_PORT, run_dir=Path(".run/kafka-scale")
+        LocalKafkaSettings.from_env(),
+        cluster_port=SCALE_PORT,
+        cluster_run_dir=Path(".run/kafka-scale"),
     )
     cluster = localkafka.Cluster.three(local)
     if any(pid for _, pid in localkafka.status(cluster)):

@@ -9,7 +9,10 @@ Imports inside functions count too: a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
+import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -180,3 +183,49 @@ def test_the_wheel_carries_every_schema_the_registry_names() -> None:
     index = json.loads((root / "schemas" / "registry.json").read_text())
     wanted = ["schemas/registry.json", *(f"schemas/{e['file']}" for e in index["schemas"])]
     assert [w for w in wanted if not any(fnmatch(w, pattern) for pattern in shipped)] == []
+
+
+def third_party_imports(paths: list[Path]) -> set[str]:
+    """The top-level modules outside the standard library and `streams` these files import."""
+    found: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "streams"}
+
+
+def normal(name: str) -> str:
+    """A distribution's name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared(requirements: list[str]) -> set[str]:
+    return {normal(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0]) for r in requirements}
+
+
+@pytest.mark.parametrize(
+    ("where", "extras"),
+    [("the package but devkit", ()), ("devkit", ("dev",))],
+)
+def test_every_library_imported_is_a_declared_dependency(
+    where: str, extras: tuple[str, ...]
+) -> None:
+    """What `streams` imports is in pyproject's dependencies (devkit: or the dev extra):
+    a library that only arrives with another (or with the test tools) breaks a
+    production install the day that other one drops it."""
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    allowed = declared(project["dependencies"])
+    for extra in extras:
+        allowed |= declared(project["optional-dependencies"][extra])
+    devkit = PACKAGE / "devkit"
+    files = [p for p in PACKAGE.rglob("*.py") if (devkit in p.parents) == (where == "devkit")]
+    distributions = importlib.metadata.packages_distributions()
+    missing = {
+        module: distributions.get(module, [module])
+        for module in third_party_imports(files)
+        if not {normal(d) for d in distributions.get(module, [module])} & allowed
+    }
+    assert missing == {}, f"imported by {where}, not declared: {missing}"

@@ -37,6 +37,11 @@ from streams.devkit.workerproc import Worker, scraped, until_ready
 from streams.settings import LocalKafkaSettings, Settings
 
 SCALE_PORT = 19492  # nodes on 19492, 19502, 19512 (the fault suite: 19292…)
+# Before each measured phase: a warm-up at the offered rate, a pause for it to drain,
+# then the workers' idle CPU over IDLE_S.
+WARMUP_S = 10
+DRAIN_S = 3
+IDLE_S = 10
 # The failover's load runs this long, and the kill comes this far into it.
 FAILOVER_S = 30
 KILL_AFTER_S = 5
@@ -58,10 +63,19 @@ class Scale:
     p99_ms: float
     rss_mib: tuple[float, ...]
     disk_mib: tuple[float, ...]
+    idle_cpu: float = 0.0
+    """The workers' CPU seconds a second together with no load (polls, heartbeats,
+    ticks, gauges): what each worker costs before it decides anything."""
 
     @property
     def cpu_s_per_100k(self) -> float:
         return self.cpu_s / self.decided * 100_000 if self.decided else 0.0
+
+    @property
+    def busy_s_per_100k(self) -> float:
+        """The same, less what the workers would have burnt idle over the span."""
+        busy = self.cpu_s - self.idle_cpu * self.seconds
+        return busy / self.decided * 100_000 if self.decided else 0.0
 
     @property
     def standby_per_1k(self) -> float:
@@ -143,6 +157,7 @@ async def _start(bench: Run, app_id: str, n: int, k: int) -> list[Worker]:
 
 
 async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale:
+    """Warm up, measure the workers idle, then under the offered load."""
     app_id = bank = f"{bench.prefix}-n{n}-k{k}"
     await bench.provision(bank, [app_id])
     pop = population(bank, 2_000, seed=3)
@@ -150,13 +165,20 @@ async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale
     workers = await _start(bench, app_id, n, k)
     reader, producer = await _clients(bench.settings)
     try:
+        warm = int(rate * WARMUP_S)  # first batches, metadata, copies catching up: not measured
+        await offer(bench, producer, pop, 0, warm, rate)
+        await asyncio.sleep(DRAIN_S)
+        idle = [cpu_seconds(w) for w in workers]
+        await asyncio.sleep(IDLE_S)
+        idle_s = sum(cpu_seconds(w) - i for w, i in zip(workers, idle, strict=True)) / IDLE_S
+        await reader.seek_to_end(*reader.assignment())  # the warm-up's notifications: skipped
         before = [(cpu_seconds(w), decided(w), scraped(w, STANDBY)) for w in workers]
         count = int(rate * seconds)
         expected = sum(
-            pop.accounts[i % len(pop.accounts)].consent is not None for i in range(count)
+            pop.accounts[(warm + i) % len(pop.accounts)].consent is not None for i in range(count)
         )
         reading = asyncio.create_task(collect(reader, bench.codec, bank, expected))
-        took = await offer(bench, producer, pop, 0, count, rate)
+        took = await offer(bench, producer, pop, warm, count, rate)
         latencies = await reading
         after = [(cpu_seconds(w), decided(w), scraped(w, STANDBY)) for w in workers]
         p99 = sorted(latencies)[int(0.99 * (len(latencies) - 1))]
@@ -171,6 +193,7 @@ async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale
             p99_ms=p99,
             rss_mib=tuple(round(rss_mib(w), 1) for w in workers),
             disk_mib=tuple(round(_mib(bench.folder / app_id / f"w{i}"), 1) for i in range(n)),
+            idle_cpu=round(idle_s, 3),
         )
     finally:
         await producer.stop()
@@ -244,15 +267,18 @@ def _mib(folder: Path) -> float:
 
 def table(rows: list[Scale], failover: Failover) -> str:
     lines = [
-        "workers  k  offered/s  decided/s  CPU-s per 100k  vs 1 worker  standby rec per 1k"
-        "  p99 ms  RSS MiB per worker  disk MiB per worker"
+        "workers  k  offered/s  decided/s  idle CPU  CPU-s per 100k (vs 1)  less idle (vs 1)"
+        "  standby rec per 1k  p99 ms  RSS MiB per worker  disk MiB per worker"
     ]
-    one = {r.replicas: r.cpu_s_per_100k for r in rows if r.workers == 1}
+    one = {r.replicas: r for r in rows if r.workers == 1}
     for r in rows:
-        base = one.get(r.replicas) or r.cpu_s_per_100k
+        base = one.get(r.replicas, r)
+        total = r.cpu_s_per_100k / base.cpu_s_per_100k if base.cpu_s_per_100k else 0.0
+        busy = r.busy_s_per_100k / base.busy_s_per_100k if base.busy_s_per_100k else 0.0
         lines.append(
             f"{r.workers:>7}  {r.replicas}  {r.offered:>9,.0f}  {r.decided / r.seconds:>9,.0f}"
-            f"  {r.cpu_s_per_100k:>14,.1f}  {r.cpu_s_per_100k / base:>10.2f}×"
+            f"  {r.idle_cpu:>7.0%}  {r.cpu_s_per_100k:>13,.1f} ({total:.2f}×)"
+            f"  {r.busy_s_per_100k:>8,.1f} ({busy:.2f}×)"
             f"  {r.standby_per_1k:>18,.0f}  {r.p99_ms:>6,.0f}"
             f"  {' '.join(f'{m:.0f}' for m in r.rss_mib):>18}"
             f"  {' '.join(f'{m:.1f}' for m in r.disk_mib)}"

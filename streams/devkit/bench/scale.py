@@ -37,8 +37,8 @@ from streams.devkit.workerproc import Worker, scraped, until_ready
 from streams.settings import LocalKafkaSettings, Settings
 
 SCALE_PORT = 19492  # nodes on 19492, 19502, 19512 (the fault suite: 19292…)
-# Before each measured phase: a warm-up at the offered rate, a pause for it to drain,
-# then the workers' idle CPU over IDLE_S.
+# Before each measured phase: the workers' CPU over IDLE_S with nothing offered (after
+# DRAIN_S), then a warm-up at the offered rate and a pause for it to drain.
 WARMUP_S = 10
 DRAIN_S = 3
 IDLE_S = 10
@@ -157,7 +157,7 @@ async def _start(bench: Run, app_id: str, n: int, k: int) -> list[Worker]:
 
 
 async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale:
-    """Warm up, measure the workers idle, then under the offered load."""
+    """Measure the workers idle, warm them up, then measure them under the offered load."""
     app_id = bank = f"{bench.prefix}-n{n}-k{k}"
     await bench.provision(bank, [app_id])
     pop = population(bank, 2_000, seed=3)
@@ -165,12 +165,13 @@ async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale
     workers = await _start(bench, app_id, n, k)
     reader, producer = await _clients(bench.settings)
     try:
-        warm = int(rate * WARMUP_S)  # first batches, metadata, copies catching up: not measured
-        await offer(bench, producer, pop, 0, warm, rate)
-        await asyncio.sleep(DRAIN_S)
+        await asyncio.sleep(DRAIN_S)  # ready, and nothing offered yet: idle
         idle = [cpu_seconds(w) for w in workers]
         await asyncio.sleep(IDLE_S)
         idle_s = sum(cpu_seconds(w) - i for w, i in zip(workers, idle, strict=True)) / IDLE_S
+        warm = int(rate * WARMUP_S)  # first batches, metadata, copies catching up: not measured
+        await offer(bench, producer, pop, 0, warm, rate)
+        await asyncio.sleep(DRAIN_S)
         await reader.seek_to_end(*reader.assignment())  # the warm-up's notifications: skipped
         before = [(cpu_seconds(w), decided(w), scraped(w, STANDBY)) for w in workers]
         count = int(rate * seconds)

@@ -17,12 +17,6 @@ class TestScaleReport:
         r = row(2, 1, cpu_s=6.0, standby=9_000)
         assert r.cpu_s_per_100k == 50.0 and r.standby_per_1k == 750.0
 
-    def test_idle_cpu_is_taken_off_over_the_span(self) -> None:
-        """Less idle: the CPU the workers burn with no load, over the same seconds, is
-        not charged to the transactions."""
-        r = row(4, 1, cpu_s=9.0, standby=0, idle=0.1)  # 3 of the 9 s were idle
-        assert r.busy_s_per_100k == 50.0
-
     def test_each_row_is_compared_with_one_worker_at_the_same_k(self) -> None:
         """The table's ratio columns divide by the one-worker row of the same k."""
         rows = [row(1, 1, 6.0, 0), row(4, 1, 7.5, 9_000), row(1, 0, 3.0, 0), row(4, 0, 3.0, 0)]

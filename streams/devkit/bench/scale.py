@@ -65,17 +65,12 @@ class Scale:
     disk_mib: tuple[float, ...]
     idle_cpu: float = 0.0
     """The workers' CPU seconds a second together with no load (polls, heartbeats,
-    ticks, gauges): what each worker costs before it decides anything."""
+    ticks, gauges): what each worker costs before it decides anything. Not subtracted
+    from the loaded figure: under load the same polls return records instead."""
 
     @property
     def cpu_s_per_100k(self) -> float:
         return self.cpu_s / self.decided * 100_000 if self.decided else 0.0
-
-    @property
-    def busy_s_per_100k(self) -> float:
-        """The same, less what the workers would have burnt idle over the span."""
-        busy = self.cpu_s - self.idle_cpu * self.seconds
-        return busy / self.decided * 100_000 if self.decided else 0.0
 
     @property
     def standby_per_1k(self) -> float:
@@ -268,18 +263,16 @@ def _mib(folder: Path) -> float:
 
 def table(rows: list[Scale], failover: Failover) -> str:
     lines = [
-        "workers  k  offered/s  decided/s  idle CPU  CPU-s per 100k (vs 1)  less idle (vs 1)"
+        "workers  k  offered/s  decided/s  idle CPU  CPU-s per 100k (vs 1)"
         "  standby rec per 1k  p99 ms  RSS MiB per worker  disk MiB per worker"
     ]
     one = {r.replicas: r for r in rows if r.workers == 1}
     for r in rows:
         base = one.get(r.replicas, r)
         total = r.cpu_s_per_100k / base.cpu_s_per_100k if base.cpu_s_per_100k else 0.0
-        busy = r.busy_s_per_100k / base.busy_s_per_100k if base.busy_s_per_100k else 0.0
         lines.append(
             f"{r.workers:>7}  {r.replicas}  {r.offered:>9,.0f}  {r.decided / r.seconds:>9,.0f}"
             f"  {r.idle_cpu:>7.0%}  {r.cpu_s_per_100k:>13,.1f} ({total:.2f}×)"
-            f"  {r.busy_s_per_100k:>8,.1f} ({busy:.2f}×)"
             f"  {r.standby_per_1k:>18,.0f}  {r.p99_ms:>6,.0f}"
             f"  {' '.join(f'{m:.0f}' for m in r.rss_mib):>18}"
             f"  {' '.join(f'{m:.1f}' for m in r.disk_mib)}"

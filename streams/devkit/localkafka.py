@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +69,14 @@ def up(cluster: Cluster, settings: LocalKafkaSettings, say: Say = print) -> None
     say(f"starting {cluster.describe()}")
     wait_ready(cluster)
     say(f"ready: {cluster.describe()}")
+
+
+def fresh(cluster: Cluster) -> Cluster:
+    """The cluster with nothing of earlier runs: its nodes stopped, its folder deleted."""
+    if any(pid for _, pid in status(cluster)):
+        down(cluster, say=lambda _: None)
+    shutil.rmtree(cluster.dir, ignore_errors=True)
+    return cluster
 
 
 def down(cluster: Cluster, say: Say = print) -> None:

@@ -31,7 +31,6 @@ Speed is reported, never asserted.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,11 +57,7 @@ def own_broker() -> tuple[localkafka.Cluster, LocalKafkaSettings]:
     local = replace(
         LocalKafkaSettings.from_env(), port=BENCH_PORT, run_dir=Path(".run/kafka-bench")
     )
-    cluster = localkafka.Cluster.single(local)
-    if any(pid for _, pid in localkafka.status(cluster)):
-        localkafka.down(cluster, say=lambda _: None)
-    shutil.rmtree(cluster.dir, ignore_errors=True)
-    return cluster, local
+    return localkafka.fresh(localkafka.Cluster.single(local)), local
 
 
 async def run(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -96,11 +95,7 @@ def three_brokers() -> tuple[localkafka.Cluster, LocalKafkaSettings]:
         cluster_port=SCALE_PORT,
         cluster_run_dir=Path(".run/kafka-scale"),
     )
-    cluster = localkafka.Cluster.three(local)
-    if any(pid for _, pid in localkafka.status(cluster)):
-        localkafka.down(cluster, say=lambda _: None)
-    shutil.rmtree(cluster.dir, ignore_errors=True)
-    return cluster, local
+    return localkafka.fresh(localkafka.Cluster.three(local)), local
 
 
 async def run_scale(

@@ -4,7 +4,7 @@ A pure function of the group as its leader sees it at a rebalance: the
 partitions, and for each member what it holds (the partitions it owned, the
 copies it keeps warm and how far each has read its changelog). Every member
 of the group runs the same code, but only the leader calls `place`; its result
-travels to each member in its assignment (`core/assignor.py`). This is Kafka
+travels to each member in its assignment (`core/group.py`). This is Kafka
 Streams' `num.standby.replicas`, simplified:
 
 1. **Owners, balanced.** Each member owns ⌊P/N⌋ or ⌈P/N⌉ partitions. A
@@ -60,14 +60,14 @@ def place(
     partitions: Sequence[int], members: Mapping[str, Held], replicas: int
 ) -> dict[str, Placement]:
     """Each member's owners and standbys (the module docstring has the rules)."""
-    ids = sorted(members)
+    ids, ordered = sorted(members), sorted(partitions)
     if not ids:
         return {}
-    owner = _owners(sorted(partitions), ids, members)
-    standbys = _standbys(sorted(partitions), ids, members, owner, replicas)
+    owner = _owners(ordered, ids, members)
+    standbys = _standbys(ordered, ids, members, owner, replicas)
     return {
         m: Placement(
-            active=tuple(p for p in sorted(partitions) if owner[p] == m),
+            active=tuple(p for p in ordered if owner[p] == m),
             standby=tuple(sorted(standbys[m])),
         )
         for m in ids

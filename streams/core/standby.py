@@ -12,7 +12,7 @@ Hand-over is explicit: the stage `take`s a partition before opening its
 store (the standby closes its copy, and drops whatever it fetched for it
 since) and `give_back`s it after closing the store. Each assignment says
 which partitions this worker owns and follows (`place`, from
-`core/assignor.py`): a copy no longer placed here is closed, and a store
+`core/group.py`): a copy no longer placed here is closed, and a store
 folder of a partition this worker neither owns nor follows is deleted, so
 with k = 0 a worker keeps nothing it does not own. Until a first assignment
 under our assignor, nothing is followed and nothing deleted.
@@ -101,7 +101,7 @@ class Standby:
     def warm(self) -> dict[int, int]:
         """The stores this worker holds and does not own, with the changelog offset each
         has read to (0 for a folder on disk whose copy is not open): what it tells the
-        group when it joins (`core/assignor.py`)."""
+        group when it joins (`core/group.py`)."""
         on_disk = {p: 0 for p in self._on_disk() if p not in self._taken}
         return on_disk | self.copies()
 

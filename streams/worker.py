@@ -27,13 +27,13 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
     """The core's proof workload as a worker."""
     metrics = Metrics(worker_registry())
     topics = standin.StandinTopics(prefix)
+    changelog = Catalog(settings).changelog("standin").name
+    stage = Stage(standin.spec(topics, changelog), settings, metrics=metrics)
     ticker = (
-        Ticker(settings, topics.input, settings.partitions, tick_interval_s)
+        Ticker(settings, topics.input, stage.ownership.numbers, tick_interval_s)
         if tick_interval_s > 0
         else None
     )
-    changelog = Catalog(settings).changelog("standin").name
-    stage = Stage(standin.spec(topics, changelog), settings, metrics=metrics)
     registry = EmbeddedRegistry.load(settings.schemas_dir)  # served on the web port
     return create_app(settings, [StageService(stage, ticker)], metrics, registry)
 
@@ -68,11 +68,12 @@ def pipeline(
     accounts = Accounts(codec, hasher, cat, metrics, keyring_of(settings))
     talk = Conversation(cat, metrics, accounts.records.message)
     psids = cat.psid_stream().name
+    gate = Stage(accounts.spec(), settings, metrics=metrics)
     return Pipeline(
         ingest=Stage(
             ingest.spec(codec, stream, metrics, psid_stream=psids), settings, metrics=metrics
         ),
-        accounts=Stage(accounts.spec(), settings, metrics=metrics),
+        accounts=gate,
         conversation=Stage(talk.spec(), settings, metrics=metrics),
         outcomes=(
             Stage(outcomes.spec(codec), settings, metrics=metrics)
@@ -80,7 +81,7 @@ def pipeline(
             else None
         ),
         ticker=(
-            Ticker(settings, stream, settings.partitions, tick_interval_s)
+            Ticker(settings, stream, gate.ownership.numbers, tick_interval_s)
             if tick_interval_s > 0
             else None
         ),

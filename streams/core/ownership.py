@@ -123,6 +123,11 @@ class Ownership:
         owned = frozenset(tp.partition for tp in [*self.partitions, *self.idle])
         return Held(owned, self.standby.warm() if self.standby is not None else {})
 
+    def numbers(self) -> list[int]:
+        """The numbers of the partitions owned now (a stateful stage reads one topic):
+        those its worker's ticker ticks."""
+        return sorted(tp.partition for tp in self.partitions)
+
     def revoke(self, tps: Sequence[TopicPartition]) -> None:
         """Stop owning these; keep them aside, open, for the assignment that follows."""
         for tp in tps:

@@ -3,8 +3,10 @@
 Time-driven work (consent expiry, the end of a local day) happens when a tick
 record is read, never on a wall-clock timer: a tick sits at an offset, so it
 is processed in order with the records around it, inside their transaction,
-and a replay sees the same time. The ticker writes one tick to every
-partition of a stage's input; a test clock writes ticks with chosen times.
+and a replay sees the same time. Each worker's ticker writes one tick to every
+partition of a stage's input that the worker's stage owns, so a partition gets
+one tick a second however many workers there are; a test clock writes ticks
+with chosen times.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -39,29 +41,33 @@ def tick_time(record: ConsumerRecord[bytes, bytes]) -> int | None:
     return now
 
 
-async def send_ticks(producer: AIOKafkaProducer, topic: str, partitions: int, now_ms: int) -> None:
-    """One tick at `now_ms` to every partition of `topic` (the test clock uses this directly)."""
+async def send_ticks(
+    producer: AIOKafkaProducer, topic: str, partitions: Iterable[int], now_ms: int
+) -> None:
+    """One tick at `now_ms` to each of these partitions of `topic` (the test clock uses
+    this directly)."""
     futures = [
-        await producer.send(topic, encode_tick(now_ms), TICK_KEY, partition=p)
-        for p in range(partitions)
+        await producer.send(topic, encode_tick(now_ms), TICK_KEY, partition=p) for p in partitions
     ]
     await asyncio.gather(*futures)
 
 
 class Ticker:
-    """Writes the wall-clock time to every partition of a topic every `interval_s`."""
+    """Writes the wall-clock time every `interval_s` to the partitions of a topic that
+    `owned` names (those its stage owns now: with N workers, ticking every partition
+    from each of them made N ticks a partition a second, each one a transaction)."""
 
     def __init__(
         self,
         settings: Settings,
         topic: str,
-        partitions: int,
+        owned: Callable[[], Iterable[int]],
         interval_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.topic = topic
-        self.partitions = partitions
+        self.owned = owned
         self.interval_s = interval_s
         self.clock = clock
 
@@ -70,7 +76,8 @@ class Ticker:
         await producer.start()
         try:
             while not stopping.is_set():
-                await send_ticks(producer, self.topic, self.partitions, int(self.clock() * 1000))
+                now_ms = int(self.clock() * 1000)
+                await send_ticks(producer, self.topic, self.owned(), now_ms)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), self.interval_s)
         finally:

@@ -6,13 +6,16 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from streams import kafka
+from streams.core.ticks import Ticker, tick_time
 from streams.devkit import checker, standin
 from streams.settings import Settings
+from tests.conftest import NewTopicFactory
 from tests.integration.harness import Worker, committed, end_offsets, until_ready
 
 INPUTS = 60_000
@@ -115,3 +118,33 @@ async def test_a_tick_emits_once_with_no_further_input_across_a_restart(
     assert worker.stop() == 0
     report = await checker.check_standin(settings, prefix, ticks=True)
     assert report.exact, report.table()
+
+
+@pytest.mark.timeout(60)
+async def test_a_ticker_ticks_only_the_partitions_its_stage_owns(
+    settings: Settings, new_topic: NewTopicFactory
+) -> None:
+    """A worker's ticker writes to the partitions its stage owns now and follows them as
+    they move: with N workers a partition gets one worker's ticks, not N."""
+    topic = await new_topic("ticks", partitions=4)
+    owned = [1, 3]
+    stopping = asyncio.Event()
+    running = asyncio.create_task(Ticker(settings, topic, lambda: owned, 0.1).run(stopping))
+
+    async def ticks() -> Counter[int]:
+        records = await kafka.read_all(settings, topic)
+        return Counter(r.partition for r in records if tick_time(r) is not None)
+
+    try:
+        deadline = time.monotonic() + 30
+        while min((before := await ticks())[1], before[3]) < 3:
+            assert time.monotonic() < deadline, f"ticks so far: {before}"
+        owned = [0]  # a rebalance: this worker now owns partition 0 alone
+        while (now := await ticks())[0] < 3:
+            assert time.monotonic() < deadline, f"ticks so far: {now}"
+    finally:
+        stopping.set()
+        await running
+    after = await ticks()
+    assert after[2] == 0
+    assert after[1] <= before[1] + 1 and after[3] <= before[3] + 1  # at most the one in flight

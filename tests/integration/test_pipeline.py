@@ -298,7 +298,7 @@ async def test_digests_and_expiry_follow_the_test_clock(
         producer = kafka.producer(settings)
         await producer.start()
         try:
-            await send_ticks(producer, stream, settings.partitions, at_ms)
+            await send_ticks(producer, stream, range(settings.partitions), at_ms)
         finally:
             await producer.stop()
 

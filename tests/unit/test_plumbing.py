@@ -7,8 +7,10 @@ import socket
 import ssl
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streams import kafka
@@ -18,6 +20,7 @@ from streams.errors import LocalKafkaError
 from streams.metrics import ALLOWED_LABELS, Metrics
 from streams.settings import LocalKafkaSettings, Settings
 from streams.tools import kafkajars
+from streams.worker import pipeline
 
 
 class TestClientFactory:
@@ -136,3 +139,17 @@ def test_a_metric_child_is_made_once_and_counts_like_labels() -> None:
     assert (
         sample("passerelle_decisions_total", {**labels, "outcome": "FORWARDED", "reason": ""}) == 1
     )
+
+
+class TestPipelineWiring:
+    def test_the_ticker_ticks_the_stream_partitions_its_accounts_stage_owns(self) -> None:
+        """The pipeline's ticker writes to the per-account stream's partitions that this
+        worker's accounts stage owns now, none before it owns any."""
+        built = pipeline(Settings(allow_dev_hash_key=True), Metrics(CollectorRegistry()))
+        assert built.ticker is not None
+        assert built.ticker.topic == built.accounts.spec.topics[0]
+        assert list(built.ticker.owned()) == []
+        for p in (5, 2):
+            tp = TopicPartition(built.ticker.topic, p)
+            built.accounts.ownership.partitions[tp] = cast(Any, None)
+        assert list(built.ticker.owned()) == [2, 5]

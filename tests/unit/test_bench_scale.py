@@ -3,6 +3,7 @@ from the rows it measured, and each worker count against one worker."""
 
 from __future__ import annotations
 
+from streams.devkit.bench.feed import population
 from streams.devkit.bench.scale import Failover, Scale, table
 
 
@@ -23,3 +24,14 @@ class TestScaleReport:
         lines = table(rows, Failover(12.5, 40, 9_000)).splitlines()
         assert "(1.25×)" in lines[2] and "(1.00×)" in lines[4]
         assert lines[-1].endswith("40 changelog records restored (of 9,000 in the changelog)")
+
+
+class TestFeed:
+    def test_the_notifications_expected_count_the_consenting_accounts_taken_in_turn(self) -> None:
+        """`offer` takes the accounts in turn from `first`, wrapping around: a span
+        notifies once per transaction to an account with a consent."""
+        pop = population("bank-x", 50, seed=3)
+        consenting = [a.consent is not None for a in pop.accounts]
+        assert pop.notified(0, 50) == sum(consenting)
+        assert pop.notified(45, 10) == sum(consenting[45:]) + sum(consenting[:5])
+        assert pop.notified(7, 150) == 3 * sum(consenting)

@@ -28,6 +28,12 @@ class Population:
     def consenting(self) -> list[simulate.Account]:
         return [a for a in self.accounts if a.consent is not None]
 
+    def notified(self, first: int, count: int) -> int:
+        """How many of the transactions `first` … `first + count - 1` (`offer` takes the
+        accounts in turn) are to consenting accounts: the notifications they make."""
+        n = len(self.accounts)
+        return sum(self.accounts[(first + i) % n].consent is not None for i in range(count))
+
 
 def population(bank_id: str, size: int, seed: int) -> Population:
     rng = random.Random(seed)

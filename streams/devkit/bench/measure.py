@@ -39,6 +39,11 @@ Say = Callable[[str], None]
 # A run that makes no progress for this long has failed; say so instead of hanging.
 STALL_S = 90
 LATENCY_SECONDS = 8.0
+WARMUP_SECONDS = 5.0
+"""Offered at the first rate before the measured phases, not reported: a worker's first
+seconds under load (its first transactions, metadata, caches) are not its steady state
+(measured from cold, `make bench --quick` of 2026-12-06 06:11: the first phase's p99,
+at 500/s, was 3–5× the next one's, at 1 000/s)."""
 SHARES = (0.1, 0.3, 0.6)
 """Latency is also measured at these shares of the run's own measured capacity."""
 
@@ -223,14 +228,17 @@ async def measure_latency(
     await producer.start()
     out = []
     try:
-        n = 0
+        rates = list(rates)
+        n = warm = int(rates[0] * WARMUP_SECONDS)
+        run.say(f"  latency, {guarantee}, warm-up at {rates[0]:,.0f} ev/s…")
+        reading = asyncio.create_task(collect(reader, run.codec, bank, pop.notified(0, warm)))
+        await offer(run, producer, pop, 0, warm, rates[0])
+        await reading
         offered = [(r, 0.0) for r in rates] + [(s * capacity, s) for s in SHARES if capacity]
         for rate, share in [*offered, (0.0, 0.0)]:
             count = int(rate * LATENCY_SECONDS) if rate else saturation
             run.say(f"  latency, {guarantee}, {f'{rate:,.0f} ev/s' if rate else 'saturation'}…")
-            expected = sum(
-                pop.accounts[(n + i) % len(pop.accounts)].consent is not None for i in range(count)
-            )
+            expected = pop.notified(n, count)
             reading = asyncio.create_task(collect(reader, run.codec, bank, expected))
             seconds = await offer(run, producer, pop, n, count, rate)
             n += count

@@ -165,9 +165,7 @@ async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale
         await reader.seek_to_end(*reader.assignment())  # the warm-up's notifications: skipped
         before = [(cpu_seconds(w), decided(w), scraped(w, STANDBY)) for w in workers]
         count = int(rate * seconds)
-        expected = sum(
-            pop.accounts[(warm + i) % len(pop.accounts)].consent is not None for i in range(count)
-        )
+        expected = pop.notified(warm, count)
         reading = asyncio.create_task(collect(reader, bench.codec, bank, expected))
         took = await offer(bench, producer, pop, warm, count, rate)
         latencies = await reading
@@ -209,9 +207,7 @@ async def _failover(bench: Run, rate: float) -> Failover:
         await asyncio.sleep(3)
         restored_before = scraped(survivor, RESTORED)
         count = int(rate * FAILOVER_S)
-        expected = sum(
-            pop.accounts[(warm + i) % len(pop.accounts)].consent is not None for i in range(count)
-        )
+        expected = pop.notified(warm, count)
         reading = asyncio.create_task(collect(reader, bench.codec, bank, expected, timeout_s=180))
         feeding = asyncio.create_task(offer(bench, producer, pop, warm, count, rate))
         await asyncio.sleep(KILL_AFTER_S)

@@ -7,16 +7,18 @@ from streams.devkit.bench.feed import population
 from streams.devkit.bench.scale import Failover, Scale, table
 
 
-def row(workers: int, replicas: int, cpu_s: float, standby: int, idle: float = 0.0) -> Scale:
+def row(workers: int, replicas: int, cpu_s: float, standby: int, transactions: int = 0) -> Scale:
     return Scale(workers, replicas, 400.0, 12_000, 30.0, cpu_s, standby, 80.0,
-                 (150.0,) * workers, (2.0,) * workers, idle)  # fmt: skip
+                 (150.0,) * workers, (2.0,) * workers, 0.1, 8.0, transactions)  # fmt: skip
 
 
 class TestScaleReport:
     def test_costs_are_per_transaction(self) -> None:
-        """CPU seconds per 100 000 decided and standby records per 1 000 decided."""
-        r = row(2, 1, cpu_s=6.0, standby=9_000)
+        """CPU seconds per 100 000 decided, standby records and Kafka transactions per
+        1 000 decided."""
+        r = row(2, 1, cpu_s=6.0, standby=9_000, transactions=1_800)
         assert r.cpu_s_per_100k == 50.0 and r.standby_per_1k == 750.0
+        assert r.transactions_per_1k == 150.0
 
     def test_each_row_is_compared_with_one_worker_at_the_same_k(self) -> None:
         """The table's ratio columns divide by the one-worker row of the same k."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ IDLE_S = 10
 FAILOVER_S = 30
 KILL_AFTER_S = 5
 STANDBY = "passerelle_standby_records_total"
+TRANSACTIONS = "passerelle_transactions_total"
 RESTORED = "passerelle_restored_records_total"
 
 
@@ -66,6 +67,11 @@ class Scale:
     """The workers' CPU seconds a second together with no load (polls, heartbeats,
     ticks, gauges): what each worker costs before it decides anything. Not subtracted
     from the loaded figure: under load the same polls return records instead."""
+    idle_transactions: float = 0.0
+    """The workers' Kafka transactions a second together with no load: the ticks' (one
+    per partition a second, whatever the number of workers)."""
+    transactions: int = 0
+    """Kafka transactions the workers ended over the offered span (all workers)."""
 
     @property
     def cpu_s_per_100k(self) -> float:
@@ -74,6 +80,10 @@ class Scale:
     @property
     def standby_per_1k(self) -> float:
         return self.standby_records / self.decided * 1000 if self.decided else 0.0
+
+    @property
+    def transactions_per_1k(self) -> float:
+        return self.transactions / self.decided * 1000 if self.decided else 0.0
 
 
 @dataclass(frozen=True)
@@ -156,33 +166,35 @@ async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale
     reader, producer = await _clients(bench.settings)
     try:
         await asyncio.sleep(DRAIN_S)  # ready, and nothing offered yet: idle
-        idle = [cpu_seconds(w) for w in workers]
+        idle = _totals(workers)
         await asyncio.sleep(IDLE_S)
-        idle_s = sum(cpu_seconds(w) - i for w, i in zip(workers, idle, strict=True)) / IDLE_S
+        idled = _totals(workers) - idle
         warm = int(rate * WARMUP_S)  # first batches, metadata, copies catching up: not measured
         await offer(bench, producer, pop, 0, warm, rate)
         await asyncio.sleep(DRAIN_S)
         await reader.seek_to_end(*reader.assignment())  # the warm-up's notifications: skipped
-        before = [(cpu_seconds(w), decided(w), scraped(w, STANDBY)) for w in workers]
+        before = _totals(workers)
         count = int(rate * seconds)
         expected = pop.notified(warm, count)
         reading = asyncio.create_task(collect(reader, bench.codec, bank, expected))
         took = await offer(bench, producer, pop, warm, count, rate)
         latencies = await reading
-        after = [(cpu_seconds(w), decided(w), scraped(w, STANDBY)) for w in workers]
+        span = _totals(workers) - before
         p99 = sorted(latencies)[int(0.99 * (len(latencies) - 1))]
         return Scale(
             workers=n,
             replicas=k,
             offered=rate,
-            decided=int(sum(a[1] - b[1] for a, b in zip(after, before, strict=True))),
+            decided=int(span.decided),
             seconds=took,
-            cpu_s=sum(a[0] - b[0] for a, b in zip(after, before, strict=True)),
-            standby_records=int(sum(a[2] - b[2] for a, b in zip(after, before, strict=True))),
+            cpu_s=span.cpu_s,
+            standby_records=int(span.standby),
             p99_ms=p99,
             rss_mib=tuple(round(rss_mib(w), 1) for w in workers),
             disk_mib=tuple(round(_mib(bench.folder / app_id / f"w{i}"), 1) for i in range(n)),
-            idle_cpu=round(idle_s, 3),
+            idle_cpu=round(idled.cpu_s / IDLE_S, 3),
+            idle_transactions=round(idled.transactions / IDLE_S, 1),
+            transactions=int(span.transactions),
         )
     finally:
         await producer.stop()
@@ -190,6 +202,26 @@ async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale
         for worker in workers:
             worker.stop()
         await bench.retire(bank)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The workers' counters added up (`/proc` and their /metrics pages)."""
+
+    cpu_s: float
+    decided: float
+    standby: float
+    transactions: float
+
+    def __sub__(self, then: Totals) -> Totals:
+        return Totals(*(a - b for a, b in zip(astuple(self), astuple(then), strict=True)))
+
+
+def _totals(workers: list[Worker]) -> Totals:
+    def one(w: Worker) -> tuple[float, ...]:
+        return cpu_seconds(w), decided(w), scraped(w, STANDBY), scraped(w, TRANSACTIONS)
+
+    return Totals(*(sum(column) for column in zip(*map(one, workers), strict=True)))
 
 
 async def _failover(bench: Run, rate: float) -> Failover:
@@ -254,8 +286,8 @@ def _mib(folder: Path) -> float:
 
 def table(rows: list[Scale], failover: Failover) -> str:
     lines = [
-        "workers  k  offered/s  decided/s  idle CPU  CPU-s per 100k (vs 1)"
-        "  standby rec per 1k  p99 ms  RSS MiB per worker  disk MiB per worker"
+        "workers  k  offered/s  decided/s  idle CPU  idle txn/s  CPU-s per 100k (vs 1)"
+        "  txn per 1k  standby rec per 1k  p99 ms  RSS MiB per worker  disk MiB per worker"
     ]
     one = {r.replicas: r for r in rows if r.workers == 1}
     for r in rows:
@@ -263,7 +295,8 @@ def table(rows: list[Scale], failover: Failover) -> str:
         total = r.cpu_s_per_100k / base.cpu_s_per_100k if base.cpu_s_per_100k else 0.0
         lines.append(
             f"{r.workers:>7}  {r.replicas}  {r.offered:>9,.0f}  {r.decided / r.seconds:>9,.0f}"
-            f"  {r.idle_cpu:>7.0%}  {r.cpu_s_per_100k:>13,.1f} ({total:.2f}×)"
+            f"  {r.idle_cpu:>7.0%}  {r.idle_transactions:>10,.1f}"
+            f"  {r.cpu_s_per_100k:>13,.1f} ({total:.2f}×)  {r.transactions_per_1k:>10,.0f}"
             f"  {r.standby_per_1k:>18,.0f}  {r.p99_ms:>6,.0f}"
             f"  {' '.join(f'{m:.0f}' for m in r.rss_mib):>18}"
             f"  {' '.join(f'{m:.1f}' for m in r.disk_mib)}"

@@ -71,7 +71,7 @@ bench-full: install ## make bench plus the state at 1 000 000 accounts, then mak
 	$(PASSERELLE) bench --full
 	$(PASSERELLE) bench --scale
 
-bench-scale: install ## three brokers; 1, 2 and 4 workers with k = 0 and 1 standby: CPU and changelog reads per transaction, p99, RSS, disk; a kill -9 failover (~10 min)
+bench-scale: install ## three brokers; 1, 2 and 4 workers with k = 0 and 1 standby: CPU and changelog reads per transaction, p99, RSS, disk; a kill -9 failover, after a warm-up phase (~11 min)
 	$(PASSERELLE) bench --scale
 
 test: install prometheus ## every test: unit, and integration on a real broker the tests start themselves

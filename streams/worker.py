@@ -29,11 +29,7 @@ def standin_app(settings: Settings, prefix: str, tick_interval_s: float) -> Pass
     topics = standin.StandinTopics(prefix)
     changelog = Catalog(settings).changelog("standin").name
     stage = Stage(standin.spec(topics, changelog), settings, metrics=metrics)
-    ticker = (
-        Ticker(settings, topics.input, stage.ownership.numbers, tick_interval_s)
-        if tick_interval_s > 0
-        else None
-    )
+    ticker = ticker_of(stage, settings, tick_interval_s)
     registry = EmbeddedRegistry.load(settings.schemas_dir)  # served on the web port
     return create_app(settings, [StageService(stage, ticker)], metrics, registry)
 
@@ -80,12 +76,16 @@ def pipeline(
             if settings.outcome_feeds
             else None
         ),
-        ticker=(
-            Ticker(settings, stream, gate.ownership.numbers, tick_interval_s)
-            if tick_interval_s > 0
-            else None
-        ),
+        ticker=ticker_of(gate, settings, tick_interval_s),
     )
+
+
+def ticker_of(stage: Stage, settings: Settings, interval_s: float) -> Ticker | None:
+    """A ticker for a stateful stage's input (one topic), ticking the partitions the
+    stage owns; none if ticks are off (an interval of 0)."""
+    if interval_s <= 0:
+        return None
+    return Ticker(settings, stage.spec.topics[0], stage.ownership.numbers, interval_s)
 
 
 def worker_registry() -> CollectorRegistry:

@@ -227,24 +227,26 @@ async def measure_latency(
     producer = kafka.producer(run.settings, linger_ms=1)
     await producer.start()
     out = []
+    n = 0
+
+    async def phase(rate: float, count: int) -> tuple[float, list[float]]:
+        """Offer the next `count` transactions at `rate`: the rate achieved, the latencies."""
+        nonlocal n
+        reading = asyncio.create_task(collect(reader, run.codec, bank, pop.notified(n, count)))
+        seconds = await offer(run, producer, pop, n, count, rate)
+        n += count
+        return count / seconds, await reading
+
     try:
         rates = list(rates)
-        n = warm = int(rates[0] * WARMUP_SECONDS)
         run.say(f"  latency, {guarantee}, warm-up at {rates[0]:,.0f} ev/s…")
-        reading = asyncio.create_task(collect(reader, run.codec, bank, pop.notified(0, warm)))
-        await offer(run, producer, pop, 0, warm, rates[0])
-        await reading
+        await phase(rates[0], int(rates[0] * WARMUP_SECONDS))  # not reported
         offered = [(r, 0.0) for r in rates] + [(s * capacity, s) for s in SHARES if capacity]
         for rate, share in [*offered, (0.0, 0.0)]:
             count = int(rate * LATENCY_SECONDS) if rate else saturation
             run.say(f"  latency, {guarantee}, {f'{rate:,.0f} ev/s' if rate else 'saturation'}…")
-            expected = pop.notified(n, count)
-            reading = asyncio.create_task(collect(reader, run.codec, bank, expected))
-            seconds = await offer(run, producer, pop, n, count, rate)
-            n += count
-            out.append(
-                replace(_latency(guarantee, rate, count / seconds, await reading), share=share)
-            )
+            achieved, latencies = await phase(rate, count)
+            out.append(replace(_latency(guarantee, rate, achieved, latencies), share=share))
     finally:
         await producer.stop()
         await reader.stop()

@@ -75,8 +75,8 @@ class Scale:
     ticks, gauges): what each worker costs before it decides anything. Not subtracted
     from the loaded figure: under load the same polls return records instead."""
     idle_transactions: float = 0.0
-    """The workers' Kafka transactions a second together with no load: the ticks' (one
-    per partition a second, whatever the number of workers)."""
+    """The workers' Kafka transactions a second together with no load: mostly the ticks'
+    (one per partition a second, whatever the number of workers)."""
     transactions: int = 0
     """Kafka transactions the workers ended over the offered span (all workers)."""
 

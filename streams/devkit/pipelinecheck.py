@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.devkit.checker import TICK_KEY
@@ -51,11 +51,16 @@ class PipelineReport:
     repeated_inputs: int = 0
     """Account-stream records whose source record (topic, partition, offset) was
     already forwarded: ingest passed one bank or consent record on twice."""
+    twin_inputs: int = 0
+    """Account-stream records with the same source record *and* timestamp as an earlier
+    one: their Decisions share an identity (source, decided_at) and cannot be told apart."""
     repeats: int = 0
     """Identical copies of a decision or notification, removed before comparing
     (only when repeats are allowed: at-least-once)."""
     conflicting: int = 0
     """Copies that share an identity but not their content (never allowed)."""
+    examples: list[str] = field(default_factory=list)
+    """When decisions are short or conflict: a few of the stream records concerned."""
 
     @property
     def exact(self) -> bool:
@@ -78,7 +83,8 @@ class PipelineReport:
         )
 
     def table(self) -> str:
-        return "  ".join(f"{k}={v}" for k, v in asdict(self).items())
+        counts = "  ".join(f"{k}={v}" for k, v in asdict(self).items() if k != "examples")
+        return "\n".join((counts, *self.examples))
 
 
 def _notification_id(kind: str, *source: str) -> str:
@@ -219,7 +225,7 @@ async def check_pipeline(
         )
         if n["bank_id"] in banks
     ]
-    repeats = conflicting = 0
+    everything, repeats, conflicting = decided, 0, 0
     if repeats_allowed:
         decided, repeats, conflicting = without_repeats(decided, _decision_identity)
         notes, more_repeats, more_conflicting = without_repeats(
@@ -228,8 +234,42 @@ async def check_pipeline(
         repeats, conflicting = repeats + more_repeats, conflicting + more_conflicting
     report = compare_pipeline(expected_from_stream(codec, stream), decided, notes)
     report.repeated_inputs = repeated_sources(stream)
+    report.twin_inputs = twins(stream)
     report.repeats, report.conflicting = repeats, conflicting
+    if conflicting or report.decisions_seen != report.decisions_expected:
+        report.examples = undecided_or_conflicting(stream, everything)
     return report
+
+
+def undecided_or_conflicting(
+    stream: list[Any], decided: list[dict[str, Any]], most: int = 5
+) -> list[str]:
+    """A few stream transactions no Decision names (by source and time), and a few whose
+    Decisions disagree: where they sit on the stream, and what was decided of their
+    source record at any time. Coordinates and outcomes only (no account, no amount)."""
+    by_identity: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    by_source: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for d in decided:
+        source = (d["source_topic"], d["source_partition"], d["source_offset"])
+        by_identity[(*source, d["decided_at"])].append(d)
+        by_source[source].append(d)
+    undecided: list[str] = []
+    conflicting: list[str] = []
+    for record in stream:
+        headers = dict(record.headers)
+        if record.key == TICK_KEY or headers.get("kind", b"transaction") != b"transaction":
+            continue
+        topic, partition, offset = (headers.get(h, b"").decode() for h in SOURCE_HEADERS)
+        source = (topic, int(partition or -1), int(offset or -1))
+        mine = by_identity.get((*source, record.timestamp), [])
+        elsewhere = sorted((d["decided_at"], d["outcome"], d["reason"]) for d in by_source[source])
+        where = f"stream {record.partition}@{record.offset} t={record.timestamp} of {source}"
+        if not mine and len(undecided) < most:
+            undecided.append(f"undecided: {where}; its source decided {elsewhere}")
+        elif len({(d["outcome"], d["reason"]) for d in mine}) > 1 and len(conflicting) < most:
+            outcomes = [(d["outcome"], d["reason"]) for d in mine]
+            conflicting.append(f"conflicting: {where}: {outcomes}")
+    return undecided + conflicting
 
 
 def _decision_identity(decision: dict[str, Any]) -> tuple[Any, ...]:
@@ -268,6 +308,17 @@ def repeated_sources(stream: list[Any]) -> int:
                 continue
             sources[tuple(headers.get(h, b"") for h in SOURCE_HEADERS)] += 1
     return sum(n - 1 for n in sources.values())
+
+
+def twins(stream: list[Any]) -> int:
+    """How many account-stream transactions share their source and timestamp with an
+    earlier one."""
+    seen: Counter[tuple[Any, ...]] = Counter()
+    for record in stream:
+        headers = dict(record.headers)
+        if record.key != TICK_KEY and headers.get("kind", b"transaction") == b"transaction":
+            seen[(*(headers.get(h, b"") for h in SOURCE_HEADERS), record.timestamp)] += 1
+    return sum(n - 1 for n in seen.values())
 
 
 def compare_pipeline(

@@ -212,6 +212,44 @@ class TestRetriedSource:
         assert compare_pipeline(expected, decided, [note]).exact
 
 
+class TestWhatFailedIsShown:
+    def test_an_undecided_or_conflicting_stream_record_is_named_by_its_coordinates(
+        self,
+    ) -> None:
+        """A failed report names the stream records no Decision names and those whose
+        Decisions disagree, by partition, offset, time and source; twins (same source,
+        same time) are counted."""
+        from streams.devkit.pipelinecheck import twins, undecided_or_conflicting
+
+        def record(offset: int, at: int, source_offset: int) -> _Stream:
+            source = [("source-topic", b"bank.a"), ("source-partition", b"0")]
+            headers = [("kind", b"transaction"), *source, ("source-offset", b"%d" % source_offset)]
+            return _Stream(b"b:acc", b"", 3, offset, at, headers)
+
+        def decision(source_offset: int, at: int, outcome: str) -> dict[str, Any]:
+            return {
+                "source_topic": "bank.a",
+                "source_partition": 0,
+                "source_offset": source_offset,
+                "decided_at": at,
+                "outcome": outcome,
+                "reason": None,
+            }
+
+        stream = [record(10, 1000, 7), record(11, 1001, 8), record(12, 1002, 8)]
+        decided = [decision(7, 1000, "FORWARDED"), decision(7, 1000, "WITHHELD")]
+        decided.append(decision(8, 1001, "FORWARDED"))
+        shown = undecided_or_conflicting(stream, decided)
+        assert shown == [
+            "undecided: stream 3@12 t=1002 of ('bank.a', 0, 8); "
+            "its source decided [(1001, 'FORWARDED', None)]",
+            "conflicting: stream 3@10 t=1000 of ('bank.a', 0, 7): "
+            "[('FORWARDED', None), ('WITHHELD', None)]",
+        ]
+        assert twins(stream) == 0
+        assert twins([*stream, record(13, 1002, 8)]) == 1
+
+
 class TestConsentPaths:
     def test_the_model_withholds_after_an_unreadable_consent_and_forgets_on_replacement(
         self, codec: Any

@@ -297,6 +297,24 @@ async def _no_feed_outlives_its_scenario() -> AsyncIterator[None]:
             await task
 
 
+# What a worker's log says of its partitions, for a failed check's message: CI keeps
+# only the test's output, not the workers' logs. Partitions and offsets, no account.
+STORY = re.compile(
+    r"owns \d+ partitions|batch aborted|restored \d+|rebuilding|loop was held|abort refused"
+)
+
+
+def worker_story(run: Run, most: int = 30) -> str:
+    """The last `most` lines of each worker's log that say what it owned, restored or
+    aborted, and when."""
+    told = []
+    for n, worker in enumerate(run.workers, 1):
+        text = worker.log.read_text(errors="replace") if worker.log.exists() else ""
+        lines = [line[:220] for line in text.splitlines() if STORY.search(line)]
+        told += [f"w{n} {line}" for line in lines[-most:]]
+    return "\n".join(told)
+
+
 async def quiesce_and_check(run: Run) -> None:
     """The pass rule, once both groups have committed past everything there is to read."""
     stream = Catalog(run.settings).account_stream().name
@@ -317,10 +335,10 @@ async def quiesce_and_check(run: Run) -> None:
         print(c.line(bank))
     if run.exactly_once:
         assert all(c.balanced for c in counts.values())
-        assert report.exact, report.table()
+        assert report.exact, f"{report.table()}\n{worker_story(run)}"
     else:  # repeats, never losses: each bank's records all have an outcome
         assert all(c.accounted >= c.ingested for c in counts.values())
-        assert report.at_least_once, report.table()
+        assert report.at_least_once, f"{report.table()}\n{worker_story(run)}"
     assert report.notifications_seen > 0
 
     for node in run.cluster.nodes:

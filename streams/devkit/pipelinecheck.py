@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.devkit.checker import TICK_KEY
+from streams.devkit.diagnosis import SOURCE_HEADERS, twins, undecided_or_conflicting
 from streams.kafka import read_all
 from streams.settings import Settings
 
 STALE_MS = 2 * 86_400_000
 ENDING = {"REVOKED_BY_PSU", "EXPIRED", "TERMINATED_BY_TPP"}
 USES = {"TRANSACTIONS", "ALERTS", "SUMMARIES"}
-SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
 # What a question from the chat needs (DESIGN.md, "Conversation").
 QUESTION_NEEDS = {"BALANCE": "BALANCES", "RECENT": "TRANSACTIONS", "MONTH": "SUMMARIES"}
 Asked = tuple[str, int, str]
@@ -241,37 +241,6 @@ async def check_pipeline(
     return report
 
 
-def undecided_or_conflicting(
-    stream: list[Any], decided: list[dict[str, Any]], most: int = 5
-) -> list[str]:
-    """A few stream transactions no Decision names (by source and time), and a few whose
-    Decisions disagree: where they sit on the stream, and what was decided of their
-    source record at any time. Coordinates and outcomes only (no account, no amount)."""
-    by_identity: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    by_source: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for d in decided:
-        source = (d["source_topic"], d["source_partition"], d["source_offset"])
-        by_identity[(*source, d["decided_at"])].append(d)
-        by_source[source].append(d)
-    undecided: list[str] = []
-    conflicting: list[str] = []
-    for record in stream:
-        headers = dict(record.headers)
-        if record.key == TICK_KEY or headers.get("kind", b"transaction") != b"transaction":
-            continue
-        topic, partition, offset = (headers.get(h, b"").decode() for h in SOURCE_HEADERS)
-        source = (topic, int(partition or -1), int(offset or -1))
-        mine = by_identity.get((*source, record.timestamp), [])
-        elsewhere = sorted((d["decided_at"], d["outcome"], d["reason"]) for d in by_source[source])
-        where = f"stream {record.partition}@{record.offset} t={record.timestamp} of {source}"
-        if not mine and len(undecided) < most:
-            undecided.append(f"undecided: {where}; its source decided {elsewhere}")
-        elif len({(d["outcome"], d["reason"]) for d in mine}) > 1 and len(conflicting) < most:
-            outcomes = [(d["outcome"], d["reason"]) for d in mine]
-            conflicting.append(f"conflicting: {where}: {outcomes}")
-    return undecided + conflicting
-
-
 def _decision_identity(decision: dict[str, Any]) -> tuple[Any, ...]:
     source = ("source_topic", "source_partition", "source_offset", "decided_at")
     return tuple(decision[k] for k in source)
@@ -308,17 +277,6 @@ def repeated_sources(stream: list[Any]) -> int:
                 continue
             sources[tuple(headers.get(h, b"") for h in SOURCE_HEADERS)] += 1
     return sum(n - 1 for n in sources.values())
-
-
-def twins(stream: list[Any]) -> int:
-    """How many account-stream transactions share their source and timestamp with an
-    earlier one."""
-    seen: Counter[tuple[Any, ...]] = Counter()
-    for record in stream:
-        headers = dict(record.headers)
-        if record.key != TICK_KEY and headers.get("kind", b"transaction") == b"transaction":
-            seen[(*(headers.get(h, b"") for h in SOURCE_HEADERS), record.timestamp)] += 1
-    return sum(n - 1 for n in seen.values())
 
 
 def compare_pipeline(

@@ -219,7 +219,7 @@ class TestWhatFailedIsShown:
         """A failed report names the stream records no Decision names and those whose
         Decisions disagree, by partition, offset, time and source; twins (same source,
         same time) are counted."""
-        from streams.devkit.pipelinecheck import twins, undecided_or_conflicting
+        from streams.devkit.diagnosis import twins, undecided_or_conflicting
 
         def record(offset: int, at: int, source_offset: int) -> _Stream:
             source = [("source-topic", b"bank.a"), ("source-partition", b"0")]

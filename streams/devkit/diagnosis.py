@@ -11,6 +11,7 @@ Coordinates and outcomes only, never an account or an amount.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from streams.devkit.checker import TICK_KEY
@@ -21,12 +22,17 @@ SOURCE_HEADERS = ("source-topic", "source-partition", "source-offset")
 def twins(stream: list[Any]) -> int:
     """How many account-stream transactions share their source and timestamp with an
     earlier one."""
-    seen: Counter[tuple[Any, ...]] = Counter()
+    seen = Counter((source, record.timestamp) for record, source in _transactions(stream))
+    return sum(n - 1 for n in seen.values())
+
+
+def _transactions(stream: list[Any]) -> Iterator[tuple[Any, tuple[str, int, int]]]:
+    """The stream's transaction records, each with its source (topic, partition, offset)."""
     for record in stream:
         headers = dict(record.headers)
         if record.key != TICK_KEY and headers.get("kind", b"transaction") == b"transaction":
-            seen[(*(headers.get(h, b"") for h in SOURCE_HEADERS), record.timestamp)] += 1
-    return sum(n - 1 for n in seen.values())
+            topic, partition, offset = (headers.get(h, b"").decode() for h in SOURCE_HEADERS)
+            yield record, (topic, int(partition or -1), int(offset or -1))
 
 
 def undecided_or_conflicting(
@@ -43,12 +49,7 @@ def undecided_or_conflicting(
         by_source[source].append(d)
     undecided: list[str] = []
     conflicting: list[str] = []
-    for record in stream:
-        headers = dict(record.headers)
-        if record.key == TICK_KEY or headers.get("kind", b"transaction") != b"transaction":
-            continue
-        topic, partition, offset = (headers.get(h, b"").decode() for h in SOURCE_HEADERS)
-        source = (topic, int(partition or -1), int(offset or -1))
+    for record, source in _transactions(stream):
         mine = by_identity.get((*source, record.timestamp), [])
         elsewhere = sorted((d["decided_at"], d["outcome"], d["reason"]) for d in by_source[source])
         where = f"stream {record.partition}@{record.offset} t={record.timestamp} of {source}"

@@ -291,7 +291,7 @@ async def begin(
 
 
 # A progress read that takes longer is given up (the last share stands): CI saw one
-# hang 49 s (aiokafka's 40 s request timeout) while the work ran from 56 % to 100 %.
+# hang 49 s (about aiokafka's 40 s request timeout) while the work ran from 56 % to 100 %.
 PROBE_READ_S = 5.0
 
 LIVE_FEEDS: list[asyncio.Task[simulate.Feed]] = []

@@ -156,6 +156,13 @@ class Metrics(_Registered):
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.store_memory = Gauge(
+            "store_memory_bytes",
+            "Memory of this worker's RocksDB stores together: memtables, block cache.",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.stage_ready = Gauge(
             "stage_ready",
             "1 when the stage has its partitions, its state restored and its consents read.",

@@ -27,7 +27,7 @@ deleted (its own batches', or a restore's or standby's tombstones), in a thread
 of its own (rocksdict releases the GIL), at most once every `COMPACT_EVERY_S`:
 the files forget an erased key within about a minute of the erasure, and a closed
 store's files at once. The MANIFEST may log a deleted key as the boundary of a table
-file; it rolls over at `MAX_MANIFEST_BYTES` of such edits, and that log goes.
+file; it rolls over at `rocks.MAX_MANIFEST_BYTES` of such edits, and that log goes.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+from rocksdict import Rdict, WriteBatch
+
+from streams.core.rocks import options
 
 # Where the store has read the changelog up to (the next offset to read).
 CHECKPOINT_KEY = b"\x00changelog-offset"
@@ -51,15 +52,7 @@ CHECKPOINT_KEY = b"\x00changelog-offset"
 INPUT_OFFSET_KEY = b"\x00input-offset"
 _SEPARATOR = b"\x00"
 _DELETED = None
-# Memory of all of a process's stores together, however many partitions it
-# holds (owned, or standby copies): memtables share one budget, and data
-# blocks one cache. RocksDB's defaults (64 MiB memtables, two of
-# them, per store) would let each partition hold up to 128 MiB.
-MEMTABLE_BUDGET_BYTES = 64 * 1024 * 1024
-MEMTABLE_BYTES = 16 * 1024 * 1024
-BLOCK_CACHE_BYTES = 32 * 1024 * 1024
 COMPACT_EVERY_S = 60.0
-MAX_MANIFEST_BYTES = 1024 * 1024
 # Past this many deleted keys in a window, one compaction of the range they span
 # costs less than one per key (about 0.2 s each at a million accounts).
 MAX_RANGES = 64
@@ -74,39 +67,13 @@ def split_key(stored: bytes) -> tuple[str, bytes]:
     return table.decode(), key
 
 
-@cache
-def _shared() -> tuple[WriteBufferManager, Cache]:
-    return WriteBufferManager(MEMTABLE_BUDGET_BYTES, False), Cache(BLOCK_CACHE_BYTES)
-
-
-def _options() -> Options:
-    memtables, blocks = _shared()
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_write_buffer_size(MEMTABLE_BYTES)
-    options.set_write_buffer_manager(memtables)
-    table = BlockBasedOptions()
-    table.set_block_cache(blocks)
-    # Index and filter blocks stay with their open table files, outside the cache:
-    # in a 32 MiB cache shared with data blocks they were evicted and read again,
-    # and a point read at 1 M accounts cost 63 µs instead of 11 (a scratch run of
-    # this store's access pattern, 4 partitions, 200 000 transactions a round).
-    # They are about 1 % of the data. Bloom filters (10 bits a key, ~1 % false
-    # positives) spare a read the files that lack its key: 7.3 µs.
-    table.set_cache_index_and_filter_blocks(False)
-    table.set_bloom_filter(10, False)
-    options.set_block_based_table_factory(table)
-    options.set_max_manifest_file_size(MAX_MANIFEST_BYTES)
-    return options
-
-
 class PartitionStore:
     """RocksDB for one partition, with the batch overlay that is not yet committed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), options=_options())
+        self._db = Rdict(str(path), options=options())
         self._pending: dict[bytes, bytes | None] = {}
         self._objects: dict[bytes, tuple[Any, Callable[[Any], bytes] | None]] = {}
         """Values this batch decoded (`get_object`), with how to encode them if they

@@ -137,6 +137,7 @@ async def test_a_real_prometheus_scrapes_a_worker_through_a_simulated_run(
             "latency": 'passerelle_e2e_latency_seconds_count{source="ingest"}',
             "erasures": f"sum(passerelle_erasures_total{{{b}}})",
             "table keys": 'passerelle_table_keys{table="accounts"}',
+            "store memtables": 'passerelle_store_memory_bytes{kind="memtables"}',
             "commits": 'passerelle_transactions_total{result="commit"}',
             "rebalances": "passerelle_rebalances_total",
             # Recording rules: a rate needs two scrapes, then an evaluation.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.core import rocks
 from streams.core import store as store_module
 from streams.core.store import PartitionStore
 
@@ -254,3 +255,37 @@ class TestErasedKeysLeaveTheFiles:
         files = b"".join(f.read_bytes() for f in (tmp_path / "p0").iterdir() if f.is_file())
         assert [k for k in gone if values[k] in files] == []
         assert values[b"bank:FR7600000001"] in files, "what was not deleted stays"
+
+
+class TestStoreMemory:
+    def test_writes_fill_the_shared_memtables_and_a_flush_empties_them(
+        self, tmp_path: Path
+    ) -> None:
+        """`rocks.memory` counts what every store of the process holds in memtables:
+        committed writes raise it, and a flush gives it back."""
+        store = PartitionStore(tmp_path / "p0")
+        before, _ = rocks.memory()
+        for n in range(2_000):
+            store.put("accounts", b"bank:FR76%08d" % n, os.urandom(200))
+        store.commit(1)
+        written, _ = rocks.memory()
+        store._db.flush()
+        flushed, _ = rocks.memory()
+        store.close()
+        assert written - before >= 2_000 * 200
+        assert flushed < written - 2_000 * 200
+
+    def test_reads_of_flushed_blocks_fill_the_shared_block_cache(self, tmp_path: Path) -> None:
+        """A read from a table file brings its data block into the cache `rocks.memory`
+        reports."""
+        store = PartitionStore(tmp_path / "p0")
+        for n in range(2_000):
+            store.put("accounts", b"bank:FR76%08d" % n, os.urandom(200))
+        store.commit(1)
+        store._db.flush()
+        _, before = rocks.memory()
+        for n in range(0, 2_000, 7):
+            store.get("accounts", b"bank:FR76%08d" % n)
+        _, after = rocks.memory()
+        store.close()
+        assert after - before >= 100_000

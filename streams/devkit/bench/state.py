@@ -13,7 +13,7 @@ from streams.catalog import Catalog
 from streams.devkit.bench.feed import population, send_all, send_consents, transactions
 from streams.devkit.bench.measure import Run, rss_mib, until_decided
 from streams.devkit.bench.report import State
-from streams.devkit.workerproc import until_ready
+from streams.devkit.workerproc import scraped, until_ready
 from streams.settings import Settings
 
 
@@ -30,6 +30,7 @@ async def measure_state(run: Run, accounts: int) -> State:
     await until_decided(worker, accounts, f"{accounts:,} accounts", run.say)
     await asyncio.sleep(2)  # let RocksDB flush what the last commits wrote
     rss = rss_mib(worker)
+    store = scraped(worker, "passerelle_store_memory_bytes") / 2**20
     data = run.folder / app_id
     disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
     worker.stop()
@@ -41,7 +42,7 @@ async def measure_state(run: Run, accounts: int) -> State:
     restore = await until_ready(worker, timeout_s=1800)
     worker.stop()
     await run.retire(bank)
-    return State(accounts, rss, disk, records, restore)
+    return State(accounts, rss, disk, records, restore, store)
 
 
 async def _topic_records(settings: Settings, topic: str) -> int:

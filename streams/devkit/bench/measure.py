@@ -21,6 +21,7 @@ from streams.catalog import Catalog, Topic
 from streams.codec import Codec, EmbeddedRegistry
 from streams.devkit.bench.feed import (
     Population,
+    outcomes_from_now,
     passthrough,
     population,
     send_all,
@@ -181,6 +182,7 @@ async def measure_throughput(
         )
         for guarantee in ("at_least_once", "exactly_once"):
             run.say(f"  round {r + 1} of {rounds}: pipeline, {guarantee}…")
+            await outcomes_from_now(run.settings, apps[(guarantee, r)])
             worker = run.worker(apps[(guarantee, r)], guarantee)
             worker.start()
             first, at_first = await first_decision(worker)
@@ -213,6 +215,7 @@ async def measure_latency(
     await run.provision(bank, [app_id])
     pop = population(bank, accounts, seed=2)
     await send_consents(run.settings, run.codec, pop)
+    await outcomes_from_now(run.settings, app_id)
     worker = run.worker(app_id, guarantee)
     worker.start()
     await until_ready(worker, timeout_s=300)

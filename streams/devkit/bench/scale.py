@@ -29,7 +29,7 @@ from aiokafka import TopicPartition
 
 from streams import catalog, kafka
 from streams.devkit import localkafka
-from streams.devkit.bench.feed import population, send_consents
+from streams.devkit.bench.feed import outcomes_from_now, population, send_consents
 from streams.devkit.bench.measure import Run, Say, collect, cpu_seconds, decided, offer, rss_mib
 from streams.devkit.bench.report import RESULTS
 from streams.devkit.workerproc import Worker, scraped, until_ready
@@ -151,6 +151,7 @@ async def run_scale(
 
 
 async def _start(bench: Run, app_id: str, n: int, k: int) -> list[Worker]:
+    await outcomes_from_now(bench.settings, app_id)
     workers = []
     for i in range(n):
         worker = Worker(

@@ -133,7 +133,7 @@ async def run_scale(
     rows: list[Scale] = []
     try:
         say(f"scale: warming the brokers up, 1 worker, {rate:,.0f} tx/s for {WARM_BROKERS_S} s…")
-        await _one(bench, 1, 0, rate, WARM_BROKERS_S)  # not reported
+        await _one(bench, 1, 0, rate, WARM_BROKERS_S, "warm")  # not reported
         for k in replicas:
             for n in counts:
                 say(f"scale: {n} worker(s), k = {k}, {rate:,.0f} tx/s for {seconds:.0f} s…")
@@ -166,9 +166,10 @@ async def _start(bench: Run, app_id: str, n: int, k: int) -> list[Worker]:
     return workers
 
 
-async def _one(bench: Run, n: int, k: int, rate: float, seconds: float) -> Scale:
-    """Measure the workers idle, warm them up, then measure them under the offered load."""
-    app_id = bank = f"{bench.prefix}-n{n}-k{k}"
+async def _one(bench: Run, n: int, k: int, rate: float, seconds: float, tag: str = "") -> Scale:
+    """Measure the workers idle, warm them up, then measure them under the offered load.
+    Each phase has its own app and bank (`tag`): the same ids decided again are repeats."""
+    app_id = bank = f"{bench.prefix}-{tag}n{n}-k{k}"
     await bench.provision(bank, [app_id])
     pop = population(bank, 2_000, seed=3)
     await send_consents(bench.settings, bench.codec, pop)

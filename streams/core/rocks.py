@@ -36,11 +36,12 @@ def memory() -> tuple[int, int]:
 
 
 def options() -> Options:
+    """How each store is opened: the shared budget, and what its tables keep where."""
     memtables, blocks = _shared()
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_write_buffer_size(MEMTABLE_BYTES)
-    options.set_write_buffer_manager(memtables)
+    opened = Options(raw_mode=True)
+    opened.create_if_missing(True)
+    opened.set_write_buffer_size(MEMTABLE_BYTES)
+    opened.set_write_buffer_manager(memtables)
     table = BlockBasedOptions()
     table.set_block_cache(blocks)
     # Index and filter blocks stay with their open table files, outside the cache:
@@ -51,6 +52,6 @@ def options() -> Options:
     # positives) spare a read the files that lack its key: 7.3 µs.
     table.set_cache_index_and_filter_blocks(False)
     table.set_bloom_filter(10, False)
-    options.set_block_based_table_factory(table)
-    options.set_max_manifest_file_size(MAX_MANIFEST_BYTES)
-    return options
+    opened.set_block_based_table_factory(table)
+    opened.set_max_manifest_file_size(MAX_MANIFEST_BYTES)
+    return opened

@@ -146,18 +146,19 @@ async def passthrough(
         await producer.stop()
 
 
-async def outcomes_from_now(settings: Settings, app_id: str) -> None:
+async def outcomes_from_now(
+    settings: Settings, app_id: str, topics: tuple[str, ...] = (catalog.AUDIT, catalog.DLQ)
+) -> None:
     """Have the app's outcomes stage read the audit trail and the DLQ from their ends as
     they are now (before its workers start). Both topics are every app's, and a new
     app's group reads them from the start: each phase's worker also turned every
     earlier phase's decisions into outcomes, on the CPU and the loop the phase measures
-    (a latency phase's outcomes stage went through rounds of 13 700 old records)."""
+    (a latency phase's outcomes stage went through rounds of 13 700 old records).
+    `topics`: the ones the outcomes stage reads (a test gives its own)."""
     reader = kafka.consumer(settings, group_id=f"{app_id}-outcomes", enable_auto_commit=False)
     await reader.start()
     try:
-        tps = [
-            tp for t in (catalog.AUDIT, catalog.DLQ) for tp in await kafka.partitions_of(reader, t)
-        ]
+        tps = [tp for t in topics for tp in await kafka.partitions_of(reader, t)]
         reader.assign(tps)
         await reader.commit(await reader.end_offsets(tps))
     finally:

@@ -13,6 +13,7 @@ from streams.agents.conversation import Conversation
 from streams.app import PasserelleApp, create_app
 from streams.catalog import Catalog
 from streams.codec import Codec, EmbeddedRegistry
+from streams.core import rocks
 from streams.core.service import StageService
 from streams.core.stage import Stage
 from streams.core.ticks import Ticker
@@ -65,6 +66,9 @@ def pipeline(
     talk = Conversation(cat, metrics, accounts.records.message)
     psids = cat.psid_stream().name
     gate = Stage(accounts.spec(), settings, metrics=metrics)
+    # The stores' memory is the process's, not a stage's: read when scraped.
+    metrics.store_memory.labels("memtables").set_function(lambda: rocks.memory()[0])
+    metrics.store_memory.labels("block_cache").set_function(lambda: rocks.memory()[1])
     return Pipeline(
         ingest=Stage(
             ingest.spec(codec, stream, metrics, psid_stream=psids), settings, metrics=metrics

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from streams.core import rocks
 from streams.core.ownership import Partition
 from streams.logs import event
 from streams.metrics import Metrics
@@ -108,7 +107,4 @@ class Readiness:
                 keys += part.store.estimated_keys()
         if stateful:
             self.metrics.table_keys.labels(self.stage).set(keys)
-            memtables, cache = rocks.memory()  # the process's, whichever stage asks
-            self.metrics.store_memory.labels("memtables").set(memtables)
-            self.metrics.store_memory.labels("block_cache").set(cache)
         self.decide()

@@ -11,10 +11,8 @@ from functools import cache
 
 from rocksdict import BlockBasedOptions, Cache, Options, WriteBufferManager
 
-# Memory of all of a process's stores together, however many partitions it
-# holds (owned, or standby copies): memtables share one budget, and data
-# blocks one cache. RocksDB's defaults (64 MiB memtables, two of
-# them, per store) would let each partition hold up to 128 MiB.
+# The shared budget. RocksDB's defaults (64 MiB memtables, two of them, per
+# store) would let each partition hold up to 128 MiB.
 MEMTABLE_BUDGET_BYTES = 64 * 1024 * 1024
 MEMTABLE_BYTES = 16 * 1024 * 1024
 BLOCK_CACHE_BYTES = 32 * 1024 * 1024

@@ -300,11 +300,11 @@ async def _revoke(
 
 
 async def _pace(started: float, sent: int, rate: float) -> None:
+    """Wait until `sent` events are due at `rate` a second; yield even when behind."""
     if rate <= 0:
         return
     ahead = sent / rate - (time.monotonic() - started)
-    if ahead > 0:
-        await asyncio.sleep(ahead)
+    await asyncio.sleep(max(ahead, 0.0))
 
 
 async def until_in_stream(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -33,8 +34,12 @@ log = logging.getLogger(__name__)
 # of every partition, seconds of CPU on a loaded machine, and aiokafka's
 # heartbeats run on this loop: the fault suite's workers held it for 3-6 s at a
 # time (passerelle_event_loop_lag_seconds) and their sessions expired while
-# they worked. 250 records are a few tens of milliseconds.
+# they worked. 250 records are a few tens of milliseconds. Some records cost far
+# more (a tick scans SCAN_SLICE accounts: 0.2-0.5 s at a million), so it also lets
+# the loop run once YIELD_AFTER_S of handling has passed: at 1 M accounts a batch of
+# ticks held it 4-8 s.
 YIELD_EVERY = 250
+YIELD_AFTER_S = 0.05
 
 
 class StageFailed(PasserelleError):
@@ -111,9 +116,11 @@ async def _handle_records(
     theirs; raises _RecordFailed at the first other record whose handler raises."""
     emits: list[Emit] = []
     on_error = spec.on_error
+    since = time.monotonic()
     for n, record in enumerate(records):
-        if n % YIELD_EVERY == 0:
+        if n % YIELD_EVERY == 0 or time.monotonic() - since > YIELD_AFTER_S:
             await asyncio.sleep(0)
+            since = time.monotonic()
         if n in failed and on_error is not None:
             emits.extend(on_error(record, failed[n], part.store))  # type: ignore[arg-type]  # stateless stages ignore the store
             continue

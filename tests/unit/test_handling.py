@@ -3,6 +3,8 @@ what comes out (outputs, the changelog record batch) and what the store keeps.""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -119,3 +121,28 @@ async def test_changes_too_large_for_one_record_batch_are_refused_and_forgotten(
     with pytest.raises(TooLarge):
         await handle(spec(), partition(store), [record(0, b"a", b"big")])
     assert store.get("counts", b"a") is None and store.pending() == {}
+
+
+async def test_a_batch_of_costly_records_lets_the_loop_run_between_them(
+    store: PartitionStore,
+) -> None:
+    """Six records of 30 ms each (a tick's scan costs that and more), far fewer than
+    YIELD_EVERY: the loop's other tasks still run during the batch, not only before."""
+    ran_during: list[int] = []
+
+    def slow(record: ConsumerRecord[bytes, bytes], store: PartitionStore) -> Sequence[Emit]:
+        time.sleep(0.03)
+        return count(record, store)
+
+    async def beside() -> None:
+        while True:
+            ran_during.append(1)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(beside())
+    await asyncio.sleep(0)
+    ran_during.clear()
+    costly = StageSpec("slow", slow, topics=(SOURCE,), changelog=CHANGELOG)
+    await handle(costly, partition(store), [record(n, b"a") for n in range(6)])
+    task.cancel()
+    assert len(ran_during) >= 3

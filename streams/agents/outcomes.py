@@ -38,6 +38,10 @@ from streams.logs import event
 
 log = logging.getLogger(__name__)
 
+READS = (catalog.AUDIT, catalog.DLQ)
+"""The topics the stage reads: every app's, so a new app's group starts at their
+beginnings (the bench moves a phase's group to their ends)."""
+
 
 def spec(codec: Codec) -> StageSpec:
     """The stateless stage from the audit trail and the DLQ to the banks' feeds."""
@@ -66,7 +70,7 @@ def spec(codec: Codec) -> StageSpec:
         )
         return []
 
-    return StageSpec("outcomes", handle, topics=(catalog.AUDIT, catalog.DLQ), on_error=skip)
+    return StageSpec("outcomes", handle, topics=READS, on_error=skip)
 
 
 def feed_record(codec: Codec, bank: str, outcome: model.BankOutcome) -> Emit:

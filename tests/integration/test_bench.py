@@ -8,17 +8,21 @@ import uuid
 from aiokafka import TopicPartition
 
 from streams import catalog, kafka
+from streams.agents import outcomes
 from streams.catalog import Topic
+from streams.codec import Codec
 from streams.devkit.bench.feed import outcomes_from_now
 from streams.settings import Settings
 from streams.tools import topics
 from tests.conftest import bounded
 
 
-def test_a_phase_s_outcomes_stage_is_moved_past_what_the_outcomes_stage_reads() -> None:
+def test_a_phase_s_outcomes_stage_is_moved_past_what_the_outcomes_stage_reads(
+    codec: Codec,
+) -> None:
     """By default the group is moved past the topics the outcomes stage reads."""
     default = inspect.signature(outcomes_from_now).parameters["topics"].default
-    assert default == (catalog.AUDIT, catalog.DLQ)
+    assert default == outcomes.spec(codec).topics
 
 
 async def test_a_phase_s_outcomes_group_is_committed_at_the_topics_ends(

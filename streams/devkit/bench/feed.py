@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams import catalog, kafka, model
+from streams.agents import outcomes
 from streams.codec import Codec
 from streams.devkit.bench.report import Throughput
 from streams.settings import Settings
@@ -147,7 +148,7 @@ async def passthrough(
 
 
 async def outcomes_from_now(
-    settings: Settings, app_id: str, topics: tuple[str, ...] = (catalog.AUDIT, catalog.DLQ)
+    settings: Settings, app_id: str, topics: tuple[str, ...] = outcomes.READS
 ) -> None:
     """Have the app's outcomes stage read the audit trail and the DLQ from their ends as
     they are now (before its workers start). Both topics are every app's, and a new

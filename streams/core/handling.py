@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 # heartbeats run on this loop: the fault suite's workers held it for 3-6 s at a
 # time (passerelle_event_loop_lag_seconds) and their sessions expired while
 # they worked. 250 records are a few tens of milliseconds. Some records cost far
-# more (a tick scans SCAN_SLICE accounts: ~0.1 s at a million), so it also lets
-# the loop run once YIELD_AFTER_S of handling has passed: at 1 M accounts a batch of
-# ticks held it 4-8 s.
+# more (a tick scans SCAN_SLICE accounts: ~0.1 s at a million, estimated), so it
+# also lets the loop run once YIELD_AFTER_S of handling has passed: at 1 M
+# accounts a batch of ticks held it 4-8 s.
 YIELD_EVERY = 250
 YIELD_AFTER_S = 0.05
 

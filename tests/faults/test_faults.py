@@ -471,10 +471,11 @@ async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
 
 
 async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(begin: Begin) -> None:
-    # Twice the live feed: the second worker takes 30-45 s to be ready under this load
-    # and nothing is scaled down before it is; meanwhile two workers catch up on the
-    # backlog. With the usual feed, exactly_once's progress went from 30-31 % to 84-95 %
-    # in that wait (in CI on 2026-12-07, and in each of four runs here).
+    # Twice the live feed: the second worker took 13-43 s to be ready (34-43 s in the
+    # exactly_once runs here) and nothing is scaled down before it is; meanwhile two
+    # workers catch up on the backlog. With the usual feed, exactly_once's progress went
+    # from 30-31 % to 84-95 % in that wait (in CI on 2026-12-07, and in each of four
+    # runs here).
     run = await begin(54, count=1, live_events=2 * LIVE_EVENTS)
     at = await run.fault_at(0.3)
     second = run.add_worker()

@@ -145,7 +145,7 @@ class Run:
             ingested, decided, written = await asyncio.wait_for(self._read(), PROBE_READ_S)
         except (KafkaError, TimeoutError) as missed:
             self.readings.append(f"{self._clock()} no reading ({type(missed).__name__})")
-            if isinstance(missed, KafkaError) or self._probe is None:
+            if isinstance(missed, KafkaError):
                 await self.close()
             return self._last_share
         self._last_share = min(ingested / self.planned, decided / max(written, 1), 1.0)

@@ -653,11 +653,27 @@ async def forget_earlier_scenarios(settings: Settings) -> None:
             await client.delete_topics(earlier)
         ends = await end_offsets_of(settings, shared)
         if any(ends.values()):
-            await client.delete_records(
-                {tp: RecordsToDelete(end) for tp, end in ends.items() if end}
-            )
+            await delete_records(client, {tp: end for tp, end in ends.items() if end})
     finally:
         await client.close()
+
+
+async def delete_records(client: AIOKafkaAdminClient, before: dict[TopicPartition, int]) -> None:
+    """Delete each partition's records before its offset, again while the answer is a
+    retriable error, for up to 60 s. aiokafka's `delete_records` asks each partition's
+    leader once; leadership moves after scenarios that bounced brokers (Kafka moves it
+    back to the preferred replicas minutes later), and a broker that no longer leads
+    answers NOT_LEADER_OR_FOLLOWER (CI, 2026-12-07). Each try reads fresh metadata;
+    deleting again what is already deleted changes nothing."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            await client.delete_records({tp: RecordsToDelete(o) for tp, o in before.items()})
+            return
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
 
 
 async def end_offsets_of(settings: Settings, names: list[str]) -> dict[TopicPartition, int]:

@@ -35,6 +35,7 @@ from streams.agents.stored import (
     META_TABLE,
     SCAN_CURSOR,
     decode_held,
+    find_state,
     load_held,
     load_state,
     save_held,
@@ -293,10 +294,9 @@ class Accounts:
             change = Change(held, "updated")  # held from before the conversation: link it
         emits = self.consent_changed(key, store, change, now)
         held = change.held if change.outcome != "ignored" else held
-        consent = held.consent
-        if consent is None or store.get(ACCOUNTS_TABLE, key) is None:
+        consent, state = held.consent, find_state(store, key)
+        if consent is None or state is None:
             return emits
-        state = load_state(store, key)
         days = len(state["days"])
         due = accounts.due_digests(state, consent, now)
         if len(state["days"]) != days:  # an ended day was released: only then a write

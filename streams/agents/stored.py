@@ -15,13 +15,21 @@ per-account stream's key `<bank_id>:<account_id>`, except `keys` and `meta`:
 
 Each value has one encode/decode pair here. The bytes are JSON, and they must
 stay what they are: a worker restores its state from changelog records that
-earlier versions wrote (`tests/unit/test_stored.py` pins them).
+earlier versions wrote (`tests/unit/test_stored.py` pins them). They are written
+with the standard library's `json` (those bytes) and read with `orjson`, 3-4x
+faster: a tick's scan reads two values per account, a transaction two per batch.
+What orjson refuses and `json` reads (a lone surrogate's escape, NaN) is read by
+`json`, as before. Where they would differ, nothing is written here: orjson reads an
+integer past 64 bits as a float, and amounts and times are integers far inside
+(ingest refuses an amount past 10^12 minor units).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, cast
+
+import orjson
 
 from streams.core.store import PartitionStore
 from streams.crypto import KEYS_TABLE as KEYS_TABLE  # kept by the sealer, read by `dlq show`
@@ -41,6 +49,13 @@ KEYS_CURSOR = b"keys-cursor"
 """The last keys key the sweep of unused data keys has read."""
 
 
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # valid for `json`: a lone surrogate's escape, NaN
+        return json.loads(raw)
+
+
 def encode_held(held: Held) -> bytes:
     ended = held.ended.__dict__ if held.ended else None
     record: dict[str, Any] = {"consent": held.consent, "ended": ended}
@@ -56,10 +71,12 @@ def encode_held(held: Held) -> bytes:
 
 
 def decode_held(raw: bytes) -> Held:
-    data = json.loads(raw)
+    data = _loads(raw)
     ended = Ended(**data["ended"]) if data["ended"] else None
-    consent = cast(Consent | None, data["consent"])
-    muted = cast(Mute | None, data.get("muted"))
+    # The types as strings: `Mute | None` built at run time hashes its Literal at each
+    # call (0.9 µs, 3 % of a scan's read of one account).
+    consent = cast("Consent | None", data["consent"])
+    muted = cast("Mute | None", data.get("muted"))
     flags = (data.get("unreadable", False), muted, data.get("discreet"))
     return Held(consent, ended, *flags, linked=data.get("linked", False))
 
@@ -69,7 +86,7 @@ def encode_state(state: State) -> bytes:
 
 
 def decode_state(raw: bytes) -> State:
-    return cast(State, json.loads(raw))
+    return cast(State, _loads(raw))
 
 
 def load_held(store: PartitionStore, key: bytes) -> Held:
@@ -87,8 +104,14 @@ def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
 
 def load_state(store: PartitionStore, key: bytes) -> State:
     """The account's summary, decoded once per batch (see `PartitionStore.get_object`)."""
-    state: State | None = store.get_object(ACCOUNTS_TABLE, key, decode_state)
+    state = find_state(store, key)
     return state if state is not None else new_state()
+
+
+def find_state(store: PartitionStore, key: bytes) -> State | None:
+    """The account's summary, or None if it has none (never had, or erased)."""
+    state: State | None = store.get_object(ACCOUNTS_TABLE, key, decode_state)
+    return state
 
 
 def save_state(store: PartitionStore, key: bytes, state: State) -> None:
@@ -99,7 +122,7 @@ def save_state(store: PartitionStore, key: bytes, state: State) -> None:
 def load_asked(store: PartitionStore, key: bytes) -> dict[str, int]:
     """The account's answered questions: `mid` → when it was sent."""
     raw = store.get(ASKED_TABLE, key)
-    return cast(dict[str, int], json.loads(raw)) if raw is not None else {}
+    return cast(dict[str, int], _loads(raw)) if raw is not None else {}
 
 
 def save_asked(store: PartitionStore, key: bytes, asked: dict[str, int]) -> None:

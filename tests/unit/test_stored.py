@@ -4,9 +4,18 @@ from changelog records that earlier versions wrote."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
-from streams.agents.stored import decode_held, decode_state, encode_held, encode_state
+from streams.agents.stored import (
+    decode_held,
+    decode_state,
+    encode_held,
+    encode_state,
+    load_asked,
+    save_asked,
+)
+from streams.core.store import PartitionStore
 from streams.model import Consent, Transaction
 from streams.rules import accounts
 from streams.rules.consent import Ended, Held
@@ -99,3 +108,12 @@ def test_a_summary_stored_before_recent_transactions_were_kept_still_reads() -> 
     )
     state = decode_state(older)
     assert state["balance"] == 40000 and state.get("recent", []) == []
+
+
+def test_what_orjson_refuses_reads_as_it_always_did(tmp_path: Path) -> None:
+    """A question's mid that carried a lone surrogate's escape (written by `json`, which
+    escapes it; orjson refuses it) still reads back, as the standard library reads it."""
+    asked = {"m\ud800": 1764000000000}
+    store = PartitionStore(tmp_path / "p0")
+    save_asked(store, b"k", asked)
+    assert load_asked(store, b"k") == asked

@@ -84,7 +84,10 @@ def logging_config(log_format: str, level: str) -> dict[str, Any] | None:
 
 def quiet_client_loggers() -> None:
     """aiokafka logs every connection and rebalance step at INFO; a logger left at
-    DEBUG also costs CPU on every send even when nothing is printed."""
-    for noisy in ("aiokafka", "kafka"):
+    DEBUG also costs CPU on every send even when nothing is printed. faust's timers
+    (`mode.timers`) log each late wake-up at INFO, every ~2 s under a backlog (238
+    lines in a 1 M-account run): the worker's own watch measures the loop's lag
+    (`passerelle_event_loop_lag_seconds`) and logs a hold of 3 s or more (`loop_held`)."""
+    for noisy in ("aiokafka", "kafka", "mode.timers"):
         logger = logging.getLogger(noisy)
         logger.setLevel(max(logger.level, logging.WARNING))  # never louder than set

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from streams.logs import EVENT_FIELDS, JsonFormatter, event, logging_config
+from streams.logs import EVENT_FIELDS, JsonFormatter, event, logging_config, quiet_client_loggers
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -101,3 +101,25 @@ def test_the_runbook_lists_every_event_the_code_logs() -> None:
 
 def _runbook_row(runbook: str, name: str) -> str:
     return next((line for line in runbook.splitlines() if line.startswith(f"| `{name}` |")), "")
+
+
+def test_the_clients_and_fausts_timers_log_warnings_only() -> None:
+    """Under a root logger at INFO (the worker's default), aiokafka's connection steps and
+    faust's late-timer lines (INFO) are not printed, their warnings are, and a client
+    logger its user set quieter stays so."""
+    from mode.timers import logger as timers_logger
+
+    names = ("aiokafka", "kafka", "mode.timers", "")
+    levels = {name: logging.getLogger(name).level for name in names}
+    try:
+        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+        quiet_client_loggers()
+        for name in ("aiokafka", "mode.timers"):
+            logger = logging.getLogger(name)
+            assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.WARNING)
+        assert timers_logger is logging.getLogger("mode.timers")
+        assert logging.getLogger("kafka").level == logging.ERROR
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

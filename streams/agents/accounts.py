@@ -29,8 +29,6 @@ from streams.agents.stored import (
     ACCOUNTS_TABLE,
     ASKED_TABLE,
     CONSENTS_TABLE,
-    KEYS_CURSOR,
-    KEYS_TABLE,
     LAST_SCAN,
     META_TABLE,
     SCAN_CURSOR,
@@ -38,8 +36,10 @@ from streams.agents.stored import (
     find_state,
     load_held,
     load_state,
+    next_scan,
     save_held,
     save_state,
+    scan_by,
 )
 from streams.codec import Codec
 from streams.core.spec import Emit, StageSpec
@@ -58,14 +58,17 @@ from streams.rules.consent import (
     mark_unreadable,
     muted_reason,
 )
+from streams.rules.due import next_due
 from streams.rules.ingest import PROCESSING_ERROR
 from streams.rules.outputs import release
 
 log = logging.getLogger(__name__)
 
 # Ticks arrive every second; expiry and digests need minute precision, and a scan
-# reads every account of the partition: at most one scan per minute of tick time.
+# reads every account of the partition: at most one scan per minute of tick time, and
+# only when an account may be due (`NEXT_SCAN`), or an hour after the last scan began.
 SCAN_EVERY_MS = 60_000
+SCAN_AT_LEAST_EVERY_MS = 3_600_000
 # A scan reads at most this many accounts per tick (a tick a second per partition)
 # and goes on at the next: a tick never holds the event loop long (a full scan of a
 # million accounts held it past a 10 s health check), and scanning costs at most
@@ -233,19 +236,24 @@ class Accounts:
     def tick(self, store: PartitionStore, now: int) -> list[Emit]:
         """Expire consents past valid_until; release digests of ended local days.
 
-        A scan of the partition's accounts starts at most once per minute of tick
-        time and reads SCAN_SLICE accounts per tick, in key order, until it has
-        read them all. Where it is (the minute it started, the last key it read)
-        is kept in the store, and so in the changelog: a replay scans exactly
-        where the first run did."""
+        Once per minute of tick time, a scan of the partition's accounts starts if
+        one may be due (`NEXT_SCAN`: the earliest `next_due` of the accounts the last
+        scan read, lowered by every write since), or if the last began an hour ago.
+        It reads SCAN_SLICE accounts per tick, in key order, until it has read them
+        all. Where it is (the minute, the next due, the last key read) is kept in the
+        store, and so in the changelog: a replay scans exactly where the first run did."""
         cursor = store.get(META_TABLE, SCAN_CURSOR)
-        if cursor is None:  # no scan under way: start one, once a minute
+        if cursor is None:  # no scan under way: once a minute, start one if due
             minute = now // SCAN_EVERY_MS
             last = store.get(META_TABLE, LAST_SCAN)
             if last is not None and int(last) >= minute:
                 return []
             store.put(META_TABLE, LAST_SCAN, str(minute).encode())
-            self.sweep_keys(store, now)
+            self.sealer.sweep(store, now, SCAN_SLICE)
+            due = next_scan(store)
+            if due is not None and now < due:
+                return []
+            scan_by(store, now + SCAN_AT_LEAST_EVERY_MS, start=True)
         held_accounts = list(islice(store.items(CONSENTS_TABLE, after=cursor), SCAN_SLICE + 1))
         if len(held_accounts) > SCAN_SLICE:
             del held_accounts[SCAN_SLICE:]
@@ -257,6 +265,7 @@ class Accounts:
             try:
                 emits += self.scan(store, key, decode_held(raw), now)
             except Exception as exc:  # one account must not stop every scan of its partition
+                scan_by(store, now)  # read again by the next minute's scan
                 self.metrics.child(self.metrics.dlq, stream.bank_of(key), PROCESSING_ERROR).inc()
                 log.warning(
                     "scan failed on an account of %s: %s; dead-lettered, the scan goes on",
@@ -268,20 +277,6 @@ class Accounts:
                 headers = (("reason", PROCESSING_ERROR.encode()), ("error", detail.encode()))
                 emits.append(Emit(catalog.DLQ, key, None, headers=headers))
         return emits
-
-    def sweep_keys(self, store: PartitionStore, now: int) -> None:
-        """Delete the data keys that sealed nothing for `KEY_UNUSED_MS`: every dead letter
-        they sealed has expired. Once a minute, SCAN_SLICE keys, on from where the
-        last sweep stopped (a pass over N keys takes N / SCAN_SLICE minutes)."""
-        cursor = store.get(META_TABLE, KEYS_CURSOR)
-        read = list(islice(store.items(KEYS_TABLE, after=cursor), SCAN_SLICE))
-        for account, raw in read:
-            if self.sealer.unused(raw, now):
-                store.delete(KEYS_TABLE, account)
-        if len(read) == SCAN_SLICE:
-            store.put(META_TABLE, KEYS_CURSOR, read[-1][0])
-        elif cursor is not None:  # the pass is done: the next starts from the first key
-            store.delete(META_TABLE, KEYS_CURSOR)
 
     def scan(self, store: PartitionStore, key: bytes, held: Held, now: int) -> list[Emit]:
         """One account's time-driven work: its consent's expiry, its due digests.
@@ -295,19 +290,19 @@ class Accounts:
         emits = self.consent_changed(key, store, change, now)
         held = change.held if change.outcome != "ignored" else held
         consent, state = held.consent, find_state(store, key)
-        if consent is None or state is None:
-            return emits
-        days = len(state["days"])
-        due = accounts.due_digests(state, consent, now)
-        if len(state["days"]) != days:  # an ended day was released: only then a write
-            save_state(store, key, state)
-        for digest in due:
-            granted = release("DAILY_DIGEST", held, now)
-            if granted.allowed:
-                currency = state["currency"] or "EUR"
-                digested = notify.for_digest(granted, digest, currency, now, now)
-                emits += self.records.notification(key, digested)
-        return emits
+        if consent is not None and state is not None:
+            days = len(state["days"])
+            due = accounts.due_digests(state, consent, now)
+            if len(state["days"]) != days:  # an ended day was released: only then a write
+                save_state(store, key, state)
+            for digest in due:
+                granted = release("DAILY_DIGEST", held, now)
+                if granted.allowed:
+                    currency = state["currency"] or "EUR"
+                    digested = notify.for_digest(granted, digest, currency, now, now)
+                    emits += self.records.notification(key, digested)
+        scan_by(store, next_due(held, state))  # still due (a day a DST change repeats):
+        return emits  # read again by the next minute's scan, as every account once was
 
 
 def _uses(consent: model.Consent) -> bool:

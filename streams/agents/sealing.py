@@ -18,11 +18,12 @@ scan once its dead letters have expired (`KEY_UNUSED_MS`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 
 from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, crypto
-from streams.agents.stored import KEYS_TABLE
+from streams.agents.stored import KEYS_CURSOR, KEYS_TABLE, META_TABLE
 from streams.core.spec import Emit
 from streams.core.store import PartitionStore
 from streams.crypto import decode_key, encode_key
@@ -85,3 +86,17 @@ class Sealer:
     def unused(raw: bytes, now: int) -> bool:
         """Whether a key (of an account without a consent) has outlived its letters."""
         return decode_key(raw)[1] + KEY_UNUSED_MS <= now
+
+    def sweep(self, store: PartitionStore, now: int, count: int) -> None:
+        """Delete the data keys that sealed nothing for `KEY_UNUSED_MS`: every dead letter
+        they sealed has expired. `count` keys, on from where the last sweep stopped (the
+        accounts stage sweeps once a minute: a pass over N keys takes N / count minutes)."""
+        cursor = store.get(META_TABLE, KEYS_CURSOR)
+        read = list(islice(store.items(KEYS_TABLE, after=cursor), count))
+        for account, raw in read:
+            if self.unused(raw, now):
+                store.delete(KEYS_TABLE, account)
+        if len(read) == count:
+            store.put(META_TABLE, KEYS_CURSOR, read[-1][0])
+        elif cursor is not None:  # the pass is done: the next starts from the first key
+            store.delete(META_TABLE, KEYS_CURSOR)

@@ -11,7 +11,8 @@ per-account stream's key `<bank_id>:<account_id>`, except `keys` and `meta`:
     keys      an account's data key, wrapped, keyed by the account's keyed hash
               (`agents.sealing`): its dead letters are sealed with it; erased with it
     meta      where the partition's scan of consents is (`LAST_SCAN`, `SCAN_CURSOR`),
-              and the sweep of unused keys (`KEYS_CURSOR`)
+              when it next has an account due (`NEXT_SCAN`), and the sweep of
+              unused keys (`KEYS_CURSOR`)
 
 Each value has one encode/decode pair here. The bytes are JSON, and they must
 stay what they are: a worker restores its state from changelog records that
@@ -36,6 +37,7 @@ from streams.crypto import KEYS_TABLE as KEYS_TABLE  # kept by the sealer, read 
 from streams.model import Consent
 from streams.rules.accounts import State, new_state
 from streams.rules.consent import Ended, Held, Mute
+from streams.rules.due import next_due
 
 CONSENTS_TABLE = "consents"
 ACCOUNTS_TABLE = "accounts"
@@ -47,6 +49,10 @@ SCAN_CURSOR = b"scan-cursor"
 """The last consents key a scan under way has read."""
 KEYS_CURSOR = b"keys-cursor"
 """The last keys key the sweep of unused data keys has read."""
+NEXT_SCAN = b"next-scan"
+"""The earliest instant (epoch ms, as text) at which an account of the partition may
+have time-driven work (`rules.due.next_due`): a scan starts only then. Absent (a store
+from before it was kept): a scan starts at the next minute."""
 
 
 def _loads(raw: bytes) -> Any:
@@ -95,11 +101,13 @@ def load_held(store: PartitionStore, key: bytes) -> Held:
 
 
 def save_held(store: PartitionStore, key: bytes, held: Held) -> None:
-    """Keep what the account holds; nothing at all (a tombstone forgot it): delete its key."""
+    """Keep what the account holds; nothing at all (a tombstone forgot it): delete its key.
+    The partition's next scan comes no later than the account is due."""
     if held == Held():
         store.delete(CONSENTS_TABLE, key)
     else:
         store.put(CONSENTS_TABLE, key, encode_held(held))
+        scan_by(store, next_due(held, find_state(store, key)))
 
 
 def load_state(store: PartitionStore, key: bytes) -> State:
@@ -115,8 +123,32 @@ def find_state(store: PartitionStore, key: bytes) -> State | None:
 
 
 def save_state(store: PartitionStore, key: bytes, state: State) -> None:
-    """Keep the changed summary; it is encoded once, when the batch is written."""
+    """Keep the changed summary; it is encoded once, when the batch is written. The
+    partition's next scan comes no later than the account is due (a new local day's
+    digest)."""
     store.put_object(ACCOUNTS_TABLE, key, state, encode_state)
+    scan_by(store, next_due(load_held(store, key), state))
+
+
+def next_scan(store: PartitionStore) -> int | None:
+    """When the partition's next scan is due (`NEXT_SCAN`); None if not known."""
+    at: int | None = store.get_object(META_TABLE, NEXT_SCAN, int)
+    return at
+
+
+def scan_by(store: PartitionStore, due: int | None, *, start: bool = False) -> None:
+    """The partition's next scan comes no later than `due` (None: no bound). `start`: a
+    scan starts, and from now on only what it reads and what is written bounds the next.
+    Not known yet (a store from before `NEXT_SCAN`): a scan comes at the next minute."""
+    if due is None:
+        return
+    at = next_scan(store)
+    if start or (at is not None and due < at):
+        store.put_object(META_TABLE, NEXT_SCAN, due, _encode_int)
+
+
+def _encode_int(value: int) -> bytes:
+    return str(value).encode()
 
 
 def load_asked(store: PartitionStore, key: bytes) -> dict[str, int]:

@@ -15,13 +15,16 @@ from streams.agents.stored import (
     CONSENTS_TABLE,
     LAST_SCAN,
     META_TABLE,
+    NEXT_SCAN,
     SCAN_CURSOR,
     load_held,
+    next_scan,
     save_held,
     save_state,
 )
 from streams.catalog import Catalog
 from streams.codec import Codec
+from streams.core.spec import Emit
 from streams.core.store import PartitionStore
 from streams.crypto import Keyring
 from streams.metrics import Metrics
@@ -49,6 +52,7 @@ def stage(codec: Codec) -> Accounts:
 
 
 SCAN_KEY = META_TABLE.encode() + b"\x00" + LAST_SCAN
+NEXT_KEY = META_TABLE.encode() + b"\x00" + NEXT_SCAN
 
 
 def store_with_activity(tmp_path: Path, valid_until: int | None = None) -> PartitionStore:
@@ -87,14 +91,55 @@ class TestTick:
         store.commit(2)
         assert stage(codec).tick(store, at("2026-11-28T20:01:00+00:00")) == []
 
-    def test_a_tick_with_nothing_due_writes_only_the_minute_it_scanned(
+    def test_a_tick_with_nothing_due_writes_only_the_minute_and_the_next_due(
         self, codec: Codec, tmp_path: Path
     ) -> None:
         """Before the local day ends a tick changes no account: no output, and the only
-        changelog record is the minute of the scan."""
+        changelog records are the minute of the scan and when an account is next due (the
+        end of the 28th in Paris)."""
         store = store_with_activity(tmp_path)
-        emits = stage(codec).tick(store, at("2026-11-28T20:00:00+00:00"))
-        assert emits == [] and set(store.pending()) == {SCAN_KEY}
+        emits = stage(codec).tick(store, at("2026-11-28T22:30:00+00:00"))
+        assert emits == [] and set(store.pending()) == {SCAN_KEY, NEXT_KEY}
+        assert next_scan(store) == at("2026-11-29T00:00:00+01:00")
+
+    def test_a_scan_starts_only_once_an_account_is_due(
+        self, codec: Codec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After a scan found the account due at the end of its local day (Paris), the
+        minutes before that read no account; the first tick after it reads it and
+        releases the digest."""
+        store = store_with_activity(tmp_path)
+        handler, read = stage(codec), list[bytes | str]()
+        scan = handler.scan
+
+        def reading(store: PartitionStore, key: bytes, held: Held, now: int) -> list[Emit]:
+            read.append(key)
+            return scan(store, key, held, now)
+
+        monkeypatch.setattr(handler, "scan", reading)
+        outputs = []
+        for time in ("22:30", "22:45", "22:59", "23:00"):
+            outputs.append(len(handler.tick(store, at(f"2026-11-28T{time}:00+00:00"))))
+            store.commit(len(outputs) + 1)
+            read.append(time)
+        assert read == [KEY, "22:30", "22:45", "22:59", KEY, "23:00"]
+        assert outputs == [0, 0, 0, 2]  # the digest and its Disclosure
+
+    def test_an_hour_after_a_scan_began_another_starts_whatever_is_due(
+        self, codec: Codec, tmp_path: Path
+    ) -> None:
+        """However far the next due instant (a consent valid for a year, no activity), the
+        partition is scanned again an hour after the last scan began."""
+        store = PartitionStore(tmp_path / "p0")
+        consent = {**samples.CONSENT, "valid_until": at("2027-12-01T00:00:00+00:00")}
+        save_held(store, KEY, Held(consent, linked=True))  # type: ignore[arg-type]  # a sample
+        store.commit(1)
+        handler = stage(codec)
+        handler.tick(store, at("2026-11-28T20:00:00+00:00"))
+        store.commit(2)
+        assert next_scan(store) == at("2026-11-28T21:00:00+00:00")
+        handler.tick(store, at("2026-11-28T21:00:00+00:00"))
+        assert next_scan(store) == at("2026-11-28T22:00:00+00:00")
 
     def test_a_second_tick_in_the_same_minute_does_not_scan(
         self, codec: Codec, tmp_path: Path
@@ -120,7 +165,7 @@ class TestTick:
         assert ACCOUNTS_TABLE.encode() + b"\x00" + KEY in store.pending()
         store.commit(2)
         assert stage(codec).tick(store, at("2026-11-29T00:30:00+00:00")) == []
-        assert set(store.pending()) == {SCAN_KEY}
+        assert set(store.pending()) <= {SCAN_KEY, NEXT_KEY}  # no account written
 
     def test_a_scan_reads_a_slice_per_tick_and_goes_on_where_it_stopped(
         self, codec: Codec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -145,7 +190,8 @@ class TestTick:
         assert ended == [2, 2, 1, 0]
         assert cursors == [keys[1], keys[3], None, None]
         assert handler.tick(store, at("2026-11-28T20:06:00+00:00")) == []  # all ended already
-        assert SCAN_KEY in store.pending()  # but a new scan did start in the new minute
+        assert SCAN_KEY in store.pending()  # the minute is kept; no account is due until
+        assert next_scan(store) == at("2026-11-28T21:05:10+00:00")  # an hour after the scan
 
 
 class TestErasure:

@@ -360,6 +360,19 @@ def scratch_store() -> Iterator[PartitionStore]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def scans_only_when_due() -> Iterator[None]:
+    """The hourly scan (`SCAN_AT_LEAST_EVERY_MS`) off: each expiry must come from the
+    accounts' due instants alone, so a write that does not bring the next scan forward
+    shows as a late end."""
+    kept = accounts_stage.SCAN_AT_LEAST_EVERY_MS
+    accounts_stage.SCAN_AT_LEAST_EVERY_MS = 10**15
+    try:
+        yield
+    finally:
+        accounts_stage.SCAN_AT_LEAST_EVERY_MS = kept
+
+
 def _scratch_root() -> str | None:
     shm = Path("/dev/shm")
     return str(shm) if shm.is_dir() else None
@@ -380,7 +393,7 @@ def check_run(codec: Codec, sequence: list[Event], tally: Tally | None = None) -
     )
     model, now = Model(), T0
     letters: list[bytes] = []  # sealed for the account since it was last erased
-    with scratch_store() as store:
+    with scratch_store() as store, scans_only_when_due():
         for offset, (step, (what, payload)) in enumerate(sequence):
             now += step
             model.ends = []
@@ -686,6 +699,14 @@ def _erasure_keeps_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Sealer, "shred", lambda self, store, key: None)
 
 
+def _consent_write_keeps_the_next_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consent written without bringing the partition's next scan forward: one that
+    expires before the scan already planned ends late."""
+    from streams.agents import stored
+
+    monkeypatch.setattr(stored, "next_due", lambda held, state: None)
+
+
 MUTANTS = [
     _digest_without_status,
     _inherited_state,
@@ -701,6 +722,7 @@ MUTANTS = [
     _digest_not_disclosed,
     _alert_not_listed,
     _erasure_keeps_the_key,
+    _consent_write_keeps_the_next_scan,
 ]
 
 

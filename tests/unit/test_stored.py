@@ -13,7 +13,11 @@ from streams.agents.stored import (
     encode_held,
     encode_state,
     load_asked,
+    next_scan,
     save_asked,
+    save_held,
+    save_state,
+    scan_by,
 )
 from streams.core.store import PartitionStore
 from streams.model import Consent, Transaction
@@ -22,6 +26,7 @@ from streams.rules.consent import Ended, Held
 from tests import samples
 
 NOON = int(dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC).timestamp() * 1000)
+HOUR = 3_600_000
 
 
 def test_an_ended_unreadable_account_is_stored_as_it_always_was() -> None:
@@ -117,3 +122,39 @@ def test_what_orjson_refuses_reads_as_it_always_did(tmp_path: Path) -> None:
     store = PartitionStore(tmp_path / "p0")
     save_asked(store, b"k", asked)
     assert load_asked(store, b"k") == asked
+
+
+class TestNextScan:
+    """Every write of an account brings the partition's next scan forward to when the
+    account is due, never back; unknown (a store from before it was kept) stays so."""
+
+    def consent(self, valid_until: int) -> Any:
+        return {**samples.CONSENT, "valid_until": valid_until, "timezone": "Europe/Paris"}
+
+    def test_a_consent_that_expires_sooner_brings_the_next_scan_forward(
+        self, tmp_path: Path
+    ) -> None:
+        store = PartitionStore(tmp_path / "p0")
+        scan_by(store, NOON + 10 * HOUR, start=True)
+        save_held(store, b"k", Held(self.consent(NOON + 2 * HOUR), linked=True))
+        assert next_scan(store) == NOON + 2 * HOUR
+        save_held(store, b"k", Held(self.consent(NOON + 5 * HOUR), linked=True))
+        assert next_scan(store) == NOON + 2 * HOUR  # never back: the scan finds out
+
+    def test_a_new_local_day_of_activity_brings_the_next_scan_to_its_end(
+        self, tmp_path: Path
+    ) -> None:
+        store = PartitionStore(tmp_path / "p0")
+        consent = self.consent(NOON + 100 * HOUR)
+        save_held(store, b"k", Held(consent, linked=True))
+        scan_by(store, NOON + 50 * HOUR, start=True)
+        state = accounts.new_state()
+        tx: Any = {**samples.TRANSACTION, "booked_at": NOON}
+        accounts.apply(state, tx, consent, NOON)
+        save_state(store, b"k", state)
+        assert next_scan(store) == NOON + 11 * HOUR  # midnight in Paris (UTC+1)
+
+    def test_an_unknown_next_scan_stays_unknown(self, tmp_path: Path) -> None:
+        store = PartitionStore(tmp_path / "p0")
+        save_held(store, b"k", Held(self.consent(NOON + HOUR), linked=True))
+        assert next_scan(store) is None

@@ -301,8 +301,10 @@ class Accounts:
                     currency = state["currency"] or "EUR"
                     digested = notify.for_digest(granted, digest, currency, now, now)
                     emits += self.records.notification(key, digested)
-        scan_by(store, next_due(held, state))  # still due (a day a DST change repeats):
-        return emits  # read again by the next minute's scan, as every account once was
+        # An account still due (a local day a DST change repeats) is read again by the
+        # next minute's scan, as every account once was.
+        scan_by(store, next_due(held, state))
+        return emits
 
 
 def _uses(consent: model.Consent) -> bool:

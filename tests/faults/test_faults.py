@@ -661,10 +661,10 @@ async def forget_earlier_scenarios(settings: Settings) -> None:
 async def delete_records(client: AIOKafkaAdminClient, before: dict[TopicPartition, int]) -> None:
     """Delete each partition's records before its offset, again while the answer is a
     retriable error, for up to 60 s. aiokafka's `delete_records` asks each partition's
-    leader once; leadership moves after scenarios that bounced brokers (Kafka moves it
-    back to the preferred replicas minutes later), and a broker that no longer leads
-    answers NOT_LEADER_OR_FOLLOWER (CI, 2026-12-07). Each try reads fresh metadata;
-    deleting again what is already deleted changes nothing."""
+    leader once, and a broker answered NOT_LEADER_OR_FOLLOWER (CI, 2026-12-07; we think
+    leadership had moved: Kafka moves it back to the preferred replicas some minutes
+    after scenarios that bounce brokers). Each try reads fresh metadata; deleting again
+    what is already deleted changes nothing."""
     deadline = time.monotonic() + 60
     while True:
         try:

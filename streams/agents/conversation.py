@@ -39,7 +39,7 @@ from aiokafka.structs import ConsumerRecord
 from streams import model, stream
 from streams.agents.dlq import dead_letter
 from streams.catalog import Catalog
-from streams.core.spec import Emit, StageSpec
+from streams.core.spec import RELAXED_FETCH_WAIT_MS, Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.metrics import Metrics
 from streams.rules.controls import help_reply, unlinked
@@ -90,6 +90,7 @@ class Conversation:
             changelog=self.changelog,
             purge=True,
             on_error=self.dead_letter,
+            fetch_wait_ms=RELAXED_FETCH_WAIT_MS,  # a person waits for the answer
         )
 
     def dead_letter(

@@ -31,7 +31,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams import catalog, model
 from streams.codec import Codec
-from streams.core.spec import Emit, StageSpec
+from streams.core.spec import RELAXED_FETCH_WAIT_MS, Emit, StageSpec
 from streams.core.store import PartitionStore
 from streams.feeds import dead_lettered, decided
 from streams.logs import event
@@ -70,7 +70,10 @@ def spec(codec: Codec) -> StageSpec:
         )
         return []
 
-    return StageSpec("outcomes", handle, topics=READS, on_error=skip)
+    # a bank's outcome feed is read in its own time: no need to poll every 10 ms
+    return StageSpec(
+        "outcomes", handle, topics=READS, on_error=skip, fetch_wait_ms=RELAXED_FETCH_WAIT_MS
+    )
 
 
 def feed_record(codec: Codec, bank: str, outcome: model.BankOutcome) -> Emit:

@@ -16,7 +16,22 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.core.store import PartitionStore
 
-__all__ = ["Emit", "Handler", "OnError", "StageSpec"]
+__all__ = [
+    "PROMPT_FETCH_WAIT_MS",
+    "RELAXED_FETCH_WAIT_MS",
+    "Emit",
+    "Handler",
+    "OnError",
+    "StageSpec",
+]
+
+# How long the broker may hold a stage's fetch that has nothing new. On the
+# notification path (ingest, accounts) a caught-up stage must hear of a record at once;
+# a stage whose readers are people or a bank's feed (conversation, outcomes) can wait
+# longer, and polls ten times less when idle: a worker doing nothing spent ~13 % of a
+# core, mostly in its consumers' fetches (docs/performance.md).
+PROMPT_FETCH_WAIT_MS = 10
+RELAXED_FETCH_WAIT_MS = 100
 
 
 @dataclass(frozen=True)
@@ -60,3 +75,6 @@ class StageSpec:
     the partition's store, as the handler is): the record's changes are undone and the
     partition goes on, like Kafka Streams'
     processing-exception handler. None: the stage stops (StageFailed)."""
+    fetch_wait_ms: int = PROMPT_FETCH_WAIT_MS
+    """How long the broker may hold the stage's fetch when nothing new is there: the
+    most a caught-up stage adds to a record's way, and how often an idle one polls."""

@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 # How long a poll waits for records before the loop looks at its stop flag.
 POLL_TIMEOUT_MS = 200
-# How long the broker may hold a fetch that has nothing new.
-FETCH_MAX_WAIT_MS = 10
 # How often the stage refreshes its gauges (lag, table keys) and readiness.
 REPORT_INTERVAL_S = 1.0
 
@@ -102,7 +100,7 @@ class Stage:
             auto_offset_reset="earliest",
             metadata_max_age_ms=5_000,
             max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=self.spec.fetch_wait_ms,
             partition_assignment_strategy=group.assignors(
                 self.settings.standby_replicas,
                 self.ownership.held,

@@ -142,6 +142,29 @@ def test_a_metric_child_is_made_once_and_counts_like_labels() -> None:
 
 
 class TestPipelineWiring:
+    def test_only_the_notification_paths_stages_fetch_promptly(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ingest and accounts let the broker hold a fetch 10 ms, the conversation and the
+        outcomes stages 100 ms, and each stage's consumer is opened with its own."""
+        built = pipeline(Settings(allow_dev_hash_key=True), Metrics(CollectorRegistry()))
+        assert built.outcomes is not None
+        stages = [built.ingest, built.accounts, built.conversation, built.outcomes]
+        asked = []
+
+        class Opened(Exception):
+            pass
+
+        def consumer(_: Settings, **options: Any) -> None:
+            asked.append(options["fetch_max_wait_ms"])
+            raise Opened
+
+        monkeypatch.setattr(kafka, "consumer", consumer)
+        for stage in stages:
+            with pytest.raises(Opened):
+                asyncio.run(stage.run())
+        assert asked == [10, 10, 100, 100]
+
     def test_the_ticker_ticks_the_stream_partitions_its_accounts_stage_owns(self) -> None:
         """The pipeline's ticker writes to the per-account stream's partitions that this
         worker's accounts stage owns now, none before it owns any."""

@@ -90,7 +90,7 @@ class Conversation:
             changelog=self.changelog,
             purge=True,
             on_error=self.dead_letter,
-            fetch_wait_ms=RELAXED_FETCH_WAIT_MS,  # a person waits for the answer
+            fetch_wait_ms=RELAXED_FETCH_WAIT_MS,  # a person reads the answer: 0.1 s is not seen
         )
 
     def dead_letter(

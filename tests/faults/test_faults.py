@@ -59,6 +59,12 @@ LIVE_EVENTS = 90_000  # written while they run...
 LIVE_RATE = 1_200  # ...at this many a second, 75 s: a restart takes 10-30 s to be ready
 # under this load, and a scenario's next fault waits for it (with a 50 s feed, a fault
 # meant for 50-60 % came at 67-84 %)
+# Twice the live feed, for a scenario that waits tens of seconds between two faults (a
+# second worker ready, a killed broker back) while the feed goes on and the workers catch
+# up: with the usual feed, the scaling scenario's exactly_once went from 30-31 % to
+# 84-95 % in that wait (CI on 2026-12-07, and four runs here), and the broker scenario's
+# at_least_once from 37 % to 80 % in the ~26 s its broker took to be back (CI, 2026-12-07).
+LONG_FEED_EVENTS = 2 * LIVE_EVENTS
 FAULT_SUITE_BATCH = 500  # input records per partition per transaction (default 2 000)
 pytestmark = pytest.mark.timeout(900)
 
@@ -452,11 +458,7 @@ async def test_a_rolling_sigterm_restart_loses_and_repeats_nothing(begin: Begin)
 async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
     begin: Begin, cluster_settings: LocalKafkaSettings
 ) -> None:
-    # Twice the live feed, as in the scaling scenario: the killed broker took ~26 s to be
-    # back, and meanwhile the accounts stage caught up on its lag as the feed went on:
-    # progress went from 35 % to 80 % in that wait (CI, at_least_once, 2026-12-07), past
-    # the bounces' window.
-    run = await begin(53, live_events=2 * LIVE_EVENTS)
+    run = await begin(53, live_events=LONG_FEED_EVENTS)
     at = await run.fault_at(0.3)
     cluster = run.cluster
     victim = cluster.nodes[1]
@@ -475,12 +477,9 @@ async def test_a_broker_killed_then_each_bounced_loses_and_repeats_nothing(
 
 
 async def test_scaling_one_to_two_to_one_worker_loses_and_repeats_nothing(begin: Begin) -> None:
-    # Twice the live feed: the second worker took 13-43 s to be ready (34-43 s in the
-    # exactly_once runs here) and nothing is scaled down before it is; meanwhile two
-    # workers catch up on the backlog. With the usual feed, exactly_once's progress went
-    # from 30-31 % to 84-95 % in that wait (in CI on 2026-12-07, and in each of four
-    # runs here).
-    run = await begin(54, count=1, live_events=2 * LIVE_EVENTS)
+    # The second worker took 13-43 s to be ready (34-43 s in the exactly_once runs here)
+    # and nothing is scaled down before it is: LONG_FEED_EVENTS.
+    run = await begin(54, count=1, live_events=LONG_FEED_EVENTS)
     at = await run.fault_at(0.3)
     second = run.add_worker()
     print(f"scale 1 → 2 at {at:.0%}; the second is ready in {await until_ready(second):.1f}s")

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from rocksdict import Rdict, WriteBatch
+from rocksdict import Options, Rdict, WriteBatch
 
 from streams.core.rocks import options
 
@@ -67,13 +67,20 @@ def split_key(stored: bytes) -> tuple[str, bytes]:
     return table.decode(), key
 
 
+def _open(path: Path, opened: Options) -> Rdict:
+    """The store at `path`, opened with these options. Its table options (the shared block
+    cache among them) belong to its column family: rocksdict opens an existing store's
+    with those its OPTIONS file recorded, and a block cache of its own, unless told."""
+    return Rdict(str(path), options=opened, column_families={"default": opened})
+
+
 class PartitionStore:
     """RocksDB for one partition, with the batch overlay that is not yet committed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), options=options())
+        self._db = _open(path, options())
         self._pending: dict[bytes, bytes | None] = {}
         self._objects: dict[bytes, tuple[Any, Callable[[Any], bytes] | None]] = {}
         """Values this batch decoded (`get_object`), with how to encode them if they

@@ -296,3 +296,21 @@ class TestStoreMemory:
         _, after = rocks.memory()
         store.close()
         assert after - before >= 100_000
+
+    def test_a_store_opened_again_reads_through_the_shared_block_cache(
+        self, tmp_path: Path
+    ) -> None:
+        """A store opened from its files (a restart, a standby copy taken over) shares the
+        process's block cache as a new one does, not a cache of its own."""
+        store = PartitionStore(tmp_path / "p0")
+        for n in range(2_000):
+            store.put("accounts", b"bank:FR76%08d" % n, os.urandom(200))
+        store.commit(1)
+        store.close()
+        store = PartitionStore(tmp_path / "p0")
+        _, before = rocks.memory()
+        for n in range(0, 2_000, 7):
+            store.get("accounts", b"bank:FR76%08d" % n)
+        _, after = rocks.memory()
+        store.close()
+        assert after - before >= 100_000

@@ -4,15 +4,21 @@ a broker; restore and standby copies on a broker are in tests/integration/test_s
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
-from streams.core.recovery import ChangelogReader, Start, where_to_start
+from streams.core import recovery
+from streams.core.recovery import ChangelogReader, Recovery, Start, where_to_start
 from streams.core.store import PartitionStore, table_key
+from streams.metrics import Metrics
+from streams.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -115,3 +121,39 @@ async def test_a_store_ahead_of_its_changelog_is_replaced_and_read_from_the_star
     await reader(changelog, tmp_path).start_at(stores)
     assert stores[0] is not ahead and stores[0].checkpoint == 0 and changelog.at == 4
     assert not (tmp_path / "p0").exists()
+
+
+@pytest.mark.parametrize(("checkpoint", "bulk"), [(0, True), (12, False)])
+async def test_a_store_far_behind_its_changelog_is_restored_as_a_bulk_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint: int, bulk: bool
+) -> None:
+    """A restore of at least BULK_LOAD_OFFSETS loads the store in bulk (`loading`); one
+    of a shorter tail writes it as the stage does; both end with every record."""
+    changelog = Changelog(0, 20)
+
+    @contextlib.asynccontextmanager
+    async def fake_reader(*_: Any, **__: Any) -> AsyncIterator[ChangelogReader]:
+        yield reader(changelog, tmp_path)
+
+    loaded: list[Path] = []
+    plain_loading = PartitionStore.loading
+
+    def loading(store: PartitionStore) -> contextlib.AbstractContextManager[None]:
+        loaded.append(store.path)
+        return plain_loading(store)
+
+    monkeypatch.setattr(recovery, "changelog_reader", fake_reader)
+    monkeypatch.setattr(recovery, "BULK_LOAD_OFFSETS", 10)
+    monkeypatch.setattr(PartitionStore, "loading", loading)
+    store = PartitionStore(tmp_path / "p0")
+    if checkpoint:
+        store.apply_changelog([(table_key("t", b"k%d" % o), b"v") for o in range(0, 12, 2)], 12)
+
+    def path(_: TopicPartition) -> Path:
+        return tmp_path / "p0"
+
+    restoring = Recovery("s", "cl", Settings(), Metrics(CollectorRegistry()), path)
+    restored = (await restoring.restore({TopicPartition("in", 0): store}))[TopicPartition("in", 0)]
+    assert loaded == ([tmp_path / "p0"] if bulk else [])
+    assert restored.checkpoint == 20
+    assert [o for o in range(22) if restored.get("t", b"k%d" % o)] == list(range(0, 20, 2))

@@ -314,3 +314,37 @@ class TestStoreMemory:
         _, after = rocks.memory()
         store.close()
         assert after - before >= 100_000
+
+
+def memtable_in_use(store: PartitionStore) -> str:
+    """The memtable kind the store is open with, as RocksDB's options file records it."""
+    latest = max(store.path.glob("OPTIONS-*"), key=lambda f: int(f.name.split("-")[1]))
+    line = next(line for line in latest.read_text().splitlines() if "memtable_factory=" in line)
+    factory = line.split("memtable_factory=")[1]  # "SkipListFactory", "{id=VectorRepFactory;…}"
+    return factory.removeprefix("{id=").split(";")[0]
+
+
+class TestBulkLoad:
+    def test_a_bulk_load_applies_the_changelog_and_ends_open_for_reads(
+        self, tmp_path: Path
+    ) -> None:
+        """Inside `loading` the store is written through an append-only memtable; after it,
+        every record and tombstone is there, the checkpoint with them, and the store is
+        open with the ordered memtable that reads need."""
+        store = PartitionStore(tmp_path / "p0")
+        store.apply_changelog([(b"accounts\x00gone", b"old")], 1)
+        records = [(b"accounts\x00k%05d" % n, b"v%d" % n) for n in range(3_000)]
+        with store.loading():
+            assert memtable_in_use(store) == "VectorRepFactory"
+            store.apply_changelog(records[:1_500], 1_501)
+            store.apply_changelog([*records[1_500:], (b"accounts\x00gone", None)], 3_002)
+            assert store.checkpoint == 3_002
+        assert memtable_in_use(store) == "SkipListFactory"
+        assert store.checkpoint == 3_002
+        assert store.get("accounts", b"k02999") == b"v2999"
+        assert store.get("accounts", b"gone") is None
+        assert [k for k, _ in store.items("accounts")] == [k[9:] for k, _ in records]
+        store.close()
+        again = PartitionStore(tmp_path / "p0")
+        assert again.checkpoint == 3_002 and again.get("accounts", b"k00000") == b"v0"
+        again.close()

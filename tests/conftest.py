@@ -8,6 +8,7 @@ test that needs Kafka fails when it cannot get one: nothing here skips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -24,6 +25,7 @@ from aiokafka.admin import NewTopic
 
 from streams import kafka
 from streams.codec import Codec, EmbeddedRegistry
+from streams.core.store import PartitionStore
 from streams.devkit import localkafka
 from streams.settings import LocalKafkaSettings, Settings
 
@@ -87,6 +89,20 @@ def spare(
     cluster = localkafka.Cluster.single(settings)
     yield cluster, settings
     localkafka.down(cluster, say=lambda _: None)
+
+
+@pytest.fixture
+def bulk_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The stores loaded in bulk during the test (`PartitionStore.loading`), in order."""
+    loaded: list[Path] = []
+    plain_loading = PartitionStore.loading
+
+    def loading(store: PartitionStore) -> contextlib.AbstractContextManager[None]:
+        loaded.append(store.path)
+        return plain_loading(store)
+
+    monkeypatch.setattr(PartitionStore, "loading", loading)
+    return loaded
 
 
 @pytest.fixture

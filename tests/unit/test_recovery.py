@@ -125,7 +125,11 @@ async def test_a_store_ahead_of_its_changelog_is_replaced_and_read_from_the_star
 
 @pytest.mark.parametrize(("checkpoint", "bulk"), [(0, True), (12, False)])
 async def test_a_store_far_behind_its_changelog_is_restored_as_a_bulk_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint: int, bulk: bool
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bulk_loads: list[Path],
+    checkpoint: int,
+    bulk: bool,
 ) -> None:
     """A restore of at least BULK_LOAD_OFFSETS loads the store in bulk (`loading`); one
     of a shorter tail writes it as the stage does; both end with every record."""
@@ -135,16 +139,8 @@ async def test_a_store_far_behind_its_changelog_is_restored_as_a_bulk_load(
     async def fake_reader(*_: Any, **__: Any) -> AsyncIterator[ChangelogReader]:
         yield reader(changelog, tmp_path)
 
-    loaded: list[Path] = []
-    plain_loading = PartitionStore.loading
-
-    def loading(store: PartitionStore) -> contextlib.AbstractContextManager[None]:
-        loaded.append(store.path)
-        return plain_loading(store)
-
     monkeypatch.setattr(recovery, "changelog_reader", fake_reader)
     monkeypatch.setattr(recovery, "BULK_LOAD_OFFSETS", 10)
-    monkeypatch.setattr(PartitionStore, "loading", loading)
     store = PartitionStore(tmp_path / "p0")
     if checkpoint:
         store.apply_changelog([(table_key("t", b"k%d" % o), b"v") for o in range(0, 12, 2)], 12)
@@ -154,6 +150,6 @@ async def test_a_store_far_behind_its_changelog_is_restored_as_a_bulk_load(
 
     restoring = Recovery("s", "cl", Settings(), Metrics(CollectorRegistry()), path)
     restored = (await restoring.restore({TopicPartition("in", 0): store}))[TopicPartition("in", 0)]
-    assert loaded == ([tmp_path / "p0"] if bulk else [])
+    assert bulk_loads == ([tmp_path / "p0"] if bulk else [])
     assert restored.checkpoint == 20
     assert [o for o in range(22) if restored.get("t", b"k%d" % o)] == list(range(0, 20, 2))

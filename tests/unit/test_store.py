@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -306,9 +309,9 @@ class TestStoreMemory:
         assert after - before >= 100_000
 
 
-def memtable_in_use(store: PartitionStore) -> str:
-    """The memtable kind the store is open with, as RocksDB's options file records it."""
-    latest = max(store.path.glob("OPTIONS-*"), key=lambda f: int(f.name.split("-")[1]))
+def memtable_in_use(path: Path) -> str:
+    """The memtable kind the store at `path` was last opened with (RocksDB's options file)."""
+    latest = max(path.glob("OPTIONS-*"), key=lambda f: int(f.name.split("-")[1]))
     line = next(line for line in latest.read_text().splitlines() if "memtable_factory=" in line)
     factory = line.split("memtable_factory=")[1]  # "SkipListFactory", "{id=VectorRepFactory;…}"
     return factory.removeprefix("{id=").split(";")[0]
@@ -325,11 +328,11 @@ class TestBulkLoad:
         store.apply_changelog([(b"accounts\x00gone", b"old")], 1)
         records = [(b"accounts\x00k%05d" % n, b"v%d" % n) for n in range(3_000)]
         with store.loading():
-            assert memtable_in_use(store) == "VectorRepFactory"
+            assert memtable_in_use(store.path) == "VectorRepFactory"
             store.apply_changelog(records[:1_500], 1_501)
             store.apply_changelog([*records[1_500:], (b"accounts\x00gone", None)], 3_002)
             assert store.checkpoint == 3_002
-        assert memtable_in_use(store) == "SkipListFactory"
+        assert memtable_in_use(store.path) == "SkipListFactory"
         assert store.checkpoint == 3_002
         assert store.get("accounts", b"k02999") == b"v2999"
         assert store.get("accounts", b"gone") is None
@@ -338,3 +341,30 @@ class TestBulkLoad:
         again = PartitionStore(tmp_path / "p0")
         assert again.checkpoint == 3_002 and again.get("accounts", b"k00000") == b"v0"
         again.close()
+
+    def test_a_store_killed_inside_a_bulk_load_reopens_with_what_it_had_applied(
+        self, tmp_path: Path
+    ) -> None:
+        """A worker killed (-9) in the middle of a bulk load leaves a store that opens for
+        reads as usual, holding every batch it applied, up to the checkpoint written with
+        them and nothing past it: the restore resumes from there."""
+        child = f"""
+import os, signal
+from streams.core.store import PartitionStore
+store = PartitionStore(__import__("pathlib").Path({str(tmp_path / "p0")!r}))
+store.apply_changelog([(b"accounts\\x00gone", b"old")], 1)
+with store.loading():
+    for start in range(0, 3_000, 1_000):
+        batch = [(b"accounts\\x00k%05d" % n, b"v%d" % n) for n in range(start, start + 1_000)]
+        store.apply_changelog(batch + [(b"accounts\\x00gone", None)], start + 1_001)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+        killed = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=60)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+        assert memtable_in_use(tmp_path / "p0") == "VectorRepFactory"  # killed while loading
+        store = PartitionStore(tmp_path / "p0")
+        assert memtable_in_use(store.path) == "SkipListFactory"
+        assert store.checkpoint == 3_001
+        assert [k for k, _ in store.items("accounts")] == [b"k%05d" % n for n in range(3_000)]
+        assert store.get("accounts", b"gone") is None
+        store.close()

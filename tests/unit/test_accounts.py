@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streams.model import Consent, Transaction
 from streams.rules import accounts
 from streams.rules.accounts import Effect
@@ -66,6 +69,17 @@ class TestFolding:
         accounts.apply(state, tx(3, booked_at=later + 1), consent(), later + 1)
         assert (set(state["seen"]), set(state["counted"])) == ({"t2", "t3"}, {"t2", "t3"})
         assert not accounts.apply(state, tx(1), consent(), later + 1).duplicate
+
+    def test_a_summary_stored_before_the_windows_start_was_kept_prunes_the_same(self) -> None:
+        """A summary without `seen_since` (stored before it was kept) forgets what left the
+        window as any other, and keeps it from then on."""
+        state = accounts.new_state()
+        accounts.apply(state, tx(1, booked_at=NOON), consent(), NOON)
+        accounts.apply(state, tx(2, booked_at=NOON + 5), consent(), NOON + 5)
+        del state["seen_since"]
+        later = NOON + accounts.DEDUPE_WINDOW_MS + 1
+        accounts.apply(state, tx(3, booked_at=later), consent(), later)
+        assert (state["seen"], state.get("seen_since")) == ({"t2": NOON + 5, "t3": later}, NOON + 5)
 
     def test_pending_then_booked_is_one_purchase(self) -> None:
         """The BOOKED settling a PENDING corrects the amount; no second count, no notification."""
@@ -152,3 +166,37 @@ class TestDigests:
         accounts.apply(state, tx(2), consent(), at("2026-11-29T06:00:00+00:00"))
         assert accounts.due_digests(state, consent(), at("2026-11-30T06:00:00+00:00")) == []
         assert state["month_totals"]["count"] == 2
+
+
+# Past the window by up to three days, in steps of an hour: ids leave the window.
+hours = st.integers(0, (accounts.DEDUPE_WINDOW_MS + 3 * accounts.DAY_MS) // 3_600_000)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 30), hours, st.integers(-1, 1), hours, st.booleans()),
+        max_size=60,
+    )
+)
+def test_the_dedupe_window_is_the_naive_one(steps: list[tuple[int, int, int, int, bool]]) -> None:
+    """Whatever the order of ids, booking times and clock, an id is a duplicate exactly
+    when the naive window (every id's booking time looked at on each transaction) holds
+    it, and the summary keeps that window and its earliest booking time; also when the
+    summary comes from before `seen_since` was kept (`old`: the key dropped)."""
+    state, model = accounts.new_state(), dict[str, int]()
+    now = NOON
+    for n, booked_h, booked_ms, clock_h, old in steps:
+        now = max(now, NOON + clock_h * 3_600_000)  # the stage's clock does not go back
+        booked = NOON + booked_h * 3_600_000 + booked_ms  # a millisecond either side too
+        duplicate = f"t{n}" in model
+        if not duplicate:
+            model = {k: v for k, v in model.items() if v >= now - accounts.DEDUPE_WINDOW_MS}
+            model[f"t{n}"] = booked
+        if old:
+            state.pop("seen_since", None)
+        assert accounts.apply(state, tx(n, booked_at=booked), consent(), now).duplicate == duplicate
+        assert state["seen"] == model
+        assert set(state["counted"]) <= set(model)
+        if not duplicate or "seen_since" in state:  # a duplicate writes nothing
+            assert state.get("seen_since") == (min(model.values()) if model else None)

@@ -73,9 +73,10 @@ def test_discreet_off_is_stored_and_overrides_a_discreet_consent() -> None:
     assert not decode_held(b'{"consent": {"consent_id": "v1"}, "ended": null}').shows_discreetly
 
 
-def test_a_summary_after_one_purchase_is_stored_as_it_always_was() -> None:
+def test_a_summary_after_one_purchase_is_stored_as_these_bytes() -> None:
     """The summary the rules build for one booked purchase encodes to these bytes, and
-    decodes back to an equal summary."""
+    decodes back to an equal summary. (`seen_since` since 2026-12-07; a summary without
+    it still reads: test_accounts.py.)"""
     consent: Consent = {**samples.CONSENT, "timezone": "Europe/Paris"}
     tx: Transaction = {
         **samples.TRANSACTION,
@@ -96,7 +97,7 @@ def test_a_summary_after_one_purchase_is_stored_as_it_always_was() -> None:
         b'"month":"2026-11","month_totals":{"spent":{"groceries":1250},"received":{},"count":1},'
         b'"seen":{"t-1":' + str(NOON).encode() + b'},"pending":{},'
         b'"counted":{"t-1":{"amount":-1250,"category":"groceries","day":"2026-11-28"}},'
-        b'"digested":[],"currency":"EUR",'
+        b'"digested":[],"currency":"EUR","seen_since":' + str(NOON).encode() + b","
         b'"recent":[{"id":"t-1","amount":-1250,'
         b'"merchant":"Boulangerie P\\u00e2tissi\\u00e8re","category":"groceries",'
         b'"booked_at":' + str(NOON).encode() + b"}]}"

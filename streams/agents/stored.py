@@ -62,6 +62,17 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw)
 
 
+def _dumps(value: Any) -> bytes:
+    """Compact JSON, by orjson: a summary of 50 transactions in 7.8 µs where `json` took
+    91 (`timeit`, 2026-12-07), and a summary is written with every batch that touches
+    its account. What orjson refuses (a lone surrogate, an integer past 64 bits), `json`
+    writes, as it always did. Text is UTF-8, not `json`'s escapes: both read the same."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def encode_held(held: Held) -> bytes:
     ended = held.ended.__dict__ if held.ended else None
     record: dict[str, Any] = {"consent": held.consent, "ended": ended}
@@ -88,7 +99,7 @@ def decode_held(raw: bytes) -> Held:
 
 
 def encode_state(state: State) -> bytes:
-    return json.dumps(state, separators=(",", ":")).encode()
+    return _dumps(state)
 
 
 def decode_state(raw: bytes) -> State:
@@ -158,4 +169,4 @@ def load_asked(store: PartitionStore, key: bytes) -> dict[str, int]:
 
 
 def save_asked(store: PartitionStore, key: bytes, asked: dict[str, int]) -> None:
-    store.put(ASKED_TABLE, key, json.dumps(asked, separators=(",", ":")).encode())
+    store.put(ASKED_TABLE, key, _dumps(asked))

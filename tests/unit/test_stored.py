@@ -7,6 +7,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
+
 from streams.agents.stored import (
     decode_held,
     decode_state,
@@ -99,7 +102,8 @@ def test_a_summary_after_one_purchase_is_stored_as_these_bytes() -> None:
         b'"counted":{"t-1":{"amount":-1250,"category":"groceries","day":"2026-11-28"}},'
         b'"digested":[],"currency":"EUR","seen_since":' + str(NOON).encode() + b","
         b'"recent":[{"id":"t-1","amount":-1250,'
-        b'"merchant":"Boulangerie P\\u00e2tissi\\u00e8re","category":"groceries",'
+        + '"merchant":"Boulangerie Pâtissière",'.encode()
+        + b'"category":"groceries",'
         b'"booked_at":' + str(NOON).encode() + b"}]}"
     )
     assert encode_state(state) == golden and decode_state(golden) == state
@@ -114,6 +118,18 @@ def test_a_summary_stored_before_recent_transactions_were_kept_still_reads() -> 
     )
     state = decode_state(older)
     assert state["balance"] == 40000 and state.get("recent", []) == []
+
+
+@pytest.mark.parametrize(
+    "refused", [{"merchant": "caf\ud800"}, {"balance": 2**64}], ids=["surrogate", "bigint"]
+)
+def test_a_summary_orjson_refuses_to_write_is_written_by_json(refused: dict[str, Any]) -> None:
+    """A summary holding what orjson refuses to write (a lone surrogate, an integer past
+    64 bits) is written as the standard library writes it, and reads back the same."""
+    state = {**accounts.new_state(), **refused}
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(state)
+    assert decode_state(encode_state(state)) == state  # type: ignore[arg-type]  # test record
 
 
 def test_what_orjson_refuses_reads_as_it_always_did(tmp_path: Path) -> None:

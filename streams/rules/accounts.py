@@ -249,12 +249,10 @@ def _prune(state: State, now_ms: int) -> None:
     seen = state["seen"]
     if not seen:
         return
+    if "seen_since" not in state:  # a state from before it was kept
+        state["seen_since"] = min(seen.values())
     horizon = now_ms - DEDUPE_WINDOW_MS
-    since = state.get("seen_since")
-    if since is None:  # a state from before `seen_since` was kept
-        since = min(seen.values())
-    if since >= horizon:
-        state["seen_since"] = since
+    if state["seen_since"] >= horizon:
         return
     kept = {k: v for k, v in seen.items() if v >= horizon}
     state["seen"] = kept

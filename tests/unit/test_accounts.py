@@ -199,4 +199,4 @@ def test_the_dedupe_window_is_the_naive_one(steps: list[tuple[int, int, int, int
         assert state["seen"] == model
         assert set(state["counted"]) <= set(model)
         if not duplicate or "seen_since" in state:  # a duplicate writes nothing
-            assert state.get("seen_since") == (min(model.values()) if model else None)
+            assert state.get("seen_since") == min(model.values())

@@ -350,8 +350,9 @@ class TestBulkLoad:
         them and nothing past it: the restore resumes from there."""
         child = f"""
 import os, signal
+from pathlib import Path
 from streams.core.store import PartitionStore
-store = PartitionStore(__import__("pathlib").Path({str(tmp_path / "p0")!r}))
+store = PartitionStore(Path({str(tmp_path / "p0")!r}))
 store.apply_changelog([(b"accounts\\x00gone", b"old")], 1)
 with store.loading():
     for start in range(0, 3_000, 1_000):

@@ -26,13 +26,20 @@ def free_port() -> int:
         return port
 
 
+# The interpreter a worker runs under. `-P` (Python 3.11) keeps the working folder
+# off `sys.path`: `python -m streams` would otherwise import a `streams` package
+# from wherever it is started, before the one `PYTHONPATH` names, so an A/B of two
+# clones run from one folder would run one code twice.
+PYTHON = [sys.executable, "-P"]
+
+
 class Worker:
     """`passerelle worker …` as a subprocess, restartable on the same data folder."""
 
     def __init__(
         self, settings: Settings, app_id: str, data_dir: Path, guarantee: str, workload: list[str]
     ) -> None:
-        self.args = [sys.executable, "-m", "streams", "worker", *workload]
+        self.args = [*PYTHON, "-m", "streams", "worker", *workload]
         self.env = {
             **os.environ,
             "PASSERELLE_BOOTSTRAP": settings.bootstrap_servers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -13,9 +14,10 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+import streams
 from streams import kafka
 from streams.core.loopwatch import LoopWatch
-from streams.devkit import localkafka
+from streams.devkit import localkafka, workerproc
 from streams.errors import LocalKafkaError
 from streams.metrics import ALLOWED_LABELS, Metrics
 from streams.settings import LocalKafkaSettings, Settings
@@ -176,3 +178,21 @@ class TestPipelineWiring:
             tp = TopicPartition(built.ticker.topic, p)
             built.accounts.ownership.partitions[tp] = cast(Any, None)
         assert list(built.ticker.owned()) == [2, 5]
+
+
+def test_a_worker_subprocess_imports_the_package_it_is_given_wherever_it_starts(
+    tmp_path: Path,
+) -> None:
+    """A `streams` folder in the worker's working folder is not the code it runs."""
+    decoy = tmp_path / "streams"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit('the decoy ran')\n")
+    result = subprocess.run(
+        [*workerproc.PYTHON, "-c", "import streams; print(streams.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).parent == Path(streams.__file__).parent

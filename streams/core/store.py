@@ -44,7 +44,7 @@ from typing import Any, cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from streams.core.rocks import options
+from streams.core.rocks import options, unlogged
 
 # Where the store has read the changelog up to (the next offset to read).
 CHECKPOINT_KEY = b"\x00changelog-offset"
@@ -263,12 +263,15 @@ class PartitionStore:
     def loading(self) -> Iterator[None]:
         """Opened for a bulk load while the block runs (`rocks.options(bulk=True)`: a
         write costs a fifth, a read through the memtable sorts it), then flushed and
-        opened as before. Meanwhile only the changelog is applied (`apply_changelog`)."""
+        opened as before. Meanwhile only the changelog is applied (`apply_changelog`), and
+        not through the write-ahead log (`rocks.unlogged`: killed, the store opens as of
+        its last flush, a whole batch and its checkpoint)."""
         self._reopen(options(bulk=True))
+        self._db.set_write_options(unlogged())
         try:
             yield
         finally:
-            self._db.flush(wait=True)  # the loaded memtable sorted and written: no WAL to replay
+            self._db.flush(wait=True)  # the loaded memtable sorted and written: the only copy
             self._reopen(options())
 
     def _reopen(self, opened: Options) -> None:

@@ -76,9 +76,9 @@ def unlogged() -> WriteOptions:
     """Writes that skip RocksDB's write-ahead log: for a bulk load only, whose store is
     flushed when the load ends. A store killed meanwhile opens as of its last flush:
     whole batches (a WriteBatch lands in one memtable, and memtables are flushed in
-    order), their checkpoint with them, and the restore reads on from there. Mixed with
-    logged writes, a crash could keep a later logged write and lose an earlier one, so
-    a store writes either way, never both, between two flushes."""
+    order), their checkpoint with them, and the restore reads on from there. A logged
+    write after unlogged ones could outlive them in a crash (its WAL replayed, their
+    memtable lost), so a store flushes before it logs again (`PartitionStore.loading`)."""
     written = WriteOptions()
     # A property, though rocksdict's stub declares a method (test_store checks the effect).
     written.disable_wal = True  # type: ignore[method-assign,assignment]

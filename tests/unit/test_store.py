@@ -322,6 +322,21 @@ def wal_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.glob("*.log"))
 
 
+def killed_after(path: Path, steps: str) -> None:
+    """Run `steps` in a child process on a `store` opened at `path`; they end by calling
+    `kill()`, a SIGKILL of the child: nothing is closed or flushed on the way out."""
+    child = f"""
+import os, signal
+from pathlib import Path
+from streams.core.store import PartitionStore
+def kill():
+    os.kill(os.getpid(), signal.SIGKILL)
+store = PartitionStore(Path({str(path)!r}))
+{steps}"""
+    killed = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+
+
 class TestBulkLoad:
     def test_a_bulk_load_applies_the_changelog_and_ends_open_for_reads(
         self, tmp_path: Path
@@ -353,11 +368,9 @@ class TestBulkLoad:
         """A worker killed (-9) in the middle of a bulk load leaves a store that opens for
         reads as usual, holding what its last flush held: whole batches, the checkpoint
         written with them and nothing past it, so the restore resumes from there."""
-        child = f"""
-import os, signal
-from pathlib import Path
-from streams.core.store import PartitionStore
-store = PartitionStore(Path({str(tmp_path / "p0")!r}))
+        killed_after(
+            tmp_path / "p0",
+            """
 store.apply_changelog([(b"accounts\\x00gone", b"old")], 1)
 with store.loading():
     for start in range(0, 3_000, 1_000):
@@ -365,10 +378,9 @@ with store.loading():
         store.apply_changelog(batch + [(b"accounts\\x00gone", None)], start + 1_001)
         if start == 0:
             store._db.flush(wait=True)  # as RocksDB does when a memtable fills
-    os.kill(os.getpid(), signal.SIGKILL)
-"""
-        killed = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=60)
-        assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    kill()
+""",
+        )
         assert memtable_in_use(tmp_path / "p0") == "VectorRepFactory"  # killed while loading
         store = PartitionStore(tmp_path / "p0")
         assert memtable_in_use(store.path) == "SkipListFactory"
@@ -397,18 +409,15 @@ with store.loading():
     ) -> None:
         """Once the load has ended the store logs its writes again: a kill (-9) loses none
         of what it applied."""
-        child = f"""
-import os, signal
-from pathlib import Path
-from streams.core.store import PartitionStore
-store = PartitionStore(Path({str(tmp_path / "p0")!r}))
+        killed_after(
+            tmp_path / "p0",
+            """
 with store.loading():
     store.apply_changelog([(b"accounts\\x00k%05d" % n, b"v") for n in range(1_000)], 1_000)
 store.apply_changelog([(b"accounts\\x00after", b"v")], 1_001)
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-        killed = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=60)
-        assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+kill()
+""",
+        )
         store = PartitionStore(tmp_path / "p0")
         assert store.checkpoint == 1_001
         assert store.get("accounts", b"after") == b"v"

@@ -187,8 +187,10 @@ def test_a_worker_subprocess_imports_the_package_it_is_given_wherever_it_starts(
     decoy = tmp_path / "streams"
     decoy.mkdir()
     (decoy / "__init__.py").write_text("raise SystemExit('the decoy ran')\n")
+    worker = workerproc.Worker(Settings(), "app", tmp_path / "w", "exactly_once", ["pipeline"])
+    interpreter = worker.args[: worker.args.index("-m")]  # as the worker is started
     result = subprocess.run(
-        [*workerproc.PYTHON, "-c", "import streams; print(streams.__file__)"],
+        [*interpreter, "-c", "import streams; print(streams.__file__)"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

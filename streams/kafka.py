@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.partitioner import murmur2
 from aiokafka.protocol.commit import OffsetFetchRequest
+from aiokafka.protocol.fetch import FetchRequest
 
 from streams import limits
 from streams.errors import MissingTopicError
@@ -64,11 +67,85 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
-    """A consumer; read_committed by default, so aborted transactions are never seen."""
+def consumer(
+    settings: Settings, *topics: str, quiet_wait_ms: int | None = None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer; read_committed by default, so aborted transactions are never seen.
+
+    With `quiet_wait_ms`, a fetch that names every partition the consumer reads from a
+    broker may wait that long there (`QuietConsumer`); `fetch_max_wait_ms` bounds the rest.
+    """
     options = {"isolation_level": "read_committed", **connection_options(settings)}
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    if quiet_wait_ms is None:
+        return AIOKafkaConsumer(*topics, **options)
+    return QuietConsumer(*topics, quiet_wait_ms=quiet_wait_ms, **options)
+
+
+def fetch_wait(named: int, read_there: int, wait_ms: int, quiet_wait_ms: int) -> int:
+    """How long a broker may hold a fetch that names `named` of the `read_there`
+    partitions the consumer reads from it.
+
+    A fetch waits at the broker until it has a first byte (fetch_min_bytes 1) or its
+    wait is over. One that names every partition returns with the first record any of
+    them gets, so it may wait long: it only ends sooner when nothing comes. One that
+    leaves a partition out (aiokafka leaves out a partition whose records the
+    application has not taken yet, or a paused one) must return soon: it is the one
+    fetch in flight to that broker, and the partition left out is fetched again only
+    once it has returned.
+    """
+    return quiet_wait_ms if named >= read_there else wait_ms
+
+
+class QuietFetcher(Fetcher):  # type: ignore[misc]
+    """aiokafka's fetcher, its fetches' wait chosen by `fetch_wait` (set by QuietConsumer)."""
+
+    quiet_wait_ms: int
+
+    def _get_actions_per_node(self, assignment: Any) -> tuple[Any, ...]:
+        requests, *rest = super()._get_actions_per_node(assignment)
+        if requests and self._fetch_min_bytes <= 1:
+            read_there = Counter(self._select_read_replica(tp) for tp in assignment.tps)
+            requests = [
+                (node, self._waiting(request, read_there[node])) for node, request in requests
+            ]
+        return (requests, *rest)
+
+    def _waiting(self, request: FetchRequest, read_there: int) -> FetchRequest:
+        named = sum(len(partitions) for _, partitions in request.topics)
+        wait_ms = fetch_wait(named, read_there, self._fetch_max_wait_ms, self.quiet_wait_ms)
+        if wait_ms == self._fetch_max_wait_ms:
+            return request
+        return FetchRequest(
+            wait_ms,
+            self._fetch_min_bytes,
+            self._fetch_max_bytes,
+            self._isolation_level,
+            request.topics,
+            rack_id=self._client_rack or "",
+        )
+
+
+class QuietConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    """A consumer that costs little while it has nothing to read.
+
+    A caught-up consumer's fetch comes back empty from every broker each
+    `fetch_max_wait_ms`: a hundred fetches a second per broker at 10 ms, each encoded
+    and decoded in Python (most of what an idle worker spent). Its fetches that name
+    every partition it reads from a broker wait `quiet_wait_ms` instead (`fetch_wait`).
+    aiokafka builds its fetcher in `start()` and has no hook for it: the one started is
+    made a QuietFetcher (its class, the only change), before it sends a fetch that
+    matters (it waits for the group's assignment first).
+    """
+
+    def __init__(self, *topics: str, quiet_wait_ms: int, **options: Any) -> None:
+        super().__init__(*topics, **options)
+        self._quiet_wait_ms = quiet_wait_ms
+
+    async def start(self) -> None:
+        await super().start()
+        self._fetcher.__class__ = QuietFetcher
+        self._fetcher.quiet_wait_ms = self._quiet_wait_ms
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -18,6 +18,7 @@ from streams.core.store import PartitionStore
 
 __all__ = [
     "PROMPT_FETCH_WAIT_MS",
+    "QUIET_FETCH_WAIT_MS",
     "RELAXED_FETCH_WAIT_MS",
     "Emit",
     "Handler",
@@ -32,6 +33,10 @@ __all__ = [
 # core, half of its profile's samples in aiokafka's fetcher (docs/performance.md).
 PROMPT_FETCH_WAIT_MS = 10
 RELAXED_FETCH_WAIT_MS = 100
+# How long the broker may hold a stage's fetch that names every partition the stage
+# reads from it (`kafka.fetch_wait`): such a fetch returns with the first record any of
+# them gets, so this bounds only how often a caught-up stage asks for nothing.
+QUIET_FETCH_WAIT_MS = 500
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from streams.core.ownership import Ownership, Partition, store_path
 from streams.core.purge import Purge
 from streams.core.readiness import Readiness
 from streams.core.recovery import Recovery
-from streams.core.spec import Emit, StageSpec
+from streams.core.spec import QUIET_FETCH_WAIT_MS, Emit, StageSpec
 from streams.core.standby import Standby
 from streams.logs import event
 from streams.metrics import Metrics
@@ -101,6 +101,7 @@ class Stage:
             metadata_max_age_ms=5_000,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=self.spec.fetch_wait_ms,
+            quiet_wait_ms=QUIET_FETCH_WAIT_MS,
             partition_assignment_strategy=group.assignors(
                 self.settings.standby_replicas,
                 self.ownership.held,

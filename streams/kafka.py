@@ -134,8 +134,8 @@ class QuietConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     and decoded in Python (most of what an idle worker spent). Its fetches that name
     every partition it reads from a broker wait `quiet_wait_ms` instead (`fetch_wait`).
     aiokafka builds its fetcher in `start()` and has no hook for it: the one started is
-    made a QuietFetcher (its class, the only change), before it sends a fetch that
-    matters (it waits for the group's assignment first).
+    made a QuietFetcher (its class, the only change) once `start()` returns. A fetch sent
+    before that (`start()` waits for the group's first assignment) keeps the short wait.
     """
 
     def __init__(self, *topics: str, quiet_wait_ms: int, **options: Any) -> None:

@@ -112,18 +112,12 @@ class QuietFetcher(Fetcher):  # type: ignore[misc]
         return (requests, *rest)
 
     def _waiting(self, request: FetchRequest, read_there: int) -> FetchRequest:
+        """The request aiokafka built, only its wait changed (all else stays as built)."""
         named = sum(len(partitions) for _, partitions in request.topics)
-        wait_ms = fetch_wait(named, read_there, self._fetch_max_wait_ms, self.quiet_wait_ms)
-        if wait_ms == self._fetch_max_wait_ms:
-            return request
-        return FetchRequest(
-            wait_ms,
-            self._fetch_min_bytes,
-            self._fetch_max_bytes,
-            self._isolation_level,
-            request.topics,
-            rack_id=self._client_rack or "",
+        request._max_wait_ms = fetch_wait(
+            named, read_there, self._fetch_max_wait_ms, self.quiet_wait_ms
         )
+        return request
 
 
 class QuietConsumer(AIOKafkaConsumer):  # type: ignore[misc]

@@ -57,18 +57,18 @@ async def produce(settings: Settings, topic: str, partition: int, value: bytes) 
 async def test_a_caught_up_consumer_asks_each_broker_once_per_quiet_wait(
     settings: Settings, new_topic: NewTopicFactory
 ) -> None:
-    """Caught up on two partitions for 2 s, it sends a fetch or two, not one every 10 ms."""
+    """Caught up on two partitions for 2.5 s, it sends a fetch or two, not one every 10 ms."""
     topic = await new_topic("quiet", partitions=2)
     consumer = quiet_consumer(settings)
     await consumer.start()
     try:
+        sent = log_fetches(consumer)
         consumer.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
         await consumer.getmany(timeout_ms=500)
-        sent = log_fetches(consumer)
         await asyncio.sleep(2)
     finally:
         await consumer.stop()
-    assert len(sent) <= 3, sent  # at WAIT_MS: about 200
+    assert 1 <= len(sent) <= 3, sent  # at WAIT_MS: about 250
     assert all(wait == QUIET_MS for _, wait in sent), sent
 
 
@@ -107,9 +107,13 @@ async def test_a_fetch_that_leaves_a_partition_out_is_held_only_the_short_wait(
     try:
         consumer.assign([first, other])
         sent = log_fetches(consumer)
+
+        async def first_fetched() -> None:
+            while not consumer._fetcher._records:
+                await consumer.getmany(other, timeout_ms=50)
+
         # the first partition's record fetched; taking only the other's leaves it out
-        while not consumer._fetcher._records:
-            await consumer.getmany(other, timeout_ms=50)
+        await bounded(first_fetched())
         await asyncio.sleep(1)  # past aiokafka's 0.2 s before it fetches without it
         assert [r.value for r in (await consumer.getmany(first))[first]] == [b"kept"]
         started = time.monotonic()
